@@ -1,0 +1,85 @@
+"""One typed, flat config per job. CLI flags and YAML recipes map onto these fields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from r1kit.errors import R1kitError
+
+
+@dataclass
+class ZeroConfig:
+    """R1-Zero: GRPO from a base model with rule-checked rewards (DESIGN.md section 4)."""
+
+    model: str | None = None  # hub id, local dir, or None for the embedded default
+    dataset: str = "mix"  # task name(s) joined by '+', 'mix', or a .jsonl file
+    eval_data: str | None = None  # optional held-out .jsonl (else the dataset's test split)
+    template: str = "r1zero"
+    rewards: str = "accuracy=1,format=0.5"
+    out: str = "runs/zero"
+    seed: int = 0
+    # GRPO
+    steps: int = 40
+    prompts_per_step: int = 16
+    group_size: int = 8  # G completions per prompt
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0  # KL weight to a frozen reference; 0 loads no reference model
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    scale_rewards: str = "group"  # group | batch | none
+    loss_agg: str = "token"  # sequence | token | constant
+    mu: int = 1  # updates per generation batch
+    micro_batch: int = 64  # sequences per forward/backward
+    mask_truncated: bool = False  # overlong filtering (DAPO)
+    # sampling during training
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    # held-out evaluation before and after (R1 protocol: T=0.6, top-p 0.95, k samples)
+    eval_problems: int = 100
+    eval_k: int = 4
+    eval_temperature: float = 0.6
+    eval_top_p: float = 0.95
+    save_every: int = 10
+    device: str = "auto"
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16
+
+    def validate(self) -> None:
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "group_size",
+            "micro_batch",
+            "max_new_tokens",
+            "eval_k",
+            "mu",
+        ):
+            if getattr(self, name) < 1:
+                raise R1kitError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.group_size < 2:
+            raise R1kitError("--group-size must be >= 2 (advantages compare samples of a group)")
+        if self.lr <= 0:
+            raise R1kitError("--lr must be > 0")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise R1kitError("--scale-rewards must be group, batch or none")
+        if self.loss_agg not in ("sequence", "token", "constant"):
+            raise R1kitError("--loss-agg must be sequence, token or constant")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise R1kitError("--dtype must be auto, float32 or bfloat16")
+        if self.template not in ("r1zero", "chat"):
+            raise R1kitError("--template must be r1zero or chat")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZeroConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise R1kitError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Datasets: procedural reasoning tasks, JSONL files, and the pretraining corpus."""

@@ -1,0 +1,1 @@
+"""Evaluation: pass@1 over k samples, unbiased pass@k, and held-out reports."""

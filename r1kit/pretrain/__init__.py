@@ -1,0 +1,1 @@
+"""Building the embedded default: train the tokenizer, then pretrain a small base model."""

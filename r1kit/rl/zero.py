@@ -1,0 +1,204 @@
+"""The `r1kit zero` job: evaluate, train with GRPO on rule-checked rewards, evaluate, report.
+
+OUT/config.json      the resolved ZeroConfig (a resumed run reads it back)
+OUT/base_eval.json   held-out results of the starting model
+OUT/metrics.jsonl    one row per step
+OUT/checkpoints/     crash-safe checkpoints (HF format + trainer state)
+OUT/final/           the trained model, HF format
+OUT/samples.jsonl    held-out completions of the final model
+OUT/summary.json     base_pass1, final_pass1, base_passk, final_passk, k, steps, wall_s, ...
+OUT/report.png       accuracy / reward / length / reflection per step
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from r1kit.config import ZeroConfig
+from r1kit.data.datasets import heldout, train_stream
+from r1kit.engine import SamplingParams, make_engine
+from r1kit.errors import R1kitError
+from r1kit.eval.heldout import evaluate
+from r1kit.modeling import load_model, load_tokenizer, save_model
+from r1kit.rewards.base import WeightedReward, parse_reward_spec
+from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from r1kit.rl.report import plot_report, read_metrics
+from r1kit.rl.rollout import generate, score
+from r1kit.rl.trainer import GRPOTrainer
+
+
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise R1kitError(f"output directory {out} is not writable ({err.strerror})") from None
+
+
+def _device(name: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
+    params = SamplingParams(
+        n=cfg.eval_k,
+        temperature=cfg.eval_temperature,
+        top_p=cfg.eval_top_p,
+        max_tokens=cfg.max_new_tokens,
+        stop_token_ids=(tok.eos_token_id,),
+        seed=seed,
+    )
+    return evaluate(engine, tok, problems, cfg.template, params)
+
+
+def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cfg.validate()
+    out = Path(cfg.out)
+    _prepare_out(out)
+    console = Console(quiet=not progress)
+    reward = WeightedReward(parse_reward_spec(cfg.rewards))  # unknown names fail before loading
+    problems = heldout(cfg.dataset, cfg.eval_problems, eval_file=cfg.eval_data)
+    stream = train_stream(cfg.dataset, cfg.seed)
+    t0 = time.time()
+    ckpt = latest_checkpoint(out) if resume else None
+    device = _device(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tok = load_tokenizer(str(ckpt) if ckpt else cfg.model)
+    dtype = None if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+    model = load_model(str(ckpt) if ckpt else cfg.model, dtype=dtype, device=device)
+    ref = (
+        load_model(cfg.model, dtype=dtype, device=device).eval().requires_grad_(False)
+        if cfg.beta > 0
+        else None
+    )
+    trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
+    engine = make_engine(model, pad_token_id=tok.pad_token_id)
+    start, wall_before = 0, 0.0
+    if ckpt:
+        state = load_trainer_state(ckpt, trainer.optimizer)
+        start, wall_before = state["step"], state.get("wall_s", 0.0)
+        trainer.step_count = start
+        stream = itertools.islice(stream, state["data_pos"], None)
+        console.print(f"resuming {out} from step {start}")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    base_path = out / "base_eval.json"
+    if base_path.exists() and resume:
+        base = json.loads(base_path.read_text())
+    else:
+        console.print(
+            f"evaluating the base model on {len(problems)} held-out problems x {cfg.eval_k}"
+        )
+        base, _ = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
+        base_path.write_text(json.dumps(base, indent=2))
+    console.print(
+        f"base: pass@1 {base['pass1']:.3f}  pass@{cfg.eval_k} {base['passk']:.3f}  "
+        f"format {base['format_rate']:.2f}"
+    )
+
+    metrics_path = out / "metrics.jsonl"
+    kept = [m for m in read_metrics(metrics_path) if m["step"] <= start]  # drop rows past the ckpt
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    params = SamplingParams(
+        n=cfg.group_size,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_new_tokens,
+        stop_token_ids=(tok.eos_token_id,),
+        logprobs=True,
+    )
+    cols = [
+        TextColumn("[bold]zero"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    ]
+    with Progress(*cols, console=console, disable=not progress) as bar:
+        task = bar.add_task("", total=cfg.steps, completed=start)
+        for step in range(start + 1, cfg.steps + 1):
+            ts = time.time()
+            examples = [next(stream) for _ in range(cfg.prompts_per_step)]
+            rollouts = generate(engine, tok, examples, cfg.template, params)
+            score(rollouts, reward)
+            tg = time.time()
+            upd = trainer.update(rollouts)
+            row = {
+                "step": step,
+                "reward": sum(r.reward for r in rollouts) / len(rollouts),
+                "accuracy": sum(r.rewards.get("accuracy", 0) for r in rollouts) / len(rollouts),
+                "format": sum(r.rewards.get("format", 0) for r in rollouts) / len(rollouts),
+                "response_len": sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
+                "reflection_rate": sum(r.reflects for r in rollouts) / len(rollouts),
+                "truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+                **upd,
+                "gen_s": round(tg - ts, 3),
+                "train_s": round(time.time() - tg, 3),
+            }
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.update(
+                task,
+                advance=1,
+                description=(
+                    f"reward {row['reward']:.2f} acc {row['accuracy']:.2f} fmt {row['format']:.2f} "
+                    f"len {row['response_len']:.0f}"
+                ),
+            )
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_checkpoint(
+                    out,
+                    step,
+                    model,
+                    tok,
+                    trainer.optimizer,
+                    {
+                        "data_pos": step * cfg.prompts_per_step,
+                        "wall_s": wall_before + time.time() - t0,
+                    },
+                )
+
+    console.print("evaluating the trained model")
+    final, rollouts = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
+    save_model(model, tok, out / "final")
+    with (out / "samples.jsonl").open("w") as f:
+        for r in rollouts:
+            f.write(
+                json.dumps({"question": r.example["question"], "completion": r.text, **r.rewards})
+                + "\n"
+            )
+    summary = {
+        "base_pass1": base["pass1"],
+        "final_pass1": final["pass1"],
+        "base_passk": base["passk"],
+        "final_passk": final["passk"],
+        "k": cfg.eval_k,
+        "base_pass1_stderr": base["pass1_stderr"],
+        "final_pass1_stderr": final["pass1_stderr"],
+        "base_format_rate": base["format_rate"],
+        "final_format_rate": final["format_rate"],
+        "base_formatted_accuracy": base["formatted_accuracy"],
+        "final_formatted_accuracy": final["formatted_accuracy"],
+        "base_mean_length": base["mean_length"],
+        "final_mean_length": final["mean_length"],
+        "base_reflection_rate": base["reflection_rate"],
+        "final_reflection_rate": final["reflection_rate"],
+        "eval_problems": len(problems),
+        "steps": cfg.steps,
+        "wall_s": round(wall_before + time.time() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_report(read_metrics(metrics_path), out / "report.png", base, final)
+    return summary
