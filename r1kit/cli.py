@@ -44,16 +44,19 @@ def _config_from_args(cls, args: argparse.Namespace, base=None):
 
 def cmd_zero(args: argparse.Namespace) -> int:
     from r1kit.config import ZeroConfig
-    from r1kit.rl.zero import run_zero
 
     base = None
     if args.resume:
         saved = Path(args.resume) / "config.json"
         if not saved.exists():
             raise R1kitError(f"nothing to resume in {args.resume} (no config.json)")
+        if args.out and Path(args.out) != Path(args.resume):
+            raise R1kitError("--resume continues in its own directory; drop --out")
         base = ZeroConfig.from_dict(json.loads(saved.read_text()))
         args.out = args.resume
     cfg = _config_from_args(ZeroConfig, args, base)
+    from r1kit.rl.zero import run_zero
+
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
     _print_summary(summary, cfg.out)
     return 0

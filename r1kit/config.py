@@ -20,7 +20,7 @@ class ZeroConfig:
     out: str = "runs/zero"
     seed: int = 0
     # GRPO
-    steps: int = 40
+    steps: int = 70
     prompts_per_step: int = 16
     group_size: int = 8  # G completions per prompt
     lr: float = 1e-4
@@ -57,13 +57,24 @@ class ZeroConfig:
             "max_new_tokens",
             "eval_k",
             "mu",
+            "save_every",
+            "eval_problems",
         ):
             if getattr(self, name) < 1:
                 raise R1kitError(f"--{name.replace('_', '-')} must be >= 1")
         if self.group_size < 2:
             raise R1kitError("--group-size must be >= 2 (advantages compare samples of a group)")
+        if self.beta < 0:
+            raise R1kitError("--beta must be >= 0")
         if self.lr <= 0:
             raise R1kitError("--lr must be > 0")
+        if self.temperature <= 0:
+            raise R1kitError("--temperature must be > 0 (GRPO compares sampled completions)")
+        if self.eval_temperature < 0:
+            raise R1kitError("--eval-temperature must be >= 0 (0 is greedy)")
+        for name in ("top_p", "eval_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise R1kitError(f"--{name.replace('_', '-')} must be > 0 and <= 1")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise R1kitError("--scale-rewards must be group, batch or none")
         if self.loss_agg not in ("sequence", "token", "constant"):

@@ -23,11 +23,16 @@ def resolve_model(spec: str | None) -> str:
         return str(EMBEDDED_DIR)
     path = Path(spec).expanduser()
     if path.exists():
+        # a run directory from `r1kit zero` (its config.json is the job's, not a model's): use
+        # its final model, else its latest checkpoint (OUT/checkpoints/latest names it)
+        if (path / "final" / "config.json").exists():
+            return str(path / "final")
+        pointer = path / "checkpoints" / "latest"
+        if pointer.is_file():
+            ckpt = path / "checkpoints" / pointer.read_text().strip()
+            if (ckpt / "config.json").exists():
+                return str(ckpt)
         if not (path / "config.json").exists():
-            # a run directory from `r1kit zero`: use its final (or latest) checkpoint
-            for sub in ("final", "latest"):
-                if (path / sub / "config.json").exists():
-                    return str(path / sub)
             raise R1kitError(f"{spec} is not a model directory (no config.json in it)")
         return str(path)
     looks_like_path = (
@@ -39,6 +44,8 @@ def resolve_model(spec: str | None) -> str:
 
 
 def _hub_error(spec: str, err: Exception) -> R1kitError:
+    if Path(spec).exists():
+        return R1kitError(f"cannot load the model in {spec}: {str(err).splitlines()[0]}")
     return R1kitError(
         f"cannot load {spec!r} from the Hugging Face hub ({type(err).__name__}); if this machine "
         "is offline, download the model elsewhere and pass its local directory instead"
@@ -88,4 +95,18 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
+
+
+def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
+    """save_pretrained, plus an explicit `"unk_token": null` for byte-level tokenizers without
+    one: transformers 5 loads a qwen2-typed dir as Qwen2Tokenizer, which otherwise adds its
+    default `<|endoftext|>` as a new id past the model's vocabulary."""
+    import json
+
+    tokenizer.save_pretrained(out_dir)
+    if tokenizer.unk_token is None:
+        path = Path(out_dir) / "tokenizer_config.json"
+        cfg = json.loads(path.read_text())
+        cfg["unk_token"] = None
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")

@@ -7,6 +7,7 @@ the same thread count, the run is bit-for-bit repeatable.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -125,6 +126,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
         "tokens": cfg.steps * cfg.batch_size * cfg.block_len,
         "wall_s": round(time.time() - t0, 1),
         "torch": torch.__version__,
+        # compare with r1kit/assets/tiny/pretrain.json to check a rebuild reproduced the weights
+        "weights_sha256": hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(),
     }
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2))
     (out / "loss.json").write_text(json.dumps([round(v, 4) for v in losses]))

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from r1kit.modeling import save_tokenizer
+
 
 def save_checkpoint(
     out: Path, step: int, model, tokenizer, optimizer, extra: dict[str, Any]
@@ -23,7 +25,7 @@ def save_checkpoint(
     tmp = ckdir / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),

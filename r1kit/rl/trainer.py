@@ -48,7 +48,14 @@ class GRPOTrainer:
     def update(self, rollouts: Sequence[Rollout]) -> dict[str, float]:
         """μ optimizer steps on one generation batch; returns averaged metrics."""
         cfg = self.cfg
-        adv = self.advantages(rollouts)  # [N]
+        adv = self.advantages(rollouts)  # [N], computed in group order
+        zero_std = float((adv.view(-1, cfg.group_size).abs().sum(1) == 0).float().mean())
+        # sort by length so each micro-batch pads only to its own longest sequence
+        order = sorted(
+            range(len(rollouts)),
+            key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].completion_ids),
+        )
+        rollouts, adv = [rollouts[i] for i in order], adv[order]
         batch = collate(rollouts, self.pad_id, cfg.mask_truncated)
         n_tok = batch.completion_mask.sum().clamp(min=1)  # token aggregation over the whole batch
         # π_old: with μ = 1 the detached current log-probs (ratio 1); with μ > 1 fixed up front
@@ -91,7 +98,5 @@ class GRPOTrainer:
         self.step_count += 1
         out = {k: v / cfg.mu for k, v in sums.items()}
         out["lr"] = self.lr_now()
-        out["zero_std_groups"] = float(
-            (adv.view(-1, cfg.group_size).abs().sum(1) == 0).float().mean()
-        )
+        out["zero_std_groups"] = zero_std
         return out

@@ -25,7 +25,7 @@ from r1kit.data.datasets import heldout, train_stream
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
 from r1kit.eval.heldout import evaluate
-from r1kit.modeling import load_model, load_tokenizer, save_model
+from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
 from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from r1kit.rl.report import plot_report, read_metrics
@@ -69,7 +69,12 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     console = Console(quiet=not progress)
     reward = WeightedReward(parse_reward_spec(cfg.rewards))  # unknown names fail before loading
     problems = heldout(cfg.dataset, cfg.eval_problems, eval_file=cfg.eval_data)
+    if not problems:
+        raise R1kitError(
+            f"no held-out problems in {cfg.eval_data or cfg.dataset}; pass --eval-data FILE.jsonl"
+        )
     stream = train_stream(cfg.dataset, cfg.seed)
+    resolve_model(cfg.model)  # a bad model path fails here, before anything heavy loads
     t0 = time.time()
     ckpt = latest_checkpoint(out) if resume else None
     device = _device(cfg.device)

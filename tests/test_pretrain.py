@@ -1,0 +1,95 @@
+"""`pretrain` builds the embedded model's format: deterministic, loadable, with the R1 tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from r1kit.chat import MARKUP_TOKENS, SPECIAL_TOKENS
+from r1kit.pretrain.train import PretrainConfig, pretrain
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_torch_globals():
+    """pretrain() sets the thread count and deterministic algorithms process-wide."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+def _run(out, seed):
+    cfg = PretrainConfig(
+        out=str(out), seed=seed, steps=2, tokenizer_docs=2000, batch_size=2, block_len=64
+    )
+    return pretrain(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    summaries = {name: _run(root / name, seed) for name, seed in [("a", 0), ("b", 0), ("c", 1)]}
+    return root, summaries
+
+
+def test_same_seed_is_byte_identical(runs):
+    root, summaries = runs
+    a, b = (root / n / "model.safetensors" for n in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    assert (root / "a" / "tokenizer.json").read_bytes() == (
+        root / "b" / "tokenizer.json"
+    ).read_bytes()
+    assert summaries["a"]["final_loss"] == summaries["b"]["final_loss"]
+
+
+def test_other_seed_differs(runs):
+    root, _ = runs
+    a, c = (root / n / "model.safetensors" for n in "ac")
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_saved_dir_loads_with_transformers(runs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, summaries = runs
+    out = root / "a"
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.model_type == "qwen2"
+    assert summaries["a"]["params"] == sum(p.numel() for p in model.parameters())
+    ids = tok("Compute 2 + 3. <think> 5 </think> <answer> 5 </answer>", return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**ids, labels=ids.input_ids).loss
+    assert torch.isfinite(loss)
+    s = json.loads((out / "pretrain.json").read_text())
+    assert s["config"]["steps"] == 2 and s["tokens"] == 2 * 2 * 64
+    assert len(json.loads((out / "loss.json").read_text())) == 2
+
+
+def test_tokenizer_has_r1_tokens(runs):
+    from transformers import AutoConfig, AutoTokenizer
+
+    root, _ = runs
+    tok = AutoTokenizer.from_pretrained(root / "a")
+    vocab = AutoConfig.from_pretrained(root / "a").vocab_size
+    ids = set()
+    for t in SPECIAL_TOKENS + MARKUP_TOKENS:
+        enc = tok(t, add_special_tokens=False).input_ids
+        assert len(enc) == 1, (t, enc)
+        assert enc[0] == tok.convert_tokens_to_ids(t) < vocab
+        ids.add(enc[0])
+    assert len(ids) == len(SPECIAL_TOKENS + MARKUP_TOKENS)
+    # control tokens vanish from decoded text, the think/answer markup stays
+    text = tok.decode(
+        tok("<think> 5 </think> <answer> 5 </answer>").input_ids, skip_special_tokens=True
+    )
+    assert all(m in text for m in MARKUP_TOKENS)
+    assert tok.bos_token in SPECIAL_TOKENS and tok.eos_token in SPECIAL_TOKENS
+    assert tok.pad_token in SPECIAL_TOKENS
+    assert tok.chat_template
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": "2 + 2?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered.startswith(tok.bos_token) and rendered.endswith("<think>\n")
