@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from r1kit.modeling import save_tokenizer
+from r1kit.modeling import save_model
 
 
 def save_checkpoint(
@@ -24,8 +24,7 @@ def save_checkpoint(
     final = ckdir / f"step-{step:06d}"
     tmp = ckdir / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    save_tokenizer(tokenizer, tmp)
+    save_model(model, tokenizer, tmp)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
