@@ -47,6 +47,7 @@ class ZeroConfig:
     save_every: int = 10
     device: str = "auto"
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16
+    engine: str = "auto"  # auto (paged where supported) | paged | hf (plain transformers)
 
     def validate(self) -> None:
         for name in (
@@ -79,6 +80,8 @@ class ZeroConfig:
             raise R1kitError("--scale-rewards must be group, batch or none")
         if self.loss_agg not in ("sequence", "token", "constant"):
             raise R1kitError("--loss-agg must be sequence, token or constant")
+        if self.engine not in ("auto", "paged", "hf"):
+            raise R1kitError("--engine must be auto, paged or hf")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise R1kitError("--dtype must be auto, float32 or bfloat16")
         if self.template not in ("r1zero", "chat"):
@@ -94,3 +97,56 @@ class ZeroConfig:
         if unknown:
             raise R1kitError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+@dataclass
+class EvalConfig:
+    """R1-style evaluation (DESIGN.md sections 3 and 6): k samples per problem at T=0.6,
+    top-p 0.95, no system prompt, the step-by-step instruction; pass@1, pass@k, cons@k."""
+
+    target: str | None = None  # model (hub id, local dir; None: embedded) or an endpoint URL
+    benchmark: str | None = None  # math500 | aime24 | aime25 | amc23 | gsm8k
+    data: str | None = None  # a local .jsonl instead of (or holding a copy of) the benchmark
+    question_field: str | None = None
+    answer_field: str | None = None
+    solution_field: str | None = None
+    k: int | None = None  # samples per problem; None: the benchmark's (64 AIME, 16 MATH-500)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    limit: int | None = None  # the first N problems only
+    out: str | None = None  # default runs/eval/<benchmark> (runs/eval/<benchmark>-gold)
+    base_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1
+    api_key: str | None = None  # else $OPENAI_API_KEY; never written to disk
+    model: str | None = None  # the endpoint's model name (default: the first it lists)
+    concurrency: int = 16  # requests in flight to an endpoint
+    retries: int = 5  # per request, on 429 / 5xx / connection errors, with backoff
+    gold: bool = False  # score the reference solutions/answers instead of a model
+    engine: str = "auto"  # local engine kind, passed to r1kit.engine.make_engine
+    template: str = "auto"  # auto (chat if the tokenizer has a template) | chat | r1zero
+    seed: int | None = None  # local default 0; sent to an endpoint only when given
+    grade_timeout: float = 5.0  # seconds per answer for math-verify
+
+    def validate(self) -> None:
+        for name in ("k", "max_tokens", "limit", "concurrency"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise R1kitError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.retries < 0:
+            raise R1kitError("--retries must be >= 0")
+        if self.temperature < 0:
+            raise R1kitError("--temperature must be >= 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:
+            raise R1kitError("--top-p must be > 0 and <= 1")
+        if self.grade_timeout <= 0:
+            raise R1kitError("--grade-timeout must be > 0")
+        if self.template not in ("auto", "chat", "r1zero"):
+            raise R1kitError("--template must be auto, chat or r1zero")
+
+    @property
+    def url(self) -> str | None:
+        """The endpoint, when this evaluates one: --base-url, or a URL given as the target."""
+        if self.base_url:
+            return self.base_url
+        t = self.target or ""
+        return t if t.startswith(("http://", "https://")) else None

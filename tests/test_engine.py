@@ -1,4 +1,5 @@
-"""The KV-cached HF engine against transformers' own generate, and the sampler."""
+"""Both engines (paged, and the simple KV-cached HF loop) against transformers' own generate,
+and the sampler."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from r1kit.engine import SamplingParams, make_engine
-from r1kit.engine.sampler import sample
+from r1kit.engine.sampler import SamplingRows, gumbel, row_keys, sample
 
 VOCAB = 97
 PAD = 0  # never appears in the prompts below
@@ -91,9 +92,12 @@ def reference(model):
     return out
 
 
-@pytest.fixture(scope="module")
-def engine(model):
-    return make_engine(model, pad_token_id=PAD)
+@pytest.fixture(scope="module", params=["hf", "paged"])
+def engine(model, request):
+    kw = {"block_size": 4} if request.param == "paged" else {}  # prompts span several blocks
+    eng = make_engine(model, pad_token_id=PAD, kind=request.param, **kw)
+    assert type(eng).__name__ == {"hf": "HFEngine", "paged": "PagedEngine"}[request.param]
+    return eng
 
 
 def greedy(**kw) -> SamplingParams:
@@ -219,7 +223,7 @@ def test_top_k_1_is_greedy(engine, reference):
 
 
 def test_small_max_batch_rows_chunks(model, reference):
-    eng = make_engine(model, pad_token_id=PAD)
+    eng = make_engine(model, pad_token_id=PAD, kind="hf")
     eng.max_batch_rows = 2
     outs = eng.generate(PROMPTS, greedy())
     assert [o.samples[0].token_ids for o in outs] == reference
@@ -243,14 +247,11 @@ def test_sampling_params_validation():
 # --------------------------------------------------------------------------- sampler
 
 
-def _rows(logits: torch.Tensor, **kw):
+def _rows(logits: torch.Tensor, seeds=None, step: int = 0, **kw):
     B = logits.shape[0]
-    t = torch.full((B,), kw.get("temperature", 1.0))
-    top_p = torch.full((B,), kw.get("top_p", 1.0))
-    top_k = torch.full((B,), kw.get("top_k", 0), dtype=torch.long)
-    min_p = torch.full((B,), kw.get("min_p", 0.0))
-    gens = kw.get("generators", [None] * B)
-    return sample(logits, t, top_p, top_k, min_p, gens)
+    params = [SamplingParams(**kw)] * B
+    seeds = list(range(B)) if seeds is None else seeds
+    return sample(logits, SamplingRows.build(params, seeds, [step] * B, logits.device))
 
 
 def test_sample_greedy():
@@ -264,8 +265,7 @@ def test_sample_greedy():
 def test_sample_tiny_top_p_keeps_argmax():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(8, 50, generator=g).repeat(25, 1)  # 200 rows
-    gens = [torch.Generator().manual_seed(i) for i in range(200)]
-    tok, lp = _rows(logits, top_p=1e-6, generators=gens)
+    tok, lp = _rows(logits, top_p=1e-6)
     assert torch.equal(tok, logits.argmax(-1))
     # log-probs are of the unfiltered distribution
     torch.testing.assert_close(lp, logits.log_softmax(-1).gather(1, tok[:, None]).squeeze(1))
@@ -307,8 +307,25 @@ def test_sample_frequencies_and_seeds():
     freq = torch.bincount(tok, minlength=3).float() / 4000
     torch.testing.assert_close(freq, flat, atol=0.03, rtol=0)
     torch.testing.assert_close(lp, flat.log()[tok])
-    # seeded rows repeat exactly
-    small = torch.randn(3, 40, generator=torch.Generator().manual_seed(2))
-    a, _ = _rows(small, generators=[torch.Generator().manual_seed(i) for i in range(3)])
-    b, _ = _rows(small, generators=[torch.Generator().manual_seed(i) for i in range(3)])
-    assert torch.equal(a, b)
+    # seeded rows repeat exactly; another step or seed draws afresh
+    small = torch.randn(64, 40, generator=torch.Generator().manual_seed(2))
+    a, _ = _rows(small, seeds=list(range(64)))
+    assert torch.equal(a, _rows(small, seeds=list(range(64)))[0])
+    assert not torch.equal(a, _rows(small, seeds=list(range(64)), step=1)[0])
+    assert not torch.equal(a, _rows(small, seeds=list(range(100, 164)))[0])
+
+
+def test_counter_noise_is_uniform_and_row_independent():
+    """The hash behind sampling: u in (0, 1) uniform per entry, unrelated across rows, steps
+    and vocabulary entries (the Gumbel-max sampler is only as good as this)."""
+    keys = row_keys(torch.arange(64), torch.zeros(64, dtype=torch.long))
+    g = gumbel(keys, 1000)  # [64, 1000]
+    u = torch.exp(-torch.exp(-g))  # back to uniforms
+    hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
+    torch.testing.assert_close(hist, torch.full((10,), 0.1), atol=0.01, rtol=0)
+    assert abs(torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1]) < 0.02
+    assert abs(torch.corrcoef(torch.stack([u[:-1].flatten(), u[1:].flatten()]))[0, 1]) < 0.02
+    g_next = gumbel(row_keys(torch.arange(64), torch.ones(64, dtype=torch.long)), 1000)
+    assert (g_next != g).float().mean() > 0.99
+    # a row's noise does not depend on the other rows in the batch
+    torch.testing.assert_close(gumbel(keys[5:6], 1000)[0], g[5])

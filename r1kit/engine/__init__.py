@@ -1,17 +1,36 @@
-"""Generation in token ids: the contract (types.py), a sampler, and the engines behind it."""
+"""Generation in token ids: the contract (types.py), a sampler, and the engines behind it.
+
+- `paged` (PagedEngine): continuous batching over a paged KV cache with native Qwen2/Qwen3/Llama
+  decoders and CUDA graphs; the default wherever the architecture is supported.
+- `hf` (HFEngine): a simple KV-cached loop over the `transformers` model, the reference path
+  and the fallback for any other architecture.
+"""
 
 from __future__ import annotations
 
 from r1kit.engine.types import Engine, RequestOutput, Sample, SamplingParams
 
+KINDS = ("auto", "paged", "hf")
 
-def make_engine(model, pad_token_id: int = 0, kind: str = "hf") -> Engine:
-    """The engine for `model`; `hf` is the simple KV-cached sampler over transformers."""
+
+def make_engine(model, pad_token_id: int = 0, kind: str = "auto", **kw) -> Engine:
+    """The engine for `model`. `auto` picks `paged` when the native decoder supports the
+    architecture, else `hf`. Keyword arguments go to PagedEngine (kv_memory, max_num_seqs, ...)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown engine {kind!r}; available: {', '.join(KINDS)}")
+    if kind != "hf":
+        from r1kit.engine.model import supports
+
+        reason = supports(model.config)
+        if reason is None:
+            from r1kit.engine.paged import PagedEngine
+
+            return PagedEngine(model, **kw)
+        if kind == "paged":
+            raise ValueError(f"the paged engine does not support {reason}; use --engine hf")
     from r1kit.engine.simple import HFEngine
 
-    if kind != "hf":
-        raise ValueError(f"unknown engine {kind!r}; available: hf")
     return HFEngine(model, pad_token_id=pad_token_id)
 
 
-__all__ = ["Engine", "RequestOutput", "Sample", "SamplingParams", "make_engine"]
+__all__ = ["KINDS", "Engine", "RequestOutput", "Sample", "SamplingParams", "make_engine"]

@@ -1,53 +1,132 @@
-"""Per-row sampling: temperature, top-k, top-p, min-p, seeded or not, with log-probs."""
+"""Per-row sampling with counter-based noise: temperature, top-k, top-p, min-p, log-probs.
+
+Sampling is Gumbel-max: token = argmax(logits / T + g) with g = -log(-log u). The uniform u of
+row b, vocabulary entry v comes from an integer hash of (row seed, step, v) instead of a stateful
+generator, so
+- a seeded request gives the same samples whatever else is in the batch, on any engine;
+- the whole batch is one vectorised op (no per-row generator loop), and on CUDA one fused Triton
+  kernel reads the logits once (r1kit/engine/triton_sample.py computes the same hash bit for bit).
+Filters (top-k, top-p, min-p) become one threshold per row on the scaled logits; tokens at or
+above it stay. Rows at a tie with the threshold all stay, so top-k can keep more than k tokens
+when logits tie exactly.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-
-def _filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor):
-    """Mask logits [B, V] outside each row's top-k / nucleus / min-p set with -inf."""
-    V = logits.shape[-1]
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    rank = torch.arange(V, device=logits.device).expand_as(probs)
-    k = torch.where(top_k > 0, top_k, V).unsqueeze(1)
-    drop = rank >= k
-    # nucleus: keep the smallest prefix whose mass reaches top_p (the top token always stays)
-    drop |= (probs.cumsum(-1) - probs) >= top_p.unsqueeze(1)
-    drop |= probs < (min_p.unsqueeze(1) * probs[:, :1])
-    drop[:, 0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+M32 = 0xFFFFFFFF
+_MUL = 0x45D9F3B  # the multiplier of a well-mixing 32-bit integer hash
+_GOLD = 0x61C88647  # 2^32 / golden ratio, mod 2^32 (kept < 2^31 so Triton treats it as int32)
+_STEP = 0x2C1B3C6D
 
 
-def sample(
-    logits: torch.Tensor,  # [B, V] raw last-position logits
-    temperature: torch.Tensor,  # [B]; 0 = greedy
-    top_p: torch.Tensor,  # [B]
-    top_k: torch.Tensor,  # [B] long
-    min_p: torch.Tensor,  # [B]
-    generators: list[torch.Generator | None],  # per row; None rows share the global RNG
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (tokens [B], logprobs [B]); log-probs are of the temperature-scaled distribution
-    before top-k/p filtering, which is what the GRPO ratio needs (DESIGN.md section 4)."""
-    logits = logits.float()
-    greedy = temperature <= 0
-    scaled = logits / torch.where(greedy, 1.0, temperature).unsqueeze(1)
-    logp = scaled.log_softmax(-1)
-    filtered = _filter(scaled, top_k, top_p, min_p)
-    # Gumbel-free exponential race: argmax p / E with E ~ Exp(1) is a sample from p
-    noise = torch.empty_like(filtered)
-    shared = [i for i, g in enumerate(generators) if g is None]
-    if shared:
-        noise[shared] = torch.empty(
-            len(shared), filtered.shape[1], device=filtered.device
-        ).exponential_()
-    for i, g in enumerate(generators):
-        if g is not None:
-            noise[i] = torch.empty(filtered.shape[1], device=filtered.device).exponential_(
-                generator=g
-            )
-    sampled = (filtered.softmax(-1) / noise).argmax(-1)
-    tokens = torch.where(greedy, logits.argmax(-1), sampled)
-    return tokens, logp.gather(1, tokens.unsqueeze(1)).squeeze(1)
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """32-bit avalanche hash on int64 tensors holding values in [0, 2^32); products stay < 2^59."""
+    x = (((x >> 16) ^ x) * _MUL) & M32
+    x = (((x >> 16) ^ x) * _MUL) & M32
+    return (x >> 16) ^ x
+
+
+def row_seed(seed: int, sample_index: int) -> int:
+    """The seed of sample j of a request with `seed` (same formula in every engine)."""
+    return (seed * 1_000_003 + sample_index) % (1 << 32)
+
+
+def row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """[B] int64 key per row for this step (the index of the token being sampled)."""
+    return _mix((_mix(seeds & M32) + steps * _STEP) & M32)
+
+
+def gumbel(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B, V] Gumbel noise from the counter hash."""
+    idx = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    h = _mix(_mix((keys[:, None] + idx * _GOLD) & M32))
+    u = ((h >> 8).float() + 0.5) * 2.0**-24
+    return -torch.log(-torch.log(u))
+
+
+@dataclass
+class SamplingRows:
+    """Per-row sampling parameters of one batch, as tensors on the logits' device."""
+
+    temperature: torch.Tensor  # [B] float; 0 = greedy
+    top_p: torch.Tensor  # [B] float
+    top_k: torch.Tensor  # [B] long; 0 = off
+    min_p: torch.Tensor  # [B] float
+    seeds: torch.Tensor  # [B] int64 row seeds
+    steps: torch.Tensor  # [B] int64 tokens sampled so far by the row
+    filtered: list[int]  # rows with a top-k, top-p or min-p filter (known without a sync)
+
+    @classmethod
+    def build(cls, params: list, seeds: list[int], steps: list[int], device) -> SamplingRows:
+        def t(vals, dtype):
+            return torch.tensor(vals, dtype=dtype).to(device, non_blocking=True)
+
+        filt = [i for i, p in enumerate(params) if p.top_p < 1 or p.top_k > 0 or p.min_p > 0]
+        return cls(
+            t([p.temperature for p in params], torch.float32),
+            t([p.top_p for p in params], torch.float32),
+            t([p.top_k for p in params], torch.int64),
+            t([p.min_p for p in params], torch.float32),
+            t(seeds, torch.int64),
+            t(steps, torch.int64),
+            filt,
+        )
+
+
+def thresholds(scaled: torch.Tensor, rows: SamplingRows) -> torch.Tensor:
+    """[B] lowest scaled logit each row keeps (-inf where no filter applies)."""
+    B, V = scaled.shape
+    th = torch.full((B,), float("-inf"), device=scaled.device)
+    if not rows.filtered:
+        return th
+    idx = torch.tensor(rows.filtered, device=scaled.device)
+    s = scaled[idx]  # [R, V]
+    top_k, top_p, min_p = rows.top_k[idx], rows.top_p[idx], rows.min_p[idx]
+    sorted_s = s.sort(dim=-1, descending=True).values
+    k = torch.where(top_k > 0, top_k.clamp(max=V), V)
+    th_k = sorted_s.gather(1, (k - 1)[:, None])[:, 0]
+    probs = sorted_s.softmax(-1)
+    # nucleus: the smallest prefix whose mass reaches top_p (the top token always stays)
+    kept = ((probs.cumsum(-1) - probs) < top_p[:, None]).sum(-1).clamp(min=1)
+    th_p = sorted_s.gather(1, (kept - 1)[:, None])[:, 0]
+    th_m = torch.where(min_p > 0, sorted_s[:, 0] + min_p.clamp(min=1e-30).log(), float("-inf"))
+    th[idx] = torch.maximum(torch.maximum(th_k, th_p), th_m)
+    return th
+
+
+def sample(logits: torch.Tensor, rows: SamplingRows) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, V] (any float dtype) -> (tokens [B] long, logprobs [B] float32).
+
+    Log-probs are of the temperature-scaled distribution before filtering, which is what the GRPO
+    ratio needs (DESIGN.md section 4); greedy rows report log-probs at temperature 1.
+    """
+    greedy = rows.temperature <= 0
+    inv_t = torch.where(greedy, 1.0, 1.0 / rows.temperature.clamp(min=1e-6))
+    noise = (~greedy).float()
+    keys = row_keys(rows.seeds, rows.steps)
+    th = None
+    if rows.filtered:
+        th = thresholds(logits.float() * inv_t[:, None], rows)
+    if logits.is_cuda:
+        from r1kit.engine.triton_sample import triton_available, triton_sample
+
+        if triton_available():
+            if th is None:
+                th = torch.full_like(inv_t, float("-inf"))
+            return triton_sample(logits, inv_t, noise, th, keys)
+    return sample_reference(logits, inv_t, noise, th, keys)
+
+
+def sample_reference(logits, inv_t, noise, th, keys) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain-torch path (CPU, or CUDA without Triton); the Triton kernel matches it."""
+    scaled = logits.float() * inv_t[:, None]
+    score = scaled + gumbel(keys, scaled.shape[1]) * noise[:, None]
+    if th is not None:
+        score = score.masked_fill(scaled < th[:, None], float("-inf"))
+    tok = score.argmax(-1)
+    lp = scaled.gather(1, tok[:, None])[:, 0] - scaled.logsumexp(-1)
+    return tok, lp

@@ -8,11 +8,12 @@ object itself, so weights are always in sync and nothing is copied.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import torch
 
-from r1kit.engine.sampler import sample
+from r1kit.engine.sampler import SamplingRows, row_seed, sample
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 
@@ -84,16 +85,15 @@ class HFEngine:
                 Sample([], [] if plist[r].logprobs else None, "length", len(outs[r].prompt_ids))
                 for _ in range(plist[r].n)
             ]
-        temp = torch.tensor([p.temperature for p in rp], device=dev)
-        top_p = torch.tensor([p.top_p for p in rp], device=dev)
-        top_k = torch.tensor([p.top_k for p in rp], device=dev)
-        min_p = torch.tensor([p.min_p for p in rp], device=dev)
-        gens = [
-            None if p.seed is None else _generator(p.seed, j, dev) for p, (_, j) in zip(rp, rows)
-        ]
+        req_seed = {
+            r: plist[r].seed if plist[r].seed is not None else random.getrandbits(32) for r in reqs
+        }
+        seeds = [row_seed(req_seed[r], j) for r, j in rows]
         live = list(range(len(rows)))  # row index for each position in the batch
-        for _ in range(max(p.max_tokens for p in rp)):
-            tok, lp = sample(logits, temp, top_p, top_k, min_p, gens)
+        for step in range(max(p.max_tokens for p in rp)):
+            live_p = [rp[row] for row in live]
+            sr = SamplingRows.build(live_p, [seeds[row] for row in live], [step] * len(live), dev)
+            tok, lp = sample(logits, sr)
             tok_l, lp_l = tok.tolist(), lp.tolist()
             keep = []
             for b, row in enumerate(live):
@@ -112,8 +112,6 @@ class HFEngine:
                 kt = torch.tensor(keep, device=dev)
                 cache.reorder_cache(kt)
                 tok, mask, pos = tok[kt], mask[kt], pos[kt]
-                temp, top_p, top_k, min_p = temp[kt], top_p[kt], top_k[kt], min_p[kt]
-                gens = [gens[b] for b in keep]
                 live = [live[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
             pos = pos + 1
@@ -133,9 +131,3 @@ def _cache_kwarg(model) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _generator(seed: int, j: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + j)
-    return g

@@ -30,7 +30,7 @@ class SamplingParams:
 class Sample:
     token_ids: list[int]
     logprobs: list[float] | None = None
-    finish_reason: Literal["stop", "length"] = "length"
+    finish_reason: Literal["stop", "length", "abort"] = "length"
     prompt_len: int = 0
 
 

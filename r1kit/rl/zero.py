@@ -47,6 +47,30 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
+def _engine_kw(cfg: ZeroConfig) -> dict:
+    """Paged-engine options: no more sequences than one step samples. Unseeded requests take
+    their seeds from Python's `random`, which this job seeds and checkpoints."""
+    if cfg.engine == "hf":
+        return {}
+    rows = max(cfg.prompts_per_step * cfg.group_size, cfg.eval_problems * cfg.eval_k)
+    return {"max_num_seqs": min(512, rows)}
+
+
+def _update(engine, trainer: GRPOTrainer, rollouts, device: str) -> dict:
+    """The update phase. On GPU the engine gives its KV cache back while the trainer runs; the
+    engine shares the trainer's weight tensors (or copies them in place when its dtype differs),
+    so after the step it samples from the new policy."""
+    asleep = torch.device(device).type == "cuda" and hasattr(engine, "sleep")
+    if asleep:
+        engine.sleep()
+    upd = trainer.update(rollouts)
+    if hasattr(engine, "sync_weights"):
+        engine.sync_weights()
+    if asleep:
+        engine.wake()
+    return upd
+
+
 def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
     params = SamplingParams(
         n=cfg.eval_k,
@@ -89,7 +113,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         else None
     )
     trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
-    engine = make_engine(model, pad_token_id=tok.pad_token_id)
+    engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg))
     start, wall_before = 0, 0.0
     if ckpt:
         state = load_trainer_state(ckpt, trainer.optimizer)
@@ -139,7 +163,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
             rollouts = generate(engine, tok, examples, cfg.template, params)
             score(rollouts, reward)
             tg = time.time()
-            upd = trainer.update(rollouts)
+            upd = _update(engine, trainer, rollouts, device)
             row = {
                 "step": step,
                 "reward": sum(r.reward for r in rollouts) / len(rollouts),

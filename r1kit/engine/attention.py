@@ -1,0 +1,93 @@
+"""Attention over the paged KV cache: where k/v are written, prefill and decode attention.
+
+Cache layout per layer: k, v [num_blocks, block_size, Hkv, D]; token slot s lives at block
+s // block_size, offset s % block_size. Block 0 is never handed out: padded rows of a CUDA-graph
+batch write there and read it, so they can never touch a live sequence.
+
+Prefill is causal attention over the new tokens of each sequence (every prefill starts at
+position 0: prompts, or prompt + output after a preemption), so it needs no cache reads.
+Decode reads each sequence's blocks through its block table: a Triton kernel on CUDA
+(triton_attention.py), gather + SDPA elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttnBatch:
+    slots: torch.Tensor  # [T] cache slot of each new token
+    prefill_lens: list[int] | None = None  # prefill: new tokens per sequence, in packed order
+    block_tables: torch.Tensor | None = None  # decode: [B, max_blocks] int32
+    context_lens: torch.Tensor | None = None  # decode: [B] tokens to attend to, new one included
+    max_blocks: int = 0  # decode, reference path: widest block table in use
+
+
+def store_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots
+) -> None:
+    """k/v [T, Hkv, D] into the flat slot view of one layer's cache."""
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
+
+
+def prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: list[int], scale: float
+) -> torch.Tensor:
+    """q [T, H, D], k/v [T, Hkv, D] packed; causal within each sequence -> [T, H, D]."""
+    out = torch.empty_like(q)
+    start = 0
+    for n in lens:
+        sl = slice(start, start + n)
+        o = F.scaled_dot_product_attention(
+            q[sl].transpose(0, 1),
+            k[sl].transpose(0, 1),
+            v[sl].transpose(0, 1),
+            is_causal=True,
+            scale=scale,
+            enable_gqa=True,
+        )
+        out[sl] = o.transpose(0, 1)
+        start += n
+    return out
+
+
+def decode_attention_reference(
+    q: torch.Tensor,  # [B, H, D]
+    k_cache: torch.Tensor,  # [NB, bs, Hkv, D]
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,  # [B, >= max_blocks]
+    context_lens: torch.Tensor,  # [B]
+    scale: float,
+    max_blocks: int,
+) -> torch.Tensor:
+    B, H, D = q.shape
+    Hkv = k_cache.shape[2]
+    idx = block_tables[:, :max_blocks].reshape(-1)
+    nb, bs = block_tables[:, :max_blocks].shape[1], k_cache.shape[1]
+    # [B, Hkv, L, D] contiguous: index_select + one transpose copy is the cheapest gather on CPU
+    k = k_cache.index_select(0, idx).view(B, nb * bs, Hkv, D).transpose(1, 2).contiguous()
+    v = v_cache.index_select(0, idx).view(B, nb * bs, Hkv, D).transpose(1, 2).contiguous()
+    L = k.shape[2]
+    # GQA without repeating K/V: queries grouped per KV head, [B, Hkv, G, D]
+    s = q.view(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2) * scale  # [B, Hkv, G, L]
+    mask = torch.arange(L, device=q.device)[None] < context_lens[:, None]  # [B, L]
+    s = s.float().masked_fill(~mask[:, None, None], float("-inf")).softmax(-1)
+    o = s.to(v.dtype) @ v  # [B, Hkv, G, D]
+    return o.reshape(B, H, D)
+
+
+def decode_attention(q, k_cache, v_cache, batch: AttnBatch, scale: float) -> torch.Tensor:
+    if q.is_cuda:
+        from r1kit.engine.triton_attention import paged_decode
+        from r1kit.engine.triton_sample import triton_available
+
+        if triton_available():
+            return paged_decode(q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale)
+    return decode_attention_reference(
+        q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale, batch.max_blocks
+    )

@@ -1,0 +1,218 @@
+"""The r1kit engine: continuous batching over a paged KV cache with the native decoder.
+
+    engine = PagedEngine(model)                       # shares the model's weights
+    outs = engine.generate(prompt_ids, SamplingParams(n=8, max_tokens=512, logprobs=True))
+    engine.sleep(); ...train...; engine.wake()        # give the KV memory back meanwhile
+
+`add_request` / `step` / `abort` are the incremental interface the async server loop drives
+(async_engine.py); `generate` is the batch call used by rollouts and evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence as Seq
+
+import torch
+
+from r1kit.engine.blocks import BlockAllocator
+from r1kit.engine.model import NativeDecoder
+from r1kit.engine.runner import ModelRunner
+from r1kit.engine.sampler import SamplingRows, sample
+from r1kit.engine.scheduler import Scheduler
+from r1kit.engine.sequence import Request
+from r1kit.engine.types import RequestOutput, Sample, SamplingParams
+
+CPU_KV_BYTES = 256 << 20  # default KV budget off-GPU
+
+
+class PagedEngine:
+    def __init__(
+        self,
+        model,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        max_num_seqs: int = 512,
+        max_model_len: int | None = None,
+        block_size: int = 32,
+        kv_memory: float | int = 0.5,  # <= 1: share of free GPU memory; else bytes
+        max_prefill_tokens: int = 16384,
+        cuda_graphs: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        p = next(model.parameters())
+        device = torch.device(device) if device is not None else p.device
+        dtype = dtype or p.dtype
+        cfg_len = getattr(model.config, "max_position_embeddings", 4096)
+        self.max_model_len = max_model_len or min(cfg_len, 40960)
+        self.max_num_seqs = max_num_seqs
+        self.model = NativeDecoder(model, dtype, device, self.max_model_len)
+        self.block_size = block_size
+        num_blocks = self._num_blocks(kv_memory, max_num_seqs, device)
+        self.alloc = BlockAllocator(num_blocks)
+        self.scheduler = Scheduler(self.alloc, block_size, max_num_seqs, max_prefill_tokens)
+        self.runner = ModelRunner(
+            self.model, num_blocks, block_size, max_num_seqs, self.max_model_len, cuda_graphs
+        )
+        self.requests: dict[str, Request] = {}
+        # unseeded requests draw their seed here; without an engine seed, from Python's global
+        # RNG, so a job that seeds (and checkpoints) `random` replays the same samples on resume
+        self._rng = random.Random(seed) if seed is not None else random
+        self._ids = itertools.count()
+        self.asleep = False
+        self._rows: tuple | None = None  # (decode batch, its SamplingRows)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _num_blocks(self, kv_memory: float | int, max_num_seqs: int, device) -> int:
+        m = self.model
+        per_block = 2 * m.num_layers * self.block_size * m.num_kv_heads * m.head_dim
+        per_block *= torch.empty(0, dtype=m.dtype).element_size()
+        if kv_memory > 1:
+            budget = int(kv_memory)
+        elif device.type == "cuda":
+            budget = int(torch.cuda.mem_get_info(device)[0] * kv_memory)
+        else:
+            budget = CPU_KV_BYTES
+        most = max_num_seqs * -(-self.max_model_len // self.block_size) + 1
+        return max(2, min(budget // per_block, most))
+
+    # ----------------------------------------------------------------- requests
+    def add_request(
+        self, prompt_ids: Seq[int], params: SamplingParams, request_id: str | None = None
+    ) -> str:
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens does not fit max_model_len={self.max_model_len}"
+            )
+        if min(prompt) < 0 or max(prompt) >= self.model.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.model.vocab_size})")
+        if params.n > self.max_num_seqs:
+            raise ValueError(f"n={params.n} exceeds max_num_seqs={self.max_num_seqs}")
+        if self.asleep:
+            raise RuntimeError("the engine is asleep; call wake() first")
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if rid in self.requests:
+            raise ValueError(f"request id {rid!r} is already in flight")
+        seed = params.seed if params.seed is not None else self._rng.getrandbits(32)
+        req = Request(rid, prompt, params, seed)
+        self.requests[rid] = req
+        self.scheduler.add(list(req.seqs))
+        return rid
+
+    def abort(self, request_id: str) -> None:
+        req = self.requests.pop(request_id, None)
+        if req is not None:
+            self.scheduler.abort(req.seqs)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def step(self) -> list[Request]:
+        """One prefill or decode step; returns the requests that got tokens (finished ones are
+        removed from `requests`)."""
+        plan = self.scheduler.schedule()
+        if plan.prefill:
+            logits = self.runner.prefill([g[0] for g in plan.prefill])
+            self.runner.copy_blocks(plan.copies)
+            if any(len(g) > 1 for g in plan.prefill):  # one logits row per sample
+                fan = [i for i, g in enumerate(plan.prefill) for _ in g]
+                logits = logits[torch.tensor(fan, device=logits.device)]
+            seqs = [s for g in plan.prefill for s in g]
+        else:
+            seqs = plan.decode
+            logits = self.runner.decode(seqs)
+        rows = self._sampling_rows(seqs, decode=not plan.prefill, device=logits.device)
+        tok, lp = sample(logits, rows)
+        touched: dict[str, Request] = {}
+        both = torch.stack([tok.double(), lp.double()]).tolist()  # one device sync, not two
+        for s, t, x in zip(seqs, map(int, both[0]), both[1]):
+            if not plan.prefill:
+                s.num_cached += 1
+            s.tokens.append(t)
+            if s.logprobs is not None:
+                s.logprobs.append(x)
+            p = s.params
+            if t in p.stop_token_ids:
+                self.scheduler.finish(s, "stop")
+            elif s.num_output >= p.max_tokens or len(s.tokens) >= self.max_model_len:
+                self.scheduler.finish(s, "length")
+            touched[s.request.request_id] = s.request
+        self.scheduler.reap()
+        for rid, req in touched.items():
+            if req.finished:
+                self.requests.pop(rid, None)
+        return list(touched.values())
+
+    def _sampling_rows(self, seqs, decode: bool, device) -> SamplingRows:
+        """Per-row sampling tensors; reused (steps + 1) while the decode batch is unchanged."""
+        last = self._rows
+        if decode and last and len(last[0]) == len(seqs) and all(map(_same, last[0], seqs)):
+            last[1].steps += 1
+            return last[1]
+        rows = SamplingRows.build(
+            [s.params for s in seqs], [s.seed for s in seqs], [s.num_output for s in seqs], device
+        )
+        self._rows = (list(seqs), rows) if decode else None
+        return rows
+
+    # ----------------------------------------------------------------- batch call
+    def generate(
+        self,
+        prompts: Seq[Seq[int]],
+        params: SamplingParams | Seq[SamplingParams],
+    ) -> list[RequestOutput]:
+        plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(plist) != len(prompts):
+            raise ValueError("one SamplingParams per prompt (or a single one for all)")
+        reqs = []
+        try:
+            for p, sp in zip(prompts, plist):
+                reqs.append(self.requests[self.add_request(p, sp)])
+            while any(not r.finished for r in reqs):
+                self.step()
+        except BaseException:
+            for r in reqs:
+                self.abort(r.request_id)
+            raise
+        return [output_of(r) for r in reqs]
+
+    # ----------------------------------------------------------------- weights and memory
+    def sync_weights(self, model=None) -> int:
+        """Make the engine see the trainer's current weights (in place; shared tensors need no
+        copy). Pass a different model object to re-bind. Returns tensors copied."""
+        return self.model.sync(model)
+
+    def sleep(self) -> None:
+        """Free the KV cache and CUDA graphs (for the update phase); `wake()` takes them back."""
+        if self.has_work:
+            raise RuntimeError("cannot sleep with requests in flight")
+        self.runner.release()
+        self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.runner.allocate()
+            self.asleep = False
+
+
+def _same(a, b) -> bool:
+    return a is b
+
+
+def output_of(req: Request) -> RequestOutput:
+    return RequestOutput(
+        list(req.prompt_ids),
+        [
+            Sample(s.output, s.logprobs, s.finish_reason or "length", req.prompt_len)
+            for s in req.seqs
+        ],
+    )

@@ -1,0 +1,141 @@
+"""Continuous batching: which sequences run in the next step, and their KV blocks.
+
+Each step is either a prefill (new requests, admitted first-come first-served while there are
+sequence slots, prefill-token budget and free blocks) or a decode of every running sequence.
+A request's n samples are admitted together and prefilled once; afterwards they share the
+prompt's full blocks and each gets its own copy of the partial last block (`fork`).
+When a decode step finds no free block, the most recently admitted sequences are preempted:
+their blocks are freed and they go back to the head of the queue to be recomputed (their tokens
+and log-probs are kept; recompute costs one prefill).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from r1kit.engine.blocks import BlockAllocator
+from r1kit.engine.sequence import Sequence
+
+
+@dataclass
+class Plan:
+    prefill: list[list[Sequence]]  # groups; group[0]'s tokens are prefilled for all of them
+    decode: list[Sequence]
+    copies: list[tuple[int, int]]  # (src block, dst block) to copy before the step
+
+
+class Scheduler:
+    def __init__(
+        self,
+        allocator: BlockAllocator,
+        block_size: int,
+        max_num_seqs: int,
+        max_prefill_tokens: int,
+    ) -> None:
+        self.alloc = allocator
+        self.bs = block_size
+        self.max_num_seqs = max_num_seqs
+        self.max_prefill_tokens = max_prefill_tokens
+        self.waiting: deque[list[Sequence]] = deque()
+        self.running: list[Sequence] = []
+        self.num_preempted = 0
+
+    def add(self, group: list[Sequence]) -> None:
+        self.waiting.append(group)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _blocks_for(self, group: list[Sequence]) -> int:
+        n = len(group[0].tokens)
+        partial = 1 if n % self.bs else 0
+        return -(-n // self.bs) + partial * (len(group) - 1)
+
+    def schedule(self) -> Plan:
+        plan = Plan([], [], [])
+        tokens = 0
+        seqs = len(self.running)
+        while self.waiting:
+            group = self.waiting[0]
+            need = self._blocks_for(group)
+            n_tok = len(group[0].tokens)
+            if seqs + len(group) > self.max_num_seqs or need > self.alloc.num_free:
+                break
+            if plan.prefill and tokens + n_tok > self.max_prefill_tokens:
+                break
+            self.waiting.popleft()
+            self._place(group, plan)
+            plan.prefill.append(group)
+            tokens += n_tok
+            seqs += len(group)
+        if plan.prefill:
+            return plan
+        if not self.running and self.waiting:  # nothing runs, and the head can never fit
+            group = self.waiting.popleft()
+            for s in group:
+                s.finish_reason = "abort"
+            raise MemoryError(
+                f"a request needs {self._blocks_for(group)} KV blocks but the cache has "
+                f"{self.alloc.num_blocks - 1}; raise the KV memory budget or shorten it"
+            )
+        self._grow_running()
+        plan.decode = list(self.running)
+        return plan
+
+    def _place(self, group: list[Sequence], plan: Plan) -> None:
+        """Blocks for the group's prompt; the other samples share full blocks, copy the last."""
+        head = group[0]
+        head.blocks = self.alloc.allocate(-(-len(head.tokens) // self.bs))
+        full = len(head.tokens) // self.bs
+        for s in group[1:]:
+            s.blocks = list(head.blocks[:full])
+            self.alloc.share(s.blocks)
+            if full < len(head.blocks):
+                (dst,) = self.alloc.allocate(1)
+                s.blocks.append(dst)
+                plan.copies.append((head.blocks[-1], dst))
+        for s in group:
+            s.num_cached = len(head.tokens)  # true once the prefill step has run
+        self.running.extend(group)
+
+    def _grow_running(self) -> None:
+        """Give every decoding sequence a block for its next token, preempting if needed."""
+        i = 0
+        while i < len(self.running):
+            s = self.running[i]
+            if s.num_cached // self.bs < len(s.blocks):
+                i += 1
+                continue
+            if self.alloc.num_free == 0:
+                victim = self.running[-1]
+                self.preempt(victim)
+                continue  # re-check s (it may have been the victim)
+            s.blocks += self.alloc.allocate(1)
+            i += 1
+
+    def preempt(self, s: Sequence) -> None:
+        self.running.remove(s)
+        self.alloc.release(s.blocks)
+        s.blocks, s.num_cached = [], 0
+        s.epoch += 1
+        self.waiting.appendleft([s])
+        self.num_preempted += 1
+
+    def finish(self, s: Sequence, reason: str) -> None:
+        """Free the sequence's blocks; `reap()` then drops it from the running list."""
+        s.finish_reason = reason
+        self.alloc.release(s.blocks)
+        s.blocks = []
+
+    def reap(self) -> None:
+        self.running = [s for s in self.running if s.finish_reason is None]
+
+    def abort(self, seqs: list[Sequence]) -> None:
+        ids = {id(s) for s in seqs}
+        self.waiting = deque(g for g in self.waiting if not any(id(s) in ids for s in g))
+        for s in seqs:
+            if s.finish_reason is None:
+                self.finish(s, "abort")
+        self.reap()
