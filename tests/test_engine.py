@@ -329,3 +329,22 @@ def test_counter_noise_is_uniform_and_row_independent():
     assert (g_next != g).float().mean() > 0.99
     # a row's noise does not depend on the other rows in the batch
     torch.testing.assert_close(gumbel(keys[5:6], 1000)[0], g[5])
+
+
+def test_nucleus_past_the_top_k_shortcut_is_exact():
+    """Flat rows whose nucleus holds ~1,000 of 2,000 tokens take the full-sort path; peaked rows
+    the top-256 shortcut; both keep exactly the brute-force nucleus."""
+    from r1kit.engine.sampler import thresholds
+
+    g = torch.Generator().manual_seed(5)
+    flat = torch.randn(3, 2000, generator=g) * 0.1
+    peaked = torch.randn(3, 2000, generator=g) * 4
+    logits = torch.cat([flat, peaked])
+    params = [SamplingParams(top_p=0.5)] * 6
+    th = thresholds(logits, SamplingRows.build(params, [0] * 6, [0] * 6, "cpu"))
+    for row, t in zip(logits, th):
+        srt = row.sort(descending=True).values
+        p = srt.softmax(-1)
+        n = int(((p.cumsum(-1) - p) < 0.5).sum())
+        assert int((row >= t).sum()) == n
+    assert int((logits[0] >= th[0]).sum()) > 256  # the fallback really ran

@@ -59,6 +59,7 @@ class SamplingRows:
     seeds: torch.Tensor  # [B] int64 row seeds
     steps: torch.Tensor  # [B] int64 tokens sampled so far by the row
     filtered: list[int]  # rows with a top-k, top-p or min-p filter (known without a sync)
+    max_top_k: int = 0
 
     @classmethod
     def build(cls, params: list, seeds: list[int], steps: list[int], device) -> SamplingRows:
@@ -74,11 +75,20 @@ class SamplingRows:
             t(seeds, torch.int64),
             t(steps, torch.int64),
             filt,
+            max((p.top_k for p in params), default=0),
         )
 
 
+TOPK_FIRST = 256  # the nucleus is looked for in the top 256 first; a full sort only if needed
+
+
 def thresholds(scaled: torch.Tensor, rows: SamplingRows) -> torch.Tensor:
-    """[B] lowest scaled logit each row keeps (-inf where no filter applies)."""
+    """[B] lowest scaled logit each row keeps (-inf where no filter applies).
+
+    A full sort of [B, 152k] logits per step would cost more than the model's forward, so the
+    cut-offs come from the top K (>= 256 and >= the largest top-k) entries; only rows whose
+    nucleus reaches past them are sorted in full (one device sync to find them).
+    """
     B, V = scaled.shape
     th = torch.full((B,), float("-inf"), device=scaled.device)
     if not rows.filtered:
@@ -86,14 +96,23 @@ def thresholds(scaled: torch.Tensor, rows: SamplingRows) -> torch.Tensor:
     idx = torch.tensor(rows.filtered, device=scaled.device)
     s = scaled[idx]  # [R, V]
     top_k, top_p, min_p = rows.top_k[idx], rows.top_p[idx], rows.min_p[idx]
-    sorted_s = s.sort(dim=-1, descending=True).values
-    k = torch.where(top_k > 0, top_k.clamp(max=V), V)
-    th_k = sorted_s.gather(1, (k - 1)[:, None])[:, 0]
-    probs = sorted_s.softmax(-1)
+    K = min(V, max(TOPK_FIRST, rows.max_top_k))
+    vals = s.topk(K, dim=-1).values  # [R, K] descending
+    th_k = torch.where(top_k > 0, vals.gather(1, (top_k.clamp(1, K) - 1)[:, None])[:, 0], -1e30)
+    probs = (vals - s.logsumexp(-1, keepdim=True)).exp()
+    cum = probs.cumsum(-1)
     # nucleus: the smallest prefix whose mass reaches top_p (the top token always stays)
-    kept = ((probs.cumsum(-1) - probs) < top_p[:, None]).sum(-1).clamp(min=1)
-    th_p = sorted_s.gather(1, (kept - 1)[:, None])[:, 0]
-    th_m = torch.where(min_p > 0, sorted_s[:, 0] + min_p.clamp(min=1e-30).log(), float("-inf"))
+    kept = ((cum - probs) < top_p[:, None]).sum(-1).clamp(1, K)
+    th_p = vals.gather(1, (kept - 1)[:, None])[:, 0]
+    beyond = (cum[:, -1] < top_p) & (top_p < 1)
+    if K < V and bool(beyond.any()):
+        r = beyond.nonzero()[:, 0]
+        full = s[r].sort(dim=-1, descending=True).values
+        fp = full.softmax(-1)
+        n = ((fp.cumsum(-1) - fp) < top_p[r, None]).sum(-1).clamp(min=1)
+        th_p[r] = full.gather(1, (n - 1)[:, None])[:, 0]
+    th_p = torch.where(top_p < 1, th_p, -1e30)
+    th_m = torch.where(min_p > 0, vals[:, 0] + min_p.clamp(min=1e-30).log(), -1e30)
     th[idx] = torch.maximum(torch.maximum(th_k, th_p), th_m)
     return th
 
