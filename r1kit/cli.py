@@ -21,16 +21,52 @@ ZERO_FLAGS_HELP = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
+EVAL_FLAGS_HELP = {
+    "benchmark": "math500 | aime24 | aime25 | amc23 | gsm8k (loaded from the Hugging Face hub)",
+    "data": "a local .jsonl: any dataset, or a copy of --benchmark's",
+    "question_field": "the question's field in --data (default: problem/question/prompt)",
+    "answer_field": "the gold answer's field (default: answer; GSM8K's '#### x' is understood)",
+    "solution_field": "a worked solution whose last \\boxed{} is the gold when there is no answer",
+    "k": "samples per problem (default: the R1 protocol's, 64 for AIME, 16 for MATH-500)",
+    "temperature": "sampling temperature (default 0.6)",
+    "top_p": "nucleus sampling (default 0.95)",
+    "max_tokens": "most tokens a sample may generate (default 32768)",
+    "limit": "evaluate the first N problems only",
+    "out": "output directory (default runs/eval/BENCHMARK)",
+    "base_url": "an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1",
+    "api_key": "the endpoint's key (default: $OPENAI_API_KEY)",
+    "model": "the endpoint's model name (default: the first it lists)",
+    "concurrency": "requests in flight to an endpoint (default 16)",
+    "retries": "retries per request on 429 / 5xx / connection errors (default 5)",
+    "gold": "score the reference solutions/answers instead of a model",
+    "engine": "local engine kind for r1kit.engine.make_engine (default auto)",
+    "template": "auto | chat | r1zero: the prompt for a local model (default auto)",
+    "seed": "sampling seed (local default 0; sent to an endpoint only when given)",
+    "grade_timeout": "seconds math-verify may spend on one answer (default 5)",
+}
+
+
+def _flag_type(f) -> type:
+    """The flag's type: the default's, else the first of int/float in the annotation."""
+    if f.default is not None:
+        return type(f.default)
+    hint = str(f.type)
+    return next((t for t in (int, float) if hint.startswith(t.__name__)), str)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls, helps=None, skip=()) -> None:
     """One flag per dataclass field: --group-size, --lr, ... (types from the defaults)."""
+    helps = ZERO_FLAGS_HELP if helps is None else helps
     for f in fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        if isinstance(f.default, bool):
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name)
+            )
         else:
-            typ = type(default) if default is not None else str
-            p.add_argument(flag, type=typ, default=None, help=ZERO_FLAGS_HELP.get(f.name))
+            p.add_argument(flag, type=_flag_type(f), default=None, help=helps.get(f.name))
 
 
 def _config_from_args(cls, args: argparse.Namespace, base=None):
@@ -87,6 +123,21 @@ def _print_summary(s: dict, out: str) -> None:
     )
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from r1kit.config import EvalConfig
+    from r1kit.eval.report import print_summary
+    from r1kit.eval.run import run_eval
+
+    cfg = _config_from_args(EvalConfig, args)
+    summary = run_eval(cfg, progress=not args.quiet)
+    if args.quiet:
+        keys = ("pass@1", "pass@k", "cons@k")
+        print(" ".join(f"{k}={summary[k]:.4f}" for k in keys) + f" k={summary['k']}")
+    else:
+        print_summary(summary, summary["out"])
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from r1kit.pretrain.train import PRESETS, pretrain
 
@@ -107,7 +158,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from r1kit import __version__
-    from r1kit.config import ZeroConfig
+    from r1kit.config import EvalConfig, ZeroConfig
 
     p = argparse.ArgumentParser(
         prog="r1kit", description="Train reasoning models the DeepSeek-R1 way."
@@ -120,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--resume", metavar="OUT", help="continue a stopped run in OUT")
     z.add_argument("--quiet", action="store_true", help="no progress output")
     z.set_defaults(func=cmd_zero)
+
+    e = sub.add_parser(
+        "eval",
+        help="R1-style evaluation: pass@1 over k samples, pass@k, cons@k; local or remote",
+        description="Evaluate a model (hub id, local dir, run dir; default the embedded one) or "
+        "an OpenAI-compatible endpoint URL the way the R1 paper does.",
+    )
+    e.add_argument("target", nargs="?", metavar="MODEL_OR_URL", default=None)
+    _add_config_flags(e, EvalConfig, EVAL_FLAGS_HELP, skip=("target",))
+    e.add_argument("--quiet", action="store_true", help="no progress or table: one result line")
+    e.set_defaults(func=cmd_eval)
 
     pt = sub.add_parser("pretrain", help="build a small base model on the procedural corpus")
     pt.add_argument("--preset", default="tiny")

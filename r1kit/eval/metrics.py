@@ -34,3 +34,37 @@ def summarize(correct: Sequence[Sequence[bool]], k: int) -> dict[str, float]:
     p1, se = mean_stderr(per_problem)
     pk = sum(pass_at_k(len(c), sum(c), min(k, len(c))) for c in correct) / max(1, len(correct))
     return {"pass1": p1, "pass1_stderr": se, "passk": pk, "k": k}
+
+
+def majority_vote(votes: Sequence[tuple[str | None, bool]]) -> int | None:
+    """Index of the sample whose answer wins the vote, or None when no sample gave an answer.
+
+    votes[s] = (answer key, graded correct). Samples graded correct all equal the gold answer, so
+    they form one class whatever their written form; the others are grouped by their key (a
+    canonical form of the parsed answer). Samples without an answer (key None) do not vote.
+    Ties are broken deterministically by first occurrence: of the classes with the most votes,
+    the one whose first sample comes earliest in sample order wins.
+    """
+    counts: dict[object, int] = {}
+    first: dict[object, int] = {}
+    for s, (key, correct) in enumerate(votes):
+        if key is None and not correct:
+            continue
+        cls = True if correct else ("key", key)
+        counts[cls] = counts.get(cls, 0) + 1
+        first.setdefault(cls, s)
+    if not counts:
+        return None
+    winner = max(counts, key=lambda c: (counts[c], -first[c]))
+    return first[winner]
+
+
+def cons_at_k(votes: Sequence[Sequence[tuple[str | None, bool]]]) -> float:
+    """cons@k (R1 paper): the share of problems whose majority-vote answer is correct."""
+    if not votes:
+        return 0.0
+    right = 0
+    for problem in votes:
+        w = majority_vote(problem)
+        right += w is not None and problem[w][1]
+    return right / len(votes)

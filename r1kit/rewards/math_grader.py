@@ -14,7 +14,7 @@ _NUM = re.compile(r"^[-+]?\d+(?:\.\d+)?(?:/\d+)?$")
 _LHS = re.compile(r"^[a-zA-Z]\s*=\s*")
 
 
-def _as_fraction(text: str) -> Fraction | None:
+def as_fraction(text: str) -> Fraction | None:
     t = _LHS.sub("", text.strip().rstrip(".").replace(",", "").replace(" ", ""))
     if not _NUM.match(t):
         return None
@@ -24,8 +24,10 @@ def _as_fraction(text: str) -> Fraction | None:
         return None
 
 
-def _delimited(text: str) -> str:
-    """math-verify looks for math inside delimiters; bare LaTeX or plain text gets `$...$`."""
+def delimited(text: str) -> str:
+    """math-verify looks for math inside delimiters; bare LaTeX or plain text gets `$...$`.
+    An escaped dollar (`\\$18.90`, a currency sign) is dropped, not taken for a delimiter."""
+    text = text.replace("\\$", "")
     return text if any(d in text for d in ("$", "\\(", "\\[", "\\boxed")) else f"${text}$"
 
 
@@ -33,7 +35,7 @@ def math_equal(pred: str | None, gold: str) -> bool:
     """True when `pred` states the same value as `gold` (numbers, fractions, LaTeX)."""
     if pred is None or not pred.strip():
         return False
-    a, b = _as_fraction(pred), _as_fraction(gold)
+    a, b = as_fraction(pred), as_fraction(gold)
     if a is not None and b is not None:
         return a == b
     from math_verify import parse, verify
@@ -42,8 +44,8 @@ def math_equal(pred: str | None, gold: str) -> bool:
     kw = {} if main else {"parsing_timeout": None}
     vkw = {} if main else {"timeout_seconds": None}
     try:
-        gold_p = parse(_delimited(gold), **kw)
-        pred_p = parse(_delimited(pred), **kw)
+        gold_p = parse(delimited(gold), **kw)
+        pred_p = parse(delimited(pred), **kw)
         return bool(gold_p and pred_p and verify(gold_p, pred_p, **vkw))
     except Exception:  # math-verify raises on odd input; an unparseable answer is just wrong
         return False
