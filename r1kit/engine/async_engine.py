@@ -25,6 +25,10 @@ class AsyncEngine:
         self.engine = engine
         self.max_waiting = max_waiting  # None = unbounded; else add() raises when full
         self._lock = threading.Lock()
+        # A Lock is not fair: the stepping thread would re-take it at once after each step and
+        # starve add()/abort() (and so the event loop) until the batch drained. Callers hold the
+        # turnstile while they wait for the lock; the stepping thread passes it before each step.
+        self._turn = threading.Lock()
         self._work = threading.Event()
         self._subs: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue, list[int]]] = {}
         self._closed = False
@@ -42,6 +46,8 @@ class AsyncEngine:
     def _loop(self) -> None:
         while not self._closed:
             self._work.wait()
+            with self._turn:
+                pass
             with self._lock:
                 if not self.engine.has_work:
                     self._work.clear()
@@ -82,7 +88,7 @@ class AsyncEngine:
         """Queue a request; raises OverflowError when max_waiting requests already wait."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
-        with self._lock:
+        with self._turn, self._lock:
             if self.max_waiting is not None and self.num_waiting >= self.max_waiting:
                 raise OverflowError("the engine's queue is full")
             rid = self.engine.add_request(prompt_ids, params, request_id)
@@ -91,7 +97,7 @@ class AsyncEngine:
         return rid, q
 
     def abort(self, request_id: str) -> None:
-        with self._lock:
+        with self._turn, self._lock:
             self._subs.pop(request_id, None)
             self.engine.abort(request_id)
 

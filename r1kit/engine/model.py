@@ -52,6 +52,10 @@ class Layer:
     w_gate: torch.Tensor
     w_up: torch.Tensor
     w_down: torch.Tensor
+    bo: torch.Tensor | None = None  # Llama / Qwen3 attention_bias=True: o_proj has a bias too
+    b_gate: torch.Tensor | None = None  # Llama mlp_bias=True
+    b_up: torch.Tensor | None = None
+    b_down: torch.Tensor | None = None
 
 
 class NativeDecoder:
@@ -107,7 +111,9 @@ class NativeDecoder:
                     g("bv", a.v_proj, "bias"), g("qn", getattr(a, "q_norm", None)),
                     g("kn", getattr(a, "k_norm", None)), g("wo", a.o_proj),
                     g("ln2", blk.post_attention_layernorm), g("wg", f.gate_proj),
-                    g("wu", f.up_proj), g("wd", f.down_proj),
+                    g("wu", f.up_proj), g("wd", f.down_proj), g("bo", a.o_proj, "bias"),
+                    g("bg", f.gate_proj, "bias"), g("bu", f.up_proj, "bias"),
+                    g("bd", f.down_proj, "bias"),
                 )
             )  # fmt: skip
 
@@ -117,6 +123,13 @@ class NativeDecoder:
         tensors need nothing). A different model object is re-bound instead. Returns the number
         of tensors copied."""
         if model is not None and model is not self.source:
+            c, o = model.config, self.source.config
+            dims = ("model_type", "num_hidden_layers", "num_attention_heads", "hidden_size",
+                    "num_key_value_heads", "vocab_size", "rope_theta", "rope_parameters")  # fmt: skip
+            if any(getattr(c, d, None) != getattr(o, d, None) for d in dims):
+                raise ValueError(
+                    "sync_weights(model) needs the same architecture; build a new engine"
+                )
             self.source = model
             self._own.clear()
             self._bind()
@@ -158,8 +171,10 @@ class NativeDecoder:
                 q, k = op["rms_norm"](q, L.q_norm, self.eps), op["rms_norm"](k, L.k_norm, self.eps)
             q, k = op["rope_qk"](q, k, cos, sin)
             o = attend(i, q, k, v)
-            h, x = op["add_rms_norm"](h, F.linear(o.reshape(T, H * D), L.wo), L.ln2, self.eps)
-            y = F.linear(op["silu_mul"](F.linear(x, L.w_gate), F.linear(x, L.w_up)), L.w_down)
+            o = F.linear(o.reshape(T, H * D), L.wo, L.bo)
+            h, x = op["add_rms_norm"](h, o, L.ln2, self.eps)
+            g, u = F.linear(x, L.w_gate, L.b_gate), F.linear(x, L.w_up, L.b_up)
+            y = F.linear(op["silu_mul"](g, u), L.w_down, L.b_down)
             nxt = self.layers[i + 1].ln1 if i + 1 < len(self.layers) else self.norm
             h, x = op["add_rms_norm"](h, y, nxt, self.eps)
         if last is not None:
