@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 
 import torch
 
@@ -63,6 +64,13 @@ class PagedEngine:
         self._ids = itertools.count()
         self.asleep = False
         self._rows: tuple | None = None  # (decode batch, its SamplingRows)
+        self._pending: _Launched | None = None  # the decode step launched but not yet read
+        self._flip = 0
+        if self.device.type == "cuda":
+            self._host = [
+                torch.empty((2, max_num_seqs), dtype=torch.float64, pin_memory=True)
+                for _ in range(2)
+            ]
 
     @property
     def device(self) -> torch.device:
@@ -114,29 +122,84 @@ class PagedEngine:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or self._pending is not None
 
     def step(self) -> list[Request]:
-        """One prefill or decode step; returns the requests that got tokens (finished ones are
-        removed from `requests`)."""
+        """One step; returns the requests that got tokens (finished ones leave `requests`).
+
+        Decode is pipelined one step deep: while the batch is unchanged and nothing waits to
+        be admitted, step t+1 is launched (its input tokens taken from step t's sampler output
+        on the device) before step t's tokens are read back, so the host's bookkeeping runs
+        while the GPU computes. A sequence that emits a stop token at step t has had one more
+        token computed at t+1; that token is dropped."""
+        if self._pending is not None:
+            nxt = None
+            if not self.scheduler.waiting or not self.scheduler.can_admit():
+                nxt = self._launch_decode(self._pending)
+            touched = self._consume(self._pending)
+            self._pending = nxt
+            return touched
         plan = self.scheduler.schedule()
-        if plan.prefill:
-            logits = self.runner.prefill([g[0] for g in plan.prefill])
-            self.runner.copy_blocks(plan.copies)
-            if any(len(g) > 1 for g in plan.prefill):  # one logits row per sample
-                fan = [i for i, g in enumerate(plan.prefill) for _ in g]
-                logits = logits[torch.tensor(fan, device=logits.device)]
-            seqs = [s for g in plan.prefill for s in g]
-        else:
-            seqs = plan.decode
-            logits = self.runner.decode(seqs)
-        rows = self._sampling_rows(seqs, decode=not plan.prefill, device=logits.device)
+        if not plan.prefill:
+            self._pending = self._launch_decode(None, plan.decode)
+            return []
+        logits = self.runner.prefill([g[0] for g in plan.prefill])
+        self.runner.copy_blocks(plan.copies)
+        if any(len(g) > 1 for g in plan.prefill):  # one logits row per sample
+            fan = [i for i, g in enumerate(plan.prefill) for _ in g]
+            logits = logits[torch.tensor(fan, device=logits.device)]
+        seqs = [s for g in plan.prefill for s in g]
+        return self._consume(self._sample(seqs, logits, decode=False))
+
+    def _launch_decode(self, prev: _Launched | None, seqs: list | None = None):
+        """Run one decode step for `seqs` (or, pipelined, for the sequences of `prev` that go
+        on) up to sampling, without waiting for the result."""
+        ids = None
+        if prev is not None:
+            seqs = self.scheduler.grow([s for s in prev.seqs if self._continues(s)])
+            if not seqs:
+                return None
+            row = {id(s): i for i, s in enumerate(prev.seqs)}
+            idx = torch.tensor([row[id(s)] for s in seqs]).to(prev.tok.device, non_blocking=True)
+            ids = prev.tok.index_select(0, idx)
+        logits = self.runner.decode(seqs, ids)
+        for s in seqs:
+            s.num_cached += 1
+        return self._sample(seqs, logits, decode=True)
+
+    def _continues(self, s) -> bool:
+        """Still running after its pending token, as far as the host knows without reading it."""
+        if s.finish_reason is not None or not s.blocks:
+            return False
+        n = s.num_output + s.npending
+        return n < s.params.max_tokens and len(s.tokens) + s.npending < self.max_model_len
+
+    def _sample(self, seqs, logits, decode: bool) -> _Launched:
+        rows = self._sampling_rows(seqs, decode=decode, device=logits.device)
         tok, lp = sample(logits, rows)
+        for s in seqs:
+            s.npending += 1
+        both = torch.stack([tok.double(), lp.double()])
+        event = None
+        if both.is_cuda:  # read back through pinned memory, double-buffered, waited on later
+            self._flip ^= 1
+            host = self._host[self._flip][:, : len(seqs)]
+            host.copy_(both, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            both = host
+        return _Launched(seqs, tok, both, event)
+
+    def _consume(self, done: _Launched) -> list[Request]:
+        if done.event is not None:
+            done.event.synchronize()
+        toks, lps = done.host.tolist()
         touched: dict[str, Request] = {}
-        both = torch.stack([tok.double(), lp.double()]).tolist()  # one device sync, not two
-        for s, t, x in zip(seqs, map(int, both[0]), both[1]):
-            if not plan.prefill:
-                s.num_cached += 1
+        for s, t, x in zip(done.seqs, toks, lps):
+            s.npending -= 1
+            if s.finish_reason is not None:  # aborted, or a token past a stop: dropped
+                continue
+            t = int(t)
             s.tokens.append(t)
             if s.logprobs is not None:
                 s.logprobs.append(x)
@@ -159,7 +222,10 @@ class PagedEngine:
             last[1].steps += 1
             return last[1]
         rows = SamplingRows.build(
-            [s.params for s in seqs], [s.seed for s in seqs], [s.num_output for s in seqs], device
+            [s.params for s in seqs],
+            [s.seed for s in seqs],
+            [s.num_output + s.npending for s in seqs],
+            device,
         )
         self._rows = (list(seqs), rows) if decode else None
         return rows
@@ -179,11 +245,19 @@ class PagedEngine:
                 reqs.append(self.requests[self.add_request(p, sp)])
             while any(not r.finished for r in reqs):
                 self.step()
+            self.flush()
         except BaseException:
             for r in reqs:
                 self.abort(r.request_id)
             raise
         return [output_of(r) for r in reqs]
+
+    def flush(self) -> None:
+        """Read back the step in flight, if any (its tokens all belong to finished requests
+        when called after they finished)."""
+        if self._pending is not None:
+            done, self._pending = self._pending, None
+            self._consume(done)
 
     # ----------------------------------------------------------------- weights and memory
     def sync_weights(self, model=None) -> int:
@@ -202,6 +276,16 @@ class PagedEngine:
         if self.asleep:
             self.runner.allocate()
             self.asleep = False
+
+
+@dataclass
+class _Launched:
+    """A step whose sampled tokens may still be on their way to the host."""
+
+    seqs: list
+    tok: torch.Tensor  # [B] on the device
+    host: torch.Tensor  # [2, B] tokens and log-probs (pinned host memory on CUDA)
+    event: torch.cuda.Event | None
 
 
 def _same(a, b) -> bool:

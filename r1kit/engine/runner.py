@@ -99,8 +99,9 @@ class ModelRunner:
 
     # ----------------------------------------------------------------- decode
     @torch.inference_mode()
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """The last token of each sequence (not yet cached) -> logits [B, V]."""
+    def decode(self, seqs: list[Sequence], ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The last token of each sequence (not yet cached) -> logits [B, V]. `ids` [B] on the
+        device replaces the host's token ids (pipelined decode: they are not on the host yet)."""
         B = len(seqs)
         bs, meta, bt, rows = self.bs, self._meta, self._bt, self._rows
         pos = [s.num_cached for s in seqs]
@@ -118,6 +119,8 @@ class ModelRunner:
             width = max(width, key[2])
         if not self.use_graphs:
             m = torch.from_numpy(meta[:, :B].copy()).to(self.device)
+            if ids is not None:
+                m[0] = ids
             bt_t = torch.from_numpy(bt[:B, :width].copy()).to(self.device)
             batch = AttnBatch(m[2], None, bt_t, m[3], width)
             return self.model.forward(m[0], m[1], self._attend(batch))
@@ -127,6 +130,8 @@ class ModelRunner:
         bt[B:b, 0] = 0
         rows[B:b] = [None] * (b - B)
         self.g_meta.copy_(self._meta_t, non_blocking=True)
+        if ids is not None:
+            self.g_meta[0, :B].copy_(ids)
         stage = self._stage[: b * width].view(b, width)
         stage.numpy()[:] = bt[:b, :width]
         self.g_bt[:b, :width].copy_(stage, non_blocking=True)

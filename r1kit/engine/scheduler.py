@@ -101,19 +101,35 @@ class Scheduler:
         self.running.extend(group)
 
     def _grow_running(self) -> None:
-        """Give every decoding sequence a block for its next token, preempting if needed."""
-        i = 0
-        while i < len(self.running):
-            s = self.running[i]
-            if s.num_cached // self.bs < len(s.blocks):
-                i += 1
+        self.running = self.grow(self.running)
+
+    def grow(self, batch: list[Sequence]) -> list[Sequence]:
+        """Give each sequence of a decode batch a block for its next token, preempting the most
+        recently admitted running sequences when none is free. Returns the batch left."""
+        out = []
+        for s in batch:
+            if not s.blocks:  # preempted while growing an earlier sequence
                 continue
-            if self.alloc.num_free == 0:
-                victim = self.running[-1]
-                self.preempt(victim)
-                continue  # re-check s (it may have been the victim)
-            s.blocks += self.alloc.allocate(1)
-            i += 1
+            while s.num_cached // self.bs >= len(s.blocks):
+                if self.alloc.num_free == 0:
+                    self.preempt(self.running[-1])
+                    if not s.blocks:
+                        break
+                    continue
+                s.blocks += self.alloc.allocate(1)
+            if s.blocks:
+                out.append(s)
+        return [s for s in out if s.blocks]
+
+    def can_admit(self) -> bool:
+        """Whether the head of the queue would be admitted by `schedule()` now."""
+        if not self.waiting:
+            return False
+        group = self.waiting[0]
+        return (
+            len(self.running) + len(group) <= self.max_num_seqs
+            and self._blocks_for(group) <= self.alloc.num_free
+        )
 
     def preempt(self, s: Sequence) -> None:
         self.running.remove(s)
@@ -124,8 +140,12 @@ class Scheduler:
         self.num_preempted += 1
 
     def finish(self, s: Sequence, reason: str) -> None:
-        """Free the sequence's blocks; `reap()` then drops it from the running list."""
+        """Free the sequence's blocks; `reap()` then drops it from the running list. A sequence
+        can finish while preempted (its last token arrives after it lost its blocks): it then
+        leaves the queue too."""
         s.finish_reason = reason
+        if not s.blocks and any(s in g for g in self.waiting):
+            self.waiting = deque(g for g in self.waiting if s not in g)
         self.alloc.release(s.blocks)
         s.blocks = []
 

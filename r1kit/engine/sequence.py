@@ -18,6 +18,7 @@ class Sequence:
     blocks: list[int] = field(default_factory=list)
     num_cached: int = 0  # leading tokens whose K/V are in the cache
     epoch: int = 0  # bumped when the blocks are taken away (preemption)
+    npending: int = 0  # tokens sampled on the device but not yet appended (pipelined decode)
     logprobs: list[float] | None = None
     finish_reason: str | None = None  # stop | length | abort
 
