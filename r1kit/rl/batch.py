@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from r1kit.rl.rollout import Rollout
 
@@ -52,11 +53,40 @@ def collate(rollouts: Sequence[Rollout], pad_id: int, mask_truncated: bool = Fal
     return TrainBatch(ids, attn, cmask, elp)
 
 
-def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
-    """log π(x_{t+1} | x_≤t) for every position t: [N, T-1], from logits / temperature."""
+LOGIT_CHUNK = 4096  # positions per LM-head chunk: [4096, 152k] fp32 logits = 2.5 GB at most
+
+
+def token_logprobs(
+    model, batch: TrainBatch, temperature: float = 1.0, chunk: int = LOGIT_CHUNK
+) -> torch.Tensor:
+    """log π(x_{t+1} | x_≤t) / temperature-scaled, [N, T-1], on completion positions (0 elsewhere).
+
+    Never holds full [N, T, V] logits: the decoder's hidden states at completion positions go
+    through the LM head `chunk` positions at a time, and with gradients each chunk is recomputed
+    in backward (activation checkpointing), so peak memory is one chunk of logits.
+    """
     dev = next(model.parameters()).device
     ids, attn = batch.input_ids.to(dev), batch.attention_mask.to(dev)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
+    N, T, H = hidden.shape
+    pos = batch.completion_mask.to(dev).flatten().nonzero()[:, 0]  # [M] into the [N*(T-1)] grid
+    h = hidden[:, :-1].reshape(-1, H).index_select(0, pos)  # [M, H]
+    target = ids[:, 1:].reshape(-1).index_select(0, pos)
+    head = model.get_output_embeddings()
+    parts = []
+    for i in range(0, h.shape[0], chunk):
+        args = (h[i : i + chunk], head.weight, head.bias, target[i : i + chunk], temperature)
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_logp, *args, use_reentrant=False))
+        else:
+            parts.append(_chunk_logp(*args))
+    vals = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    out = torch.zeros(N * (T - 1), device=dev, dtype=torch.float32)
+    return out.index_put((pos,), vals).view(N, T - 1)
+
+
+def _chunk_logp(h, weight, bias, target, temperature: float) -> torch.Tensor:
+    logits = torch.nn.functional.linear(h, weight, bias).float()
     if temperature != 1.0:
         logits = logits / temperature
-    return logits.log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(-1)

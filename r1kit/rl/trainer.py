@@ -22,8 +22,13 @@ class GRPOTrainer:
         if cfg.beta > 0 and ref_model is None:
             raise ValueError("beta > 0 needs a reference model")
         self.model, self.ref_model, self.cfg, self.pad_id = model, ref_model, cfg, pad_id
+        on_gpu = next(model.parameters()).is_cuda
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+            model.parameters(),
+            lr=cfg.lr,
+            betas=(0.9, 0.99),
+            weight_decay=cfg.weight_decay,
+            fused=on_gpu,  # one kernel for all parameters on GPU
         )
         self.step_count = 0
 
