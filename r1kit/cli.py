@@ -18,6 +18,7 @@ ZERO_FLAGS_HELP = {
     "dataset": "task name(s) arith|linear|countdown joined by '+', 'mix', or a .jsonl file",
     "rewards": "weighted rewards, e.g. 'accuracy=1,format=0.5' or 'pkg.mod:fn=0.3'",
     "out": "output directory",
+    "recipe": "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win)",
 }
 
 
@@ -91,6 +92,11 @@ def cmd_zero(args: argparse.Namespace) -> int:
         base = ZeroConfig.from_dict(json.loads(saved.read_text()))
         args.out = args.resume
     cfg = _config_from_args(ZeroConfig, args, base)
+    if args.recipe is not None:
+        from r1kit.config import apply_recipe
+
+        explicit = {f.name for f in fields(ZeroConfig) if getattr(args, f.name, None) is not None}
+        cfg = apply_recipe(cfg, args.recipe, explicit - {"recipe"})
     from r1kit.rl.zero import run_zero
 
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)

@@ -7,6 +7,34 @@ from typing import Any
 
 from r1kit.errors import R1kitError
 
+# Named algorithm recipes: each sets only the fields that define it (DESIGN.md section 4);
+# flags given explicitly on the command line still win.
+RECIPES: dict[str, dict[str, Any]] = {
+    # the original GRPO (DeepSeekMath): per-sequence mean, group-scaled advantages, KL 0.04
+    "grpo": dict(loss_agg="sequence", scale_rewards="group", beta=0.04, eps_low=0.2,
+                 eps_high=0.2, dynamic_sampling=False, mask_truncated=False, overlong_buffer=0),
+    # DAPO (Yu et al. 2025): token-level loss, clip-higher, dynamic sampling, soft overlong
+    # punishment over the last fifth of the length budget, no KL
+    "dapo": dict(loss_agg="token", scale_rewards="group", beta=0.0, eps_low=0.2, eps_high=0.28,
+                 dynamic_sampling=True, mask_truncated=False, overlong_buffer=-1),
+    # Dr. GRPO (Liu et al. 2025): no length or std normalisation, no KL
+    "dr_grpo": dict(loss_agg="constant", scale_rewards="none", beta=0.0, eps_low=0.2,
+                    eps_high=0.2, dynamic_sampling=False, mask_truncated=False, overlong_buffer=0),
+}  # fmt: skip
+
+
+def apply_recipe(cfg: ZeroConfig, name: str, explicit: set[str]) -> ZeroConfig:
+    """Set the recipe's fields on cfg, except those in `explicit` (given as flags)."""
+    if name not in RECIPES and name != "custom":
+        raise R1kitError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}, custom")
+    for k, v in RECIPES.get(name, {}).items():
+        if k not in explicit:
+            setattr(cfg, k, v)
+    if cfg.overlong_buffer < 0:  # derived: the last fifth of the completion budget
+        cfg.overlong_buffer = max(1, cfg.max_new_tokens // 5)
+    cfg.recipe = name
+    return cfg
+
 
 @dataclass
 class ZeroConfig:
@@ -35,6 +63,11 @@ class ZeroConfig:
     mu: int = 1  # updates per generation batch
     micro_batch: int = 64  # sequences per forward/backward
     mask_truncated: bool = False  # overlong filtering (DAPO)
+    overlong_buffer: int = 0  # soft overlong punishment over the last N tokens (DAPO); 0 = off
+    dynamic_sampling: bool = False  # drop all-equal-reward groups and refill the batch (DAPO)
+    max_refills: int = 4  # generation rounds per step spent refilling, at most
+    tis_cap: float = 0.0  # truncated importance weight min(pi_old / pi_engine, C); 0 = off
+    recipe: str = "custom"  # grpo | dapo | dr_grpo set the fields below them in RECIPES
     # sampling during training
     temperature: float = 1.0
     top_p: float = 1.0
@@ -80,6 +113,12 @@ class ZeroConfig:
             raise R1kitError("--scale-rewards must be group, batch or none")
         if self.loss_agg not in ("sequence", "token", "constant"):
             raise R1kitError("--loss-agg must be sequence, token or constant")
+        if not 0 <= self.overlong_buffer <= self.max_new_tokens:
+            raise R1kitError("--overlong-buffer must be between 0 and --max-new-tokens")
+        if self.tis_cap < 0:
+            raise R1kitError("--tis-cap must be >= 0 (0 turns it off)")
+        if self.max_refills < 0:
+            raise R1kitError("--max-refills must be >= 0")
         if self.engine not in ("auto", "paged", "hf"):
             raise R1kitError("--engine must be auto, paged or hf")
         if self.dtype not in ("auto", "float32", "bfloat16"):

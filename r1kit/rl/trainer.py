@@ -78,6 +78,9 @@ class GRPOTrainer:
                 logp = token_logprobs(self.model, mb, cfg.temperature).cpu()
                 old_mb = logp.detach() if old is None else old[i : i + len(mb), :T]
                 ref_mb = None if ref is None else ref[i : i + len(mb), :T]
+                isw = None
+                if cfg.tis_cap > 0 and mb.engine_logp is not None:
+                    isw = grpo.truncated_is_weight(old_mb, mb.engine_logp, cfg.tis_cap)
                 loss, m = grpo.grpo_loss(
                     logp,
                     old_mb,
@@ -88,6 +91,7 @@ class GRPOTrainer:
                     beta=cfg.beta,
                     eps_low=cfg.eps_low,
                     eps_high=cfg.eps_high,
+                    is_weight=isw,
                     max_completion_len=cfg.max_new_tokens,
                     num_tokens=float(n_tok),
                     num_sequences=len(batch),

@@ -27,6 +27,7 @@ from r1kit.errors import R1kitError
 from r1kit.eval.heldout import evaluate
 from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
+from r1kit.rl import grpo
 from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from r1kit.rl.report import plot_report, read_metrics
 from r1kit.rl.rollout import generate, score
@@ -54,6 +55,39 @@ def _engine_kw(cfg: ZeroConfig) -> dict:
         return {}
     rows = max(cfg.prompts_per_step * cfg.group_size, cfg.eval_problems * cfg.eval_k)
     return {"max_num_seqs": min(512, rows)}
+
+
+def _collect(engine, tok, stream, cfg: ZeroConfig, params, reward) -> tuple[list, int, int]:
+    """One step's scored rollouts: prompts_per_step groups of group_size. With dynamic sampling
+    (DAPO) groups whose rewards are all equal carry no gradient and are dropped, and more
+    prompts are sampled to refill the batch, for at most `max_refills` extra rounds (a short
+    batch trains as it is). Returns (rollouts, prompts consumed, groups dropped)."""
+    G, want = cfg.group_size, cfg.prompts_per_step
+    kept: list = []
+    used = dropped = 0
+    for _ in range(1 + (cfg.max_refills if cfg.dynamic_sampling else 0)):
+        need = want - len(kept) // G
+        if need <= 0:
+            break
+        examples = [next(stream) for _ in range(need)]
+        used += need
+        rollouts = generate(engine, tok, examples, cfg.template, params)
+        score(rollouts, reward)
+        if cfg.overlong_buffer:
+            lens = torch.tensor([len(r.completion_ids) for r in rollouts])
+            pen = grpo.soft_overlong_penalty(lens, cfg.max_new_tokens, cfg.overlong_buffer)
+            for r, p in zip(rollouts, pen.tolist()):
+                r.rewards["overlong"] = p
+                r.reward += p
+        for i in range(0, len(rollouts), G):
+            group = rollouts[i : i + G]
+            if cfg.dynamic_sampling and len({r.reward for r in group}) == 1:
+                dropped += 1
+                continue
+            kept.extend(group)
+    if not kept:  # every group was degenerate: train on the last round (zero advantages)
+        kept = rollouts
+    return kept[: want * G], used, dropped
 
 
 def _update(engine, trainer: GRPOTrainer, rollouts, device: str) -> dict:
@@ -114,12 +148,13 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     )
     trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
     engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg))
-    start, wall_before = 0, 0.0
+    start, wall_before, consumed = 0, 0.0, 0
     if ckpt:
         state = load_trainer_state(ckpt, trainer.optimizer)
         start, wall_before = state["step"], state.get("wall_s", 0.0)
         trainer.step_count = start
-        stream = itertools.islice(stream, state["data_pos"], None)
+        consumed = state["data_pos"]
+        stream = itertools.islice(stream, consumed, None)
         console.print(f"resuming {out} from step {start}")
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -159,9 +194,8 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         task = bar.add_task("", total=cfg.steps, completed=start)
         for step in range(start + 1, cfg.steps + 1):
             ts = time.time()
-            examples = [next(stream) for _ in range(cfg.prompts_per_step)]
-            rollouts = generate(engine, tok, examples, cfg.template, params)
-            score(rollouts, reward)
+            rollouts, used, dropped = _collect(engine, tok, stream, cfg, params, reward)
+            consumed += used
             tg = time.time()
             upd = _update(engine, trainer, rollouts, device)
             row = {
@@ -172,6 +206,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 "response_len": sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
                 "reflection_rate": sum(r.reflects for r in rollouts) / len(rollouts),
                 "truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+                "dropped_groups": dropped,
                 **upd,
                 "gen_s": round(tg - ts, 3),
                 "train_s": round(time.time() - tg, 3),
@@ -194,7 +229,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                     tok,
                     trainer.optimizer,
                     {
-                        "data_pos": step * cfg.prompts_per_step,
+                        "data_pos": consumed,
                         "wall_s": wall_before + time.time() - t0,
                     },
                 )
