@@ -62,6 +62,7 @@ class ZeroConfig:
     loss_agg: str = "token"  # sequence | token | constant
     mu: int = 1  # updates per generation batch
     micro_batch: int = 64  # sequences per forward/backward
+    pack_tokens: int = 0  # > 0: padding-free rows of up to this many tokens in the update
     mask_truncated: bool = False  # overlong filtering (DAPO)
     overlong_buffer: int = 0  # soft overlong punishment over the last N tokens (DAPO); 0 = off
     dynamic_sampling: bool = False  # drop all-equal-reward groups and refill the batch (DAPO)
@@ -115,6 +116,8 @@ class ZeroConfig:
             raise R1kitError("--loss-agg must be sequence, token or constant")
         if not 0 <= self.overlong_buffer <= self.max_new_tokens:
             raise R1kitError("--overlong-buffer must be between 0 and --max-new-tokens")
+        if self.pack_tokens < 0:
+            raise R1kitError("--pack-tokens must be >= 0 (0 pads instead of packing)")
         if self.tis_cap < 0:
             raise R1kitError("--tis-cap must be >= 0 (0 turns it off)")
         if self.max_refills < 0:

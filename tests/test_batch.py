@@ -36,3 +36,23 @@ def test_chunked_logprobs_match_full_softmax(tiny_model, chunk):
         torch.testing.assert_close(
             token_logprobs(tiny_model, batch, 0.7, chunk=chunk), got.detach()
         )
+
+
+@pytest.mark.parametrize("pack", [1, 12, 64])
+def test_packed_logprobs_match_padded(tiny_model, pack):
+    """Padding-free rows (several sequences per row, restarting positions) give the padded
+    result, values and gradients."""
+    rollouts = [
+        Rollout({}, [1, 5, 6, 7], [8, 9, 10, 11, 12], None, "", "stop"),
+        Rollout({}, [1, 5], [3, 4], None, "", "length"),
+        Rollout({}, [1, 9, 9, 9, 9, 9, 2], [30], None, "", "stop"),
+        Rollout({}, [1, 40, 41], [42, 43, 44], None, "", "stop"),
+    ]
+    batch = collate(rollouts, pad_id=0)
+    want = token_logprobs(tiny_model, batch, 0.9)
+    got = token_logprobs(tiny_model, batch, 0.9, pack=pack)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    w = tiny_model.model.layers[0].mlp.up_proj.weight
+    g_got = torch.autograd.grad(got.sum(), w)[0]
+    g_want = torch.autograd.grad(want.sum(), w)[0]
+    torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-3)

@@ -57,21 +57,32 @@ LOGIT_CHUNK = 4096  # positions per LM-head chunk: [4096, 152k] fp32 logits = 2.
 
 
 def token_logprobs(
-    model, batch: TrainBatch, temperature: float = 1.0, chunk: int = LOGIT_CHUNK
+    model,
+    batch: TrainBatch,
+    temperature: float = 1.0,
+    chunk: int = LOGIT_CHUNK,
+    pack: int = 0,
 ) -> torch.Tensor:
     """log π(x_{t+1} | x_≤t) / temperature-scaled, [N, T-1], on completion positions (0 elsewhere).
 
     Never holds full [N, T, V] logits: the decoder's hidden states at completion positions go
     through the LM head `chunk` positions at a time, and with gradients each chunk is recomputed
     in backward (activation checkpointing), so peak memory is one chunk of logits.
+    `pack` > 0 runs the decoder padding-free: sequences are packed into rows of up to `pack`
+    tokens with restarting position ids (transformers then masks attention block-diagonally).
     """
     dev = next(model.parameters()).device
-    ids, attn = batch.input_ids.to(dev), batch.attention_mask.to(dev)
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
-    N, T, H = hidden.shape
+    N, T = batch.input_ids.shape
     pos = batch.completion_mask.to(dev).flatten().nonzero()[:, 0]  # [M] into the [N*(T-1)] grid
-    h = hidden[:, :-1].reshape(-1, H).index_select(0, pos)  # [M, H]
-    target = ids[:, 1:].reshape(-1).index_select(0, pos)
+    if pack:
+        hidden, src = _packed_hidden(model, batch, pack, dev)  # [R*Lr, H], [N*(T-1)]
+        h = hidden.index_select(0, src.index_select(0, pos))
+    else:
+        ids, attn = batch.input_ids.to(dev), batch.attention_mask.to(dev)
+        dec = model.get_decoder()
+        hidden = dec(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, pos)  # [M, H]
+    target = batch.input_ids[:, 1:].to(dev).reshape(-1).index_select(0, pos)
     head = model.get_output_embeddings()
     parts = []
     for i in range(0, h.shape[0], chunk):
@@ -80,9 +91,46 @@ def token_logprobs(
             parts.append(checkpoint(_chunk_logp, *args, use_reentrant=False))
         else:
             parts.append(_chunk_logp(*args))
-    vals = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    vals = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
     out = torch.zeros(N * (T - 1), device=dev, dtype=torch.float32)
     return out.index_put((pos,), vals).view(N, T - 1)
+
+
+def _packed_hidden(model, batch: TrainBatch, cap: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder hidden states of the batch's sequences packed first-fit-decreasing into rows of
+    at most max(cap, longest) tokens. Returns hidden [R*Lr, H] and, for every (i, t) of the
+    [N, T-1] grid, the flat row index of the position that predicts token t+1 (0 if none)."""
+    N, T = batch.input_ids.shape
+    lens = batch.attention_mask.sum(1).tolist()
+    cap = max(cap, max(lens))
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(N), key=lambda i: -lens[i]):
+        r = next((k for k, free in enumerate(room) if free >= lens[i]), None)
+        if r is None:
+            rows.append([])
+            room.append(cap)
+            r = len(rows) - 1
+        rows[r].append(i)
+        room[r] -= lens[i]
+    Lr = max(cap - free for free in room)
+    ids = torch.zeros((len(rows), Lr), dtype=torch.long)
+    position = torch.zeros((len(rows), Lr), dtype=torch.long)
+    src = torch.zeros((N, T - 1), dtype=torch.long)
+    for r, members in enumerate(rows):
+        o = 0
+        for i in members:
+            n = lens[i]
+            ids[r, o : o + n] = batch.input_ids[i, :n]
+            position[r, o : o + n] = torch.arange(n)
+            src[i, : n - 1] = r * Lr + o + torch.arange(n - 1)
+            o += n
+        position[r, o:] = torch.arange(Lr - o)  # the padded tail is a sequence of its own
+    # no cache and no 2D mask: transformers then reads the packing from the position ids
+    dec = model.get_decoder()
+    out = dec(input_ids=ids.to(dev), position_ids=position.to(dev), use_cache=False)
+    hidden = out.last_hidden_state
+    return hidden.reshape(-1, hidden.shape[-1]), src.flatten().to(dev)
 
 
 def _chunk_logp(h, weight, bias, target, temperature: float) -> torch.Tensor:

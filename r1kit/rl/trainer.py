@@ -44,7 +44,9 @@ class GRPOTrainer:
     def _logp_no_grad(self, model, batch: TrainBatch) -> torch.Tensor:
         mb = self.cfg.micro_batch
         parts = [
-            token_logprobs(model, batch.slice(i, i + mb), self.cfg.temperature).cpu()
+            token_logprobs(
+                model, batch.slice(i, i + mb), self.cfg.temperature, pack=self.cfg.pack_tokens
+            ).cpu()
             for i in range(0, len(batch), mb)
         ]
         T = batch.completion_mask.shape[1]
@@ -75,7 +77,7 @@ class GRPOTrainer:
             for i in range(0, len(batch), cfg.micro_batch):
                 mb = batch.slice(i, i + cfg.micro_batch)
                 T = mb.completion_mask.shape[1]
-                logp = token_logprobs(self.model, mb, cfg.temperature).cpu()
+                logp = token_logprobs(self.model, mb, cfg.temperature, pack=cfg.pack_tokens).cpu()
                 old_mb = logp.detach() if old is None else old[i : i + len(mb), :T]
                 ref_mb = None if ref is None else ref[i : i + len(mb), :T]
                 isw = None
