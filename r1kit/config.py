@@ -63,6 +63,9 @@ class ZeroConfig:
     mu: int = 1  # updates per generation batch
     micro_batch: int = 64  # sequences per forward/backward
     pack_tokens: int = 0  # > 0: padding-free rows of up to this many tokens in the update
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) instead of all weights
+    lora_alpha: float = 0.0  # 0 means 2 * rank
+    lora_targets: str = "all-linear"  # or module names joined by ',' (q_proj,v_proj)
     mask_truncated: bool = False  # overlong filtering (DAPO)
     overlong_buffer: int = 0  # soft overlong punishment over the last N tokens (DAPO); 0 = off
     dynamic_sampling: bool = False  # drop all-equal-reward groups and refill the batch (DAPO)
@@ -116,6 +119,8 @@ class ZeroConfig:
             raise R1kitError("--loss-agg must be sequence, token or constant")
         if not 0 <= self.overlong_buffer <= self.max_new_tokens:
             raise R1kitError("--overlong-buffer must be between 0 and --max-new-tokens")
+        if self.lora_rank < 0 or self.lora_alpha < 0:
+            raise R1kitError("--lora-rank and --lora-alpha must be >= 0")
         if self.pack_tokens < 0:
             raise R1kitError("--pack-tokens must be >= 0 (0 pads instead of packing)")
         if self.tis_cap < 0:

@@ -87,8 +87,20 @@ class NativeDecoder:
         self._own[name] = (own, t)
         return own
 
+    def _lora_weight(self, name: str, mod) -> torch.Tensor | None:
+        """An engine-owned W + scaling * B @ A for a peft LoRA layer (None for plain layers)."""
+        if not hasattr(mod, "lora_A") or not getattr(mod, "active_adapters", None):
+            return None
+        own = torch.empty_like(mod.base_layer.weight, dtype=self.dtype, device=self.device)
+        self._lora[name] = (own, mod)
+        _merge_into(own, mod)
+        return own
+
     def _bind(self) -> None:
         m = self.source
+        if hasattr(m, "get_base_model"):  # a peft model: bind the adapted transformers model
+            m = m.get_base_model()
+        self._lora: dict[str, tuple] = {}
         inner = m.model
         p = self._tensor
         self.embed = p("embed", inner.embed_tokens.weight)
@@ -101,6 +113,12 @@ class NativeDecoder:
             a, f = blk.self_attn, blk.mlp
 
             def g(name, mod, attr="weight", i=i):
+                if mod is not None and attr == "weight":
+                    lw = self._lora_weight(f"{i}.{name}", mod)
+                    if lw is not None:
+                        return lw
+                if mod is not None and hasattr(mod, "base_layer"):
+                    mod = mod.base_layer
                 t = getattr(mod, attr, None) if mod is not None else None
                 return p(f"{i}.{name}", t)
 
@@ -133,14 +151,17 @@ class NativeDecoder:
             self.source = model
             self._own.clear()
             self._bind()
-            return len(self._own)
+            return len(self._own) + len(self._lora)
         for own, src in self._own.values():
             own.copy_(src.detach(), non_blocking=True)
-        return len(self._own)
+        for own, mod in self._lora.values():
+            _merge_into(own, mod)
+        return len(self._own) + len(self._lora)
 
     def _rope_table(self, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin [max_len, D] from the model's own rotary module (covers its rope scaling)."""
-        rot = self.source.model.rotary_emb
+        m = self.source.get_base_model() if hasattr(self.source, "get_base_model") else self.source
+        rot = m.model.rotary_emb
         pos = torch.arange(max_len, device=rot.inv_freq.device)[None]
         x = torch.empty(0, device=rot.inv_freq.device, dtype=torch.float32)
         with torch.no_grad():
@@ -180,3 +201,14 @@ class NativeDecoder:
         if last is not None:
             x = x[last]
         return F.linear(x, self.lm_head)
+
+
+@torch.no_grad()
+def _merge_into(own: torch.Tensor, mod) -> None:
+    """own <- W + sum over active adapters of scaling * B @ A (peft's LoRA Linear layout)."""
+    w = mod.base_layer.weight.detach().float()
+    for name in mod.active_adapters:
+        if name in mod.lora_A:
+            a, b = mod.lora_A[name].weight.float(), mod.lora_B[name].weight.float()
+            w = w + mod.scaling[name] * (b @ a)
+    own.copy_(w)

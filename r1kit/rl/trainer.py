@@ -24,7 +24,7 @@ class GRPOTrainer:
         self.model, self.ref_model, self.cfg, self.pad_id = model, ref_model, cfg, pad_id
         on_gpu = next(model.parameters()).is_cuda
         self.optimizer = torch.optim.AdamW(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],  # only the adapters under LoRA
             lr=cfg.lr,
             betas=(0.9, 0.99),
             weight_decay=cfg.weight_decay,

@@ -29,6 +29,7 @@ from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
 from r1kit.rl import grpo
 from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from r1kit.rl.lora import add_lora, load_lora_state, lora_state, merged
 from r1kit.rl.report import plot_report, read_metrics
 from r1kit.rl.rollout import generate, score
 from r1kit.rl.trainer import GRPOTrainer
@@ -140,7 +141,15 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(str(ckpt) if ckpt else cfg.model)
     dtype = None if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    model = load_model(str(ckpt) if ckpt else cfg.model, dtype=dtype, device=device)
+    if cfg.lora_rank:  # adapters on the base; a checkpoint holds them in its trainer state
+        model = load_model(cfg.model, dtype=dtype, device=device)
+        model = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        if ckpt:
+            load_lora_state(
+                model, torch.load(ckpt / "trainer_state.pt", weights_only=False)["lora"]
+            )
+    else:
+        model = load_model(str(ckpt) if ckpt else cfg.model, dtype=dtype, device=device)
     ref = (
         load_model(cfg.model, dtype=dtype, device=device).eval().requires_grad_(False)
         if cfg.beta > 0
@@ -222,21 +231,14 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 ),
             )
             if step % cfg.save_every == 0 or step == cfg.steps:
-                save_checkpoint(
-                    out,
-                    step,
-                    model,
-                    tok,
-                    trainer.optimizer,
-                    {
-                        "data_pos": consumed,
-                        "wall_s": wall_before + time.time() - t0,
-                    },
-                )
+                extra = {"data_pos": consumed, "wall_s": wall_before + time.time() - t0}
+                if cfg.lora_rank:
+                    extra["lora"] = lora_state(model)
+                save_checkpoint(out, step, merged(model), tok, trainer.optimizer, extra)
 
     console.print("evaluating the trained model")
     final, rollouts = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
-    save_model(model, tok, out / "final")
+    save_model(merged(model), tok, out / "final")
     with (out / "samples.jsonl").open("w") as f:
         for r in rollouts:
             f.write(
