@@ -23,6 +23,31 @@ RECIPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+# Run-size presets (ZERO_PRESETS[name]); a preset with a "pretrain" entry builds that base
+# with `r1kit pretrain --preset ...` first when --model is not given.
+ZERO_PRESETS: dict[str, dict[str, Any]] = {
+    "gpu-small": dict(pretrain="gpu-small", prompts_per_step=64, group_size=8, steps=60,
+                      max_new_tokens=256, lr=5e-5, micro_batch=128, pack_tokens=8192,
+                      eval_problems=500, eval_k=4, save_every=20, device="cuda", dtype="float32"),
+}  # fmt: skip
+
+
+def apply_preset(cfg: ZeroConfig, name: str, explicit: set[str]) -> str | None:
+    """Set the preset's fields on cfg except explicit ones; returns the pretrain preset whose
+    base model the run needs (None when --model was given or the preset needs none)."""
+    if name == "none":
+        return None
+    if name not in ZERO_PRESETS:
+        raise R1kitError(f"unknown preset {name!r}; available: {', '.join(ZERO_PRESETS)}, none")
+    fields_ = dict(ZERO_PRESETS[name])
+    base = fields_.pop("pretrain", None)
+    for k, v in fields_.items():
+        if k not in explicit:
+            setattr(cfg, k, v)
+    cfg.preset = name
+    return base if cfg.model is None else None
+
+
 def apply_recipe(cfg: ZeroConfig, name: str, explicit: set[str]) -> ZeroConfig:
     """Set the recipe's fields on cfg, except those in `explicit` (given as flags)."""
     if name not in RECIPES and name != "custom":
@@ -72,6 +97,7 @@ class ZeroConfig:
     max_refills: int = 4  # generation rounds per step spent refilling, at most
     tis_cap: float = 0.0  # truncated importance weight min(pi_old / pi_engine, C); 0 = off
     recipe: str = "custom"  # grpo | dapo | dr_grpo set the fields below them in RECIPES
+    preset: str = "none"  # gpu-small: pretrain a ~25M base on the GPU, then R1-Zero at scale
     # sampling during training
     temperature: float = 1.0
     top_p: float = 1.0

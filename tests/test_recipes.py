@@ -92,3 +92,19 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model_base, tiny_to
         assert (len(rollouts), used, dropped) == (12, 3, 0)
     finally:
         del base.REGISTRY["_test_len_unless_flat"]
+
+
+def test_gpu_small_preset_fields_and_base():
+    from r1kit.config import ZERO_PRESETS, apply_preset
+    from r1kit.pretrain.train import PRESETS
+
+    cfg = ZeroConfig()
+    assert apply_preset(cfg, "gpu-small", explicit={"steps"}) == "gpu-small"
+    assert cfg.device == "cuda" and cfg.prompts_per_step == 64 and cfg.steps == 70  # explicit
+    cfg.validate()
+    assert PRESETS["gpu-small"].device == "cuda" and "gpu-small" in ZERO_PRESETS
+    given = ZeroConfig(model="some/dir")
+    assert apply_preset(given, "gpu-small", set()) is None  # --model given: no pretraining
+    assert apply_preset(ZeroConfig(), "none", set()) is None
+    with pytest.raises(R1kitError, match="unknown preset"):
+        apply_preset(ZeroConfig(), "huge", set())

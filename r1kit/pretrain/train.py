@@ -41,7 +41,15 @@ class PretrainConfig:
     device: str = "cpu"  # the shipped weights are built on CPU; "cuda" for quick experiments
 
 
-PRESETS = {"tiny": PretrainConfig()}
+PRESETS = {
+    "tiny": PretrainConfig(),
+    # the GPU base for `r1kit zero --preset gpu-small`: ~25M parameters, 98M tokens
+    "gpu-small": PretrainConfig(
+        out="runs/pretrain-gpu-small", hidden_size=512, layers=8, heads=8, kv_heads=4,
+        intermediate_size=1536, block_len=512, batch_size=64, steps=3000, lr=1.5e-3, warmup=100,
+        device="cuda",
+    ),
+}  # fmt: skip
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -110,7 +118,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             x = next(batches).to(cfg.device)
-            loss = model(input_ids=x, labels=x).loss
+            with torch.autocast("cuda", torch.bfloat16, enabled=cfg.device.startswith("cuda")):
+                loss = model(input_ids=x, labels=x).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
