@@ -171,8 +171,8 @@ class PagedEngine:
         """Still running after its pending token, as far as the host knows without reading it."""
         if s.finish_reason is not None or not s.blocks:
             return False
-        n = s.num_output + s.npending
-        return n < s.params.max_tokens and len(s.tokens) + s.npending < self.max_model_len
+        n = len(s.tokens) + s.npending
+        return n - s.prompt_len < s.params.max_tokens and n < self.max_model_len
 
     def _sample(self, seqs, logits, decode: bool) -> _Launched:
         rows = self._sampling_rows(seqs, decode=decode, device=logits.device)
@@ -203,10 +203,10 @@ class PagedEngine:
             s.tokens.append(t)
             if s.logprobs is not None:
                 s.logprobs.append(x)
-            p = s.params
+            p, n = s.params, len(s.tokens)
             if t in p.stop_token_ids:
                 self.scheduler.finish(s, "stop")
-            elif s.num_output >= p.max_tokens or len(s.tokens) >= self.max_model_len:
+            elif n - s.prompt_len >= p.max_tokens or n >= self.max_model_len:
                 self.scheduler.finish(s, "length")
             touched[s.request.request_id] = s.request
         self.scheduler.reap()

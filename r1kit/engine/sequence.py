@@ -22,9 +22,10 @@ class Sequence:
     logprobs: list[float] | None = None
     finish_reason: str | None = None  # stop | length | abort
 
-    @property
-    def params(self) -> SamplingParams:
-        return self.request.params
+    def __post_init__(self) -> None:
+        # plain attributes, not properties: the decode loop reads them for every sequence
+        self.params: SamplingParams = self.request.params
+        self.prompt_len: int = len(self.request.prompt_ids)
 
     @property
     def seed(self) -> int:
@@ -32,11 +33,11 @@ class Sequence:
 
     @property
     def output(self) -> list[int]:
-        return self.tokens[self.request.prompt_len :]
+        return self.tokens[self.prompt_len :]
 
     @property
     def num_output(self) -> int:
-        return len(self.tokens) - self.request.prompt_len
+        return len(self.tokens) - self.prompt_len
 
 
 @dataclass(eq=False)
