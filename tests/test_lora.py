@@ -27,12 +27,25 @@ def _hf_greedy(model, n=12):
     return out
 
 
+def _is_greedy_under(model, outs) -> bool:
+    """Each token is the model's argmax given the ones before (teacher-forced forward), up to
+    float noise: exact token equality would flip on a near-tie between two summation orders."""
+    for p, toks in zip(PROMPTS, outs):
+        ids = torch.tensor([p + toks])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(p) - 1 : -1]
+        chosen = logits.gather(1, torch.tensor(toks)[:, None])[:, 0]
+        if not bool((chosen >= logits.max(-1).values - 1e-4).all()):
+            return False
+    return True
+
+
 def _randomize_b(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def test_engine_follows_lora_adapters(tiny_model):
@@ -42,14 +55,15 @@ def test_engine_follows_lora_adapters(tiny_model):
     eng = make_engine(model, 0, kind="paged")
     greedy = SamplingParams(temperature=0, max_tokens=12)
     first = [o.samples[0].token_ids for o in eng.generate(PROMPTS, greedy)]
-    assert first == _hf_greedy(model)
+    assert _is_greedy_under(model, first)
     _randomize_b(model, 1)  # a training step changes B: stale until sync
     assert [o.samples[0].token_ids for o in eng.generate(PROMPTS, greedy)] == first
     assert eng.sync_weights() > 0
     now = [o.samples[0].token_ids for o in eng.generate(PROMPTS, greedy)]
-    assert now == _hf_greedy(model) and now != first
+    assert _is_greedy_under(model, now) and now != first
+    assert not _is_greedy_under(model, first)  # the old output is no longer the model's
     plain = merged(model)
-    assert not is_lora(plain) and _hf_greedy(plain) == now
+    assert not is_lora(plain) and _is_greedy_under(plain, now)
     assert is_lora(model)  # merging made a copy
 
 
