@@ -121,3 +121,78 @@ def parse_completion(text: str, template: str = "r1zero") -> dict[str, str | Non
 
 def render_messages(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+class ReasoningStream:
+    """`split_reasoning` done incrementally, for streaming (DESIGN.md section 3).
+
+    `feed(text)` returns the new (reasoning, answer) pieces that are certain; `close()` returns
+    the rest. A tag cut across two chunks is held back until it is whole, so a partial `<think>`
+    or `</think>` is never emitted, and whitespace that may turn out to be trailing is held until
+    non-space text follows. The pieces joined equal `split_reasoning` of the whole text, and
+    `answer_started` tells a None answer (no `</think>`) from an empty one.
+    """
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._state = "start"  # start -> reasoning -> answer
+        self._pending = {"reasoning": "", "answer": ""}  # held whitespace per part
+        self._emitted = {"reasoning": False, "answer": False}
+        self.answer_started = False
+
+    def feed(self, text: str) -> tuple[str, str]:
+        self._buf += text
+        out = {"reasoning": "", "answer": ""}
+        if self._state == "start":
+            body = self._buf.lstrip()
+            if not body or (THINK_OPEN.startswith(body) and body != THINK_OPEN):
+                return "", ""  # maybe the start of <think>: wait
+            self._buf = body[len(THINK_OPEN) :] if body.startswith(THINK_OPEN) else body
+            self._state = "reasoning"
+        if self._state == "reasoning":
+            i = self._buf.find(THINK_CLOSE)
+            if i >= 0:
+                self._put(out, "reasoning", self._buf[:i])
+                self._buf = self._buf[i + len(THINK_CLOSE) :]
+                self._state = "answer"
+                self.answer_started = True
+            else:
+                keep = _partial_suffix(self._buf, THINK_CLOSE)
+                self._put(out, "reasoning", self._buf[: len(self._buf) - keep])
+                self._buf = self._buf[len(self._buf) - keep :]
+        if self._state == "answer":
+            self._put(out, "answer", self._buf)
+            self._buf = ""
+        return out["reasoning"], out["answer"]
+
+    def _put(self, out: dict, part: str, text: str) -> None:
+        if not text:
+            return
+        text = self._pending[part] + text
+        if not self._emitted[part]:
+            text = text.lstrip()
+        stripped = text.rstrip()
+        self._pending[part] = text[len(stripped) :]
+        if stripped:
+            out[part] += stripped
+            self._emitted[part] = True
+
+    def close(self) -> tuple[str, str]:
+        """Flush what was held back: the tail of a tag that never completed is plain text."""
+        if self._state == "start":
+            body = self._buf.lstrip()
+            self._buf = body[len(THINK_OPEN) :] if body.startswith(THINK_OPEN) else body
+            self._state = "reasoning"
+        out = {"reasoning": "", "answer": ""}
+        part = "answer" if self._state == "answer" else "reasoning"
+        self._put(out, part, self._buf)
+        self._buf = ""
+        return out["reasoning"], out["answer"]
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
+    for k in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:k]):
+            return k
+    return 0

@@ -19,6 +19,7 @@ ZERO_FLAGS_HELP = {
     "rewards": "weighted rewards, e.g. 'accuracy=1,format=0.5' or 'pkg.mod:fn=0.3'",
     "out": "output directory",
     "recipe": "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win)",
+    "preset": "gpu-small: pretrain a ~25M base on the GPU (once), then R1-Zero at GPU scale",
 }
 
 
@@ -92,6 +93,13 @@ def cmd_zero(args: argparse.Namespace) -> int:
         base = ZeroConfig.from_dict(json.loads(saved.read_text()))
         args.out = args.resume
     cfg = _config_from_args(ZeroConfig, args, base)
+    if args.preset is not None:
+        from r1kit.config import apply_preset
+
+        explicit = {f.name for f in fields(ZeroConfig) if getattr(args, f.name, None) is not None}
+        need = apply_preset(cfg, args.preset, explicit - {"preset"})
+        if need:
+            cfg.model = _pretrained_base(need)
     if args.recipe is not None:
         from r1kit.config import apply_recipe
 
@@ -102,6 +110,17 @@ def cmd_zero(args: argparse.Namespace) -> int:
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
     _print_summary(summary, cfg.out)
     return 0
+
+
+def _pretrained_base(preset: str) -> str:
+    """The base model a zero preset starts from: built once with `r1kit pretrain`, then reused."""
+    from r1kit.pretrain.train import PRESETS, pretrain
+
+    cfg = PRESETS[preset]
+    if not (Path(cfg.out) / "model.safetensors").exists():
+        print(f"building the {preset} base model first ({cfg.out})")
+        pretrain(cfg)
+    return cfg.out
 
 
 def _print_summary(s: dict, out: str) -> None:
@@ -162,6 +181,50 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from r1kit.serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, db=args.db, no_auth=args.no_auth,
+          engine=args.engine, max_waiting=args.max_waiting, rpm=args.rpm, name=args.name)  # fmt: skip
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from r1kit.serve.store import Store
+
+    store = Store(args.db)
+    if args.action == "create":
+        key, k = store.create_key(args.name or "", args.quota, args.rpm)
+        print(key)
+        print(f"created key {k.id} in {store.path}; it is shown only now", file=sys.stderr)
+    elif args.action == "list":
+        from datetime import datetime
+
+        for k in store.list_keys():
+            when = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M")
+            state = "revoked" if k.revoked else "active"
+            print(f"{k.id}  {state:7}  {when}  quota={k.quota_tokens}  rpm={k.rpm}  {k.name}")
+    elif args.action == "revoke":
+        if not args.id or not store.revoke(args.id):
+            raise R1kitError(f"no active key with id {args.id!r} (see `r1kit keys list`)")
+        print(f"revoked {args.id}")
+    else:  # usage
+        p_in, p_out = args.price_prompt, args.price_completion
+        print("key       requests  prompt  completion  reasoning  cost_usd  name")
+        for u in store.usage():
+            cost = (u["prompt_tokens"] * p_in + u["completion_tokens"] * p_out) / 1e6
+            print(f"{u['id']:8}  {u['requests']:8}  {u['prompt_tokens']:6}  "
+                  f"{u['completion_tokens']:10}  {u['reasoning_tokens']:9}  {cost:8.4f}  {u['name']}")  # fmt: skip
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from r1kit.serve.term import run
+
+    return run(args.model, base_url=args.base_url, api_key=args.api_key,
+               think=not args.nothink, engine=args.engine)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from r1kit import __version__
     from r1kit.config import EvalConfig, ZeroConfig
@@ -188,6 +251,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(e, EvalConfig, EVAL_FLAGS_HELP, skip=("target",))
     e.add_argument("--quiet", action="store_true", help="no progress or table: one result line")
     e.set_defaults(func=cmd_eval)
+
+    sv = sub.add_parser(
+        "serve", help="serve a model: OpenAI/DeepSeek API, Ollama API and a web chat at /"
+    )
+    sv.add_argument("model", nargs="?", default=None, help="hub id, model dir or run dir")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--db", default=None, help="SQLite file (default: the user's data dir)")
+    sv.add_argument("--no-auth", action="store_true", help="no keys (loopback addresses only)")
+    sv.add_argument("--engine", default="auto", help="auto | paged | hf")
+    sv.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    sv.add_argument("--rpm", type=int, default=None, help="default requests/minute per key")
+    sv.add_argument("--name", default=None, help="the model name clients see")
+    sv.set_defaults(func=cmd_serve)
+
+    k = sub.add_parser("keys", help="API keys for `r1kit serve`: create | list | revoke | usage")
+    k.add_argument("action", choices=["create", "list", "revoke", "usage"])
+    k.add_argument("id", nargs="?", default=None, help="the key id to revoke")
+    k.add_argument("--db", default=None, help="SQLite file (default: the user's data dir)")
+    k.add_argument("--name", default=None, help="a label for a new key")
+    k.add_argument("--quota", type=int, default=None, help="tokens a new key may use (then 402)")
+    k.add_argument("--rpm", type=int, default=None, help="requests per minute (then 429)")
+    k.add_argument("--price-prompt", type=float, default=0.55, help="USD per 1M prompt tokens")
+    k.add_argument(
+        "--price-completion", type=float, default=2.19, help="USD per 1M completion tokens"
+    )
+    k.set_defaults(func=cmd_keys)
+
+    r = sub.add_parser("run", help="chat with a model in the terminal (like `ollama run`)")
+    r.add_argument("model", nargs="?", default=None, help="hub id, model dir or run dir")
+    r.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint instead")
+    r.add_argument("--api-key", default=None, help="the endpoint's key ($R1KIT_API_KEY)")
+    r.add_argument("--nothink", action="store_true", help="start with thinking off")
+    r.add_argument("--engine", default="auto", help="auto | paged | hf")
+    r.set_defaults(func=cmd_run)
 
     pt = sub.add_parser("pretrain", help="build a small base model on the procedural corpus")
     pt.add_argument("--preset", default="tiny")

@@ -108,3 +108,13 @@ def test_gpu_small_preset_fields_and_base():
     assert apply_preset(ZeroConfig(), "none", set()) is None
     with pytest.raises(R1kitError, match="unknown preset"):
         apply_preset(ZeroConfig(), "huge", set())
+
+
+def test_bad_preset_is_one_line_error(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "r1kit.cli", "zero", "--preset", "huge", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip() == "r1kit: error: unknown preset 'huge'; available: gpu-small, none"

@@ -1,0 +1,20 @@
+"""`r1kit serve`: an OpenAI/DeepSeek-compatible API, an Ollama-compatible API and a web chat
+over one engine (DESIGN.md section 5).
+
+| file | concept |
+|---|---|
+| app.py | `create_app`: routes, static web assets, error handlers, lifespan |
+| generation.py | chat messages -> prompt ids; the engine (paged + async, or HF in a thread) |
+| sample_text.py | one sample streaming: detokenizing, stop strings, reasoning/answer split |
+| openai_api.py | `/v1/chat/completions`, `/v1/completions`, `/v1/models` |
+| ollama_api.py | `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`, `/api/version` |
+| web_api.py | the web chat's config and conversation list |
+| auth.py | bearer keys, quota (402) and request-rate limit (429) |
+| store.py | SQLite: hashed keys, usage, conversations |
+| errors.py | errors in OpenAI's JSON shape with DeepSeek's status codes |
+| term.py | `r1kit run`: the terminal chat |
+"""
+
+from r1kit.serve.app import create_app
+
+__all__ = ["create_app"]

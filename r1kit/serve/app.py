@@ -1,0 +1,94 @@
+"""`create_app`: the FastAPI app over one Generator, store and auth; `serve` runs it.
+
+gen = Generator(load_model(None), load_tokenizer(None), "r1kit-tiny")
+app = create_app(gen, Store("keys.db"))
+uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from r1kit.errors import R1kitError
+from r1kit.serve import ollama_api, openai_api, web_api
+from r1kit.serve.auth import Auth
+from r1kit.serve.errors import APIError, api_error_handler, server_error_handler
+from r1kit.serve.generation import Generator
+from r1kit.serve.store import Store
+
+WEB = Path(__file__).parent / "web"
+
+
+def create_app(gen: Generator, store: Store, auth: bool = True, rpm: int | None = None,
+               model_path: str = "") -> FastAPI:  # fmt: skip
+    app = FastAPI(title="r1kit", docs_url=None, redoc_url=None, openapi_url=None)
+    s = app.state
+    s.gen, s.store, s.auth = gen, store, Auth(store, enabled=auth, default_rpm=rpm)
+    s.model_names = {gen.name, gen.name + ":latest"}
+    s.created = int(time.time())
+    s.model_path = model_path or gen.name
+    s.digest = hashlib.sha256(s.model_path.encode()).hexdigest()
+    app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(Exception, server_error_handler)
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)
+    app.include_router(web_api.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(WEB / "index.html")
+
+    @app.get("/health", include_in_schema=False)
+    async def health():
+        return {"status": "ok", **gen.stats()}
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          db: str | None = None, no_auth: bool = False, engine: str = "auto",
+          max_waiting: int = 256, rpm: int | None = None, name: str | None = None,
+          device: str | None = None) -> None:  # fmt: skip
+    """Load the model and serve it until interrupted (the `r1kit serve` job)."""
+    import torch
+    import uvicorn
+
+    from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
+
+    if no_auth and not is_loopback(host):
+        raise R1kitError(f"--no-auth is allowed only on a loopback address, not {host}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_model(model)
+    name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
+    gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
+                    engine=engine, max_waiting=max_waiting)  # fmt: skip
+    store = Store(db)
+    app = create_app(gen, store, auth=not no_auth, rpm=rpm, model_path=path)
+    auth_note = "no auth" if no_auth else f"keys in {store.path} (`r1kit keys create`)"
+    print(f"r1kit: serving {name} on http://{host}:{port} ({auth_note}); web chat at /")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        gen.close()
+
+
+def _name(model: str) -> str:
+    p = Path(model.rstrip("/"))
+    return p.name if p.name not in ("final", "") else p.parent.name

@@ -1,0 +1,72 @@
+"""Bearer keys, token quota (402) and a per-key request-rate limit (429).
+
+Keys are looked up in the store (hashed); a revoked or unknown key is a 401. The rate limit is
+a sliding window of 60 s over the key's requests, kept in memory; the quota counts prompt plus
+completion tokens recorded in the store. With auth off every request is served as key `-`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict, deque
+
+from fastapi import Request
+
+from r1kit.serve.errors import APIError
+from r1kit.serve.store import NO_KEY, Store
+
+WINDOW_S = 60.0
+
+
+class Auth:
+    def __init__(self, store: Store, enabled: bool = True, default_rpm: int | None = None):
+        self.store = store
+        self.enabled = enabled
+        self.default_rpm = default_rpm
+        self._hits: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def key_of(self, request: Request) -> str | None:
+        h = request.headers.get("authorization", "")
+        if h[:7].lower() == "bearer ":
+            return h[7:].strip()
+        return request.headers.get("x-api-key") or None
+
+    def check(self, request: Request) -> str:
+        """The key id this request is served under; raises 401, 402 or 429."""
+        if not self.enabled:
+            return NO_KEY
+        raw = self.key_of(request)
+        if not raw:
+            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")  # fmt: skip
+        key = self.store.find_key(raw)
+        if key is None:
+            raise APIError(401, "invalid API key", code="invalid_api_key")
+        if key.revoked is not None:
+            raise APIError(401, "this API key was revoked", code="invalid_api_key")
+        if key.quota_tokens is not None and self.store.tokens_used(key.id) >= key.quota_tokens:
+            raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
+                           code="insufficient_quota")  # fmt: skip
+        rpm = key.rpm if key.rpm is not None else self.default_rpm
+        if rpm is not None:
+            self._rate(key.id, rpm)
+        return key.id
+
+    def _rate(self, key_id: str, rpm: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key_id]
+            while hits and hits[0] <= now - WINDOW_S:
+                hits.popleft()
+            if len(hits) >= rpm:
+                wait = max(0.0, hits[0] + WINDOW_S - now)
+                raise APIError(
+                    429,
+                    f"rate limit of {rpm} requests per minute reached; retry in {wait:.1f} s",
+                    code="rate_limit_exceeded",
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
+            hits.append(now)

@@ -1,0 +1,209 @@
+"""The Ollama contract: `/api/chat`, `/api/generate` (NDJSON streaming, `think` -> `thinking`),
+`/api/tags`, `/api/show`, `/api/version`. Errors are `{"error": "..."}` with the same status
+codes as the OpenAI routes; an unknown model is a 404, as Ollama answers it."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from r1kit.serve.errors import APIError, bad_request, read_json
+
+router = APIRouter()
+OLLAMA_VERSION = "0.12.0"  # the Ollama API version these routes follow
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    temperature: float = Field(0.6, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int | None = None
+    num_predict: int | None = None  # -1 or None: until the context is full
+    stop: list[str] | None = None
+
+
+class OllamaMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    thinking: str | None = None  # sent back by clients; ignored like reasoning_content
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    stream: bool = True
+    think: bool | Literal["low", "medium", "high"] | None = None
+    options: Options = Field(default_factory=Options)
+
+
+class ChatRequest(_Base):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+
+
+class GenerateRequest(_Base):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+
+
+class ShowRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    name: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _check_model(state, name: str) -> None:
+    if name not in state.model_names:
+        raise APIError(404, f"model '{name}' not found", "model", "model_not_found")
+
+
+def _run(request: Request, state, key_id: str, body: _Base, messages: list[dict] | None,
+         prompt: str | None, key: str):  # fmt: skip
+    """Start the generation; answer NDJSON lines, or one JSON object when stream is false."""
+    gen = state.gen
+    think = body.think is not False
+    text = gen.render(messages, think) if messages is not None else prompt
+    ids = gen.encode(text)
+    o = body.options
+    mt = o.num_predict if o.num_predict and o.num_predict > 0 else None
+    params = gen.params(len(ids), mt, 1, o.temperature, o.top_p, o.seed)
+    g = gen.start(ids, params, think if messages is not None or not body.raw else None,
+                  tuple(o.stop or ()))  # fmt: skip
+    t0 = time.perf_counter_ns()
+
+    def line(content: str, thinking: str, done: bool) -> dict:
+        if key == "message":
+            part: dict[str, Any] = {"message": {"role": "assistant", "content": content}}
+            if thinking:
+                part["message"]["thinking"] = thinking
+        else:
+            part = {"response": content}
+            if thinking:
+                part["thinking"] = thinking
+        out = {"model": body.model, "created_at": _now(), **part, "done": done}
+        if done:
+            s = g.samples[0]
+            dur = time.perf_counter_ns() - t0
+            out.update(done_reason=s.finish_reason, total_duration=dur, load_duration=0,
+                       prompt_eval_count=g.prompt_tokens, prompt_eval_duration=0,
+                       eval_count=g.completion_tokens, eval_duration=dur)  # fmt: skip
+        return out
+
+    def record() -> None:
+        state.store.record(key_id, gen.name, "ollama", g.prompt_tokens, g.completion_tokens,
+                           g.reasoning_tokens)  # fmt: skip
+
+    if not body.stream:
+
+        async def whole():
+            try:
+                await g.run()
+            finally:
+                record()
+            s = g.samples[0]
+            return line(s.content.strip() if think else s.content, s.reasoning, True)
+
+        return whole()
+
+    async def lines():
+        try:
+            async for deltas in g:
+                for d in deltas:
+                    if d.reasoning or d.content:
+                        yield json.dumps(line(d.content, d.reasoning, False)) + "\n"
+            yield json.dumps(line("", "", True)) + "\n"
+        finally:
+            record()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/api/chat")
+async def chat(request: Request):
+    state = request.app.state
+    key_id = state.auth.check(request)
+    body: ChatRequest = await read_json(request, ChatRequest)
+    _check_model(state, body.model)
+    if not body.messages:  # Ollama loads the model and answers done for an empty chat
+        return {"model": body.model, "created_at": _now(),
+                "message": {"role": "assistant", "content": ""}, "done": True,
+                "done_reason": "load"}  # fmt: skip
+    msgs = [{"role": m.role, "content": m.content} for m in body.messages]
+    out = _run(request, state, key_id, body, msgs, None, "message")
+    return out if body.stream else await out
+
+
+@router.post("/api/generate")
+async def generate(request: Request):
+    state = request.app.state
+    key_id = state.auth.check(request)
+    body: GenerateRequest = await read_json(request, GenerateRequest)
+    _check_model(state, body.model)
+    if not body.prompt:
+        return {"model": body.model, "created_at": _now(), "response": "", "done": True,
+                "done_reason": "load"}  # fmt: skip
+    if body.raw:
+        out = _run(request, state, key_id, body, None, body.prompt, "response")
+    else:
+        msgs = ([{"role": "system", "content": body.system}] if body.system else []) + [
+            {"role": "user", "content": body.prompt}
+        ]
+        out = _run(request, state, key_id, body, msgs, None, "response")
+    return out if body.stream else await out
+
+
+def _details(state) -> dict:
+    cfg = state.gen.model.config
+    n = sum(p.numel() for p in state.gen.model.parameters())
+    size = f"{n / 1e9:.1f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
+    fam = getattr(cfg, "model_type", "unknown")
+    return {"parent_model": "", "format": "safetensors", "family": fam, "families": [fam],
+            "parameter_size": size, "quantization_level": str(state.gen.model.dtype).split(".")[-1]}  # fmt: skip
+
+
+@router.get("/api/tags")
+async def tags(request: Request):
+    state = request.app.state
+    size = sum(p.numel() * p.element_size() for p in state.gen.model.parameters())
+    name = state.gen.name if ":" in state.gen.name else state.gen.name + ":latest"
+    ts = datetime.fromtimestamp(state.created, timezone.utc).isoformat()
+    return {"models": [{"name": name, "model": name, "modified_at": ts, "size": size,
+                        "digest": state.digest, "details": _details(state)}]}  # fmt: skip
+
+
+@router.post("/api/show")
+async def show(request: Request):
+    state = request.app.state
+    body: ShowRequest = await read_json(request, ShowRequest)
+    name = body.model or body.name
+    if not name:
+        raise bad_request("model is required", "model")
+    _check_model(state, name)
+    cfg = state.gen.model.config
+    info = {f"{cfg.model_type}.{k}": v for k, v in cfg.to_dict().items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)}  # fmt: skip
+    return {
+        "modelfile": f"FROM {state.model_path}\n",
+        "parameters": "temperature 0.6\ntop_p 0.95",
+        "template": getattr(state.gen.tok, "chat_template", "") or "",
+        "details": _details(state),
+        "model_info": info,
+        "capabilities": ["completion", "thinking"],
+        "modified_at": datetime.fromtimestamp(state.created, timezone.utc).isoformat(),
+    }
+
+
+@router.get("/api/version")
+async def version():
+    return {"version": OLLAMA_VERSION}

@@ -1,0 +1,110 @@
+"""`r1kit keys`, `r1kit run` (the terminal chat), `--no-auth` only on loopback, the stream
+splitter and the key store."""
+
+from __future__ import annotations
+
+import io
+import random
+import sqlite3
+
+import pytest
+from serve_server import MODEL, shared
+
+from r1kit.chat import ReasoningStream, split_reasoning
+from r1kit.cli import main
+from r1kit.serve.app import is_loopback
+from r1kit.serve.generation import SampleText
+from r1kit.serve.store import Store
+from r1kit.serve.term import chat_loop
+
+
+def test_keys_cli(tmp_path, capsys):
+    db = str(tmp_path / "k.db")
+    assert main(["keys", "create", "--db", db, "--name", "alice", "--quota", "1000"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("sk-r1-")
+    kid = key.split("-")[2]
+    assert main(["keys", "list", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert kid in out and "active" in out and "alice" in out and key not in out
+    s = Store(db)
+    s.record(kid, MODEL, "chat", 1_000_000, 2_000_000, 500_000)
+    assert main(["keys", "usage", "--db", db, "--price-prompt", "1", "--price-completion",
+                 "2"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "5.0000" in out and "500000" in out  # 1M x $1 + 2M x $2
+    assert main(["keys", "revoke", kid, "--db", db]) == 0
+    assert main(["keys", "revoke", kid, "--db", db]) == 2  # already revoked
+    assert Store(db).find_key(key).revoked is not None
+
+
+def test_keys_stored_hashed(tmp_path):
+    s = Store(tmp_path / "k.db")
+    key, rec = s.create_key("x")
+    dump = "\n".join(sqlite3.connect(tmp_path / "k.db").iterdump())
+    assert key not in dump and key.split("-", 3)[3] not in dump
+    assert s.find_key(key).id == rec.id and s.find_key(key + "x") is None
+
+
+def test_no_auth_only_on_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert main(["serve", "--no-auth", "--host", "0.0.0.0"]) == 2
+
+
+def test_run_terminal_chat():
+    srv = shared()
+    stdin = io.StringIO("What is 3 + 4?\n/set nothink\nSay hi\n/bogus\n/bye\nnever read\n")
+    out = io.StringIO()
+    assert chat_loop(srv.url + "/v1", None, srv.key, stdin=stdin, out=out, color=True,
+                     max_tokens=64) == 0  # fmt: skip
+    text = out.getvalue()
+    assert "\x1b[2mThinking..." in text and "Set 'nothink' mode." in text
+    assert "Unknown command" in text and "never read" not in text
+    after = text.split("Set 'nothink' mode.")[1]
+    assert "Thinking..." not in after  # no reasoning once thinking is off
+
+
+def test_reasoning_stream_matches_split():
+    rnd = random.Random(0)
+    atoms = ["<think>", "</think>", " ", "\n", "a", "b", "<", "/", "think>", "</"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(atoms) for _ in range(rnd.randint(0, 14)))
+        s, r, a, i = ReasoningStream(), "", "", 0
+        while i < len(text):
+            j = i + rnd.randint(1, 4)
+            x, y = s.feed(text[i:j])
+            r, a, i = r + x, a + y, j
+        x, y = s.close()
+        assert (r + x, (a + y) if s.answer_started else None) == split_reasoning(text)
+    # a tag cut across chunks is held back, never emitted in part
+    s = ReasoningStream()
+    assert s.feed("<thi") == ("", "")
+    assert s.feed("nk>\nabc </thi") == ("abc", "")
+    assert s.feed("nk>\n\nThe ans") == ("", "The ans")
+    assert s.feed("wer  ") == ("", "wer")
+    assert s.close() == ("", "")
+
+
+def test_sample_text_stop_and_utf8(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ids = tok.encode("<think>\nwork\n</think>\n\nThe answer is 7. Done", add_special_tokens=False)
+    s = SampleText(tok, True, ("Done",))
+    got = [s.add([t], None) for t in ids]
+    assert s.finish_reason == "stop" and s.content == "The answer is 7." and s.reasoning == "work"
+    assert all(d is None or "Don" not in d.content for d in got)
+    # a character split across byte-level tokens is never emitted half
+    ids = tok.encode("é ü", add_special_tokens=False)
+    s = SampleText(tok, None, ())
+    for t in ids:
+        d = s.add([t], None)
+        assert d is None or "\ufffd" not in d.content
+    s.add([], "length")
+    assert s.content == "é ü"
+
+
+@pytest.mark.parametrize("think", [True, False])
+def test_render_think_switch(think):
+    gen = shared().gen
+    p = gen.render([{"role": "user", "content": "hi"}], think)
+    assert p.endswith("<think>\n") if think else p.endswith("<think>\n</think>\n\n")
