@@ -27,11 +27,12 @@ def task_names(spec: str) -> list[str] | None:
     return names if all(n in TASKS for n in names) else None
 
 
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Rows with a question (question/problem/prompt) and an answer; errors name the line."""
+def jsonl_objects(path: str | Path, kind: str = "dataset file") -> list[tuple[dict, str]]:
+    """(object, "path:line") for each non-blank line; one-line errors name the line. Raises when
+    the file is missing or empty, or a line is not a JSON object."""
     p = Path(path)
     if not p.is_file():
-        raise R1kitError(f"dataset file not found: {path}")
+        raise R1kitError(f"{kind} not found: {path}")
     rows = []
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -43,14 +44,22 @@ def read_jsonl(path: str | Path) -> list[Example]:
                 raise R1kitError(f"{path}:{n}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise R1kitError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            q = next((row[k] for k in QUESTION_FIELDS if isinstance(row.get(k), str)), None)
-            if q is None or "answer" not in row:
-                raise R1kitError(
-                    f"{path}:{n}: needs a question field ({'/'.join(QUESTION_FIELDS)}) and an answer"
-                )
-            rows.append({**row, "question": q, "answer": str(row["answer"])})
+            rows.append((row, f"{path}:{n}"))
     if not rows:
-        raise R1kitError(f"dataset file is empty: {path}")
+        raise R1kitError(f"{kind} is empty: {path}")
+    return rows
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Rows with a question (question/problem/prompt) and an answer; errors name the line."""
+    rows = []
+    for row, where in jsonl_objects(path):
+        q = next((row[k] for k in QUESTION_FIELDS if isinstance(row.get(k), str)), None)
+        if q is None or "answer" not in row:
+            raise R1kitError(
+                f"{where}: needs a question field ({'/'.join(QUESTION_FIELDS)}) and an answer"
+            )
+        rows.append({**row, "question": q, "answer": str(row["answer"])})
     return rows
 
 

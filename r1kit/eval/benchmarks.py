@@ -8,13 +8,13 @@ wrote it (the worked solution when the benchmark says so, else the reference ans
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from r1kit.chat import last_boxed
+from r1kit.data.datasets import jsonl_objects
 from r1kit.errors import R1kitError
 
 
@@ -89,24 +89,7 @@ def load_problems(b: Benchmark, data: str | None = None, limit: int | None = Non
 
 
 def _read_jsonl(path: str) -> list[tuple[dict, str]]:
-    p = Path(path)
-    if not p.is_file():
-        raise R1kitError(f"data file not found: {path}")
-    rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise R1kitError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise R1kitError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append((row, f"{path}:{n}"))
-    if not rows:
-        raise R1kitError(f"data file is empty: {path}")
-    return rows
+    return jsonl_objects(path, kind="data file")
 
 
 def _load_hub(b: Benchmark) -> list[tuple[dict, str]]:
