@@ -34,3 +34,13 @@ def tiny_model_base():
 def tiny_model(tiny_model_base):
     """A fresh, trainable copy of the embedded model for one test."""
     return copy.deepcopy(tiny_model_base).train()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The CPU is shared; tiny models gain nothing from more threads. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,13 +15,7 @@ PROMPTS = [[5, 6, 7], [10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24], [40]]
 NEW = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CPU is shared; tiny models gain nothing from more threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _qwen2():
