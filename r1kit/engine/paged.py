@@ -23,7 +23,7 @@ from r1kit.engine.runner import ModelRunner
 from r1kit.engine.sampler import SamplingRows, sample
 from r1kit.engine.scheduler import Scheduler
 from r1kit.engine.sequence import Request
-from r1kit.engine.types import RequestOutput, Sample, SamplingParams
+from r1kit.engine.types import RequestOutput, Sample, SamplingParams, params_per_prompt
 
 CPU_KV_BYTES = 256 << 20  # default KV budget off-GPU
 
@@ -236,9 +236,7 @@ class PagedEngine:
         prompts: Seq[Seq[int]],
         params: SamplingParams | Seq[SamplingParams],
     ) -> list[RequestOutput]:
-        plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(plist) != len(prompts):
-            raise ValueError("one SamplingParams per prompt (or a single one for all)")
+        plist = params_per_prompt(prompts, params)
         reqs = []
         try:
             for p, sp in zip(prompts, plist):

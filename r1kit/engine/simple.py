@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from r1kit.engine.sampler import SamplingRows, row_seed, sample
-from r1kit.engine.types import RequestOutput, Sample, SamplingParams
+from r1kit.engine.types import RequestOutput, Sample, SamplingParams, params_per_prompt
 
 
 class HFEngine:
@@ -32,9 +32,7 @@ class HFEngine:
         prompts: Sequence[Sequence[int]],
         params: SamplingParams | Sequence[SamplingParams],
     ) -> list[RequestOutput]:
-        plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(plist) != len(prompts):
-            raise ValueError("one SamplingParams per prompt (or a single one for all)")
+        plist = params_per_prompt(prompts, params)
         outs = [RequestOutput(list(p)) for p in prompts]
         # chunk whole requests so that no chunk holds more than max_batch_rows samples
         chunk: list[int] = []

@@ -46,3 +46,13 @@ class Engine(Protocol):
         prompts: Sequence[Sequence[int]],
         params: SamplingParams | Sequence[SamplingParams],
     ) -> list[RequestOutput]: ...
+
+
+def params_per_prompt(
+    prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
+) -> list[SamplingParams]:
+    """One SamplingParams per prompt: a single one is shared by all (every engine's batch call)."""
+    plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+    if len(plist) != len(prompts):
+        raise ValueError("one SamplingParams per prompt (or a single one for all)")
+    return plist
