@@ -109,6 +109,11 @@ class AsyncEngine:
         try:
             while not done:
                 item, done = await q.get()
+                # under load the consumer falls behind the engine: take every delta already
+                # queued and send them as one (fewer detokenize calls and SSE events per token)
+                while not done and not isinstance(item, Exception) and not q.empty():
+                    nxt, done = q.get_nowait()
+                    item = nxt if isinstance(nxt, Exception) else _merge(item, nxt)
                 if isinstance(item, Exception):
                     raise item
                 yield item
@@ -122,14 +127,7 @@ class AsyncEngine:
         """The whole output of one request (deltas joined)."""
         out: RequestOutput | None = None
         async for d in self.stream(prompt_ids, params, request_id):
-            if out is None:
-                out = d
-                continue
-            for s, n in zip(out.samples, d.samples):
-                s.token_ids += n.token_ids
-                if s.logprobs is not None and n.logprobs is not None:
-                    s.logprobs += n.logprobs
-                s.finish_reason = n.finish_reason
+            out = d if out is None else _merge(out, d)
         assert out is not None
         return out
 
@@ -137,3 +135,13 @@ class AsyncEngine:
         self._closed = True
         self._work.set()
         self._thread.join(timeout=5)
+
+
+def _merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
+    """Two consecutive deltas of one request as one (b's tokens after a's; b's finish reason)."""
+    for s, n in zip(a.samples, b.samples):
+        s.token_ids += n.token_ids
+        if s.logprobs is not None and n.logprobs is not None:
+            s.logprobs += n.logprobs
+        s.finish_reason = n.finish_reason
+    return a
