@@ -62,6 +62,7 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk: int = LOGIT_CHUNK,
     pack: int = 0,
+    compile_backend: str | None = None,
 ) -> torch.Tensor:
     """log π(x_{t+1} | x_≤t) / temperature-scaled, [N, T-1], on completion positions (0 elsewhere).
 
@@ -70,6 +71,7 @@ def token_logprobs(
     in backward (activation checkpointing), so peak memory is one chunk of logits.
     `pack` > 0 runs the decoder padding-free: sequences are packed into rows of up to `pack`
     tokens with restarting position ids (transformers then masks attention block-diagonally).
+    `compile_backend` (e.g. "inductor") runs each LM-head chunk through `torch.compile`.
     """
     dev = next(model.parameters()).device
     N, T = batch.input_ids.shape
@@ -84,13 +86,18 @@ def token_logprobs(
         h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, pos)  # [M, H]
     target = batch.input_ids[:, 1:].to(dev).reshape(-1).index_select(0, pos)
     head = model.get_output_embeddings()
+    fn = _chunk_logp
+    if compile_backend:
+        from r1kit.rl.compile import compiled_chunk_logp
+
+        fn = compiled_chunk_logp(_chunk_logp, compile_backend)
     parts = []
     for i in range(0, h.shape[0], chunk):
         args = (h[i : i + chunk], head.weight, head.bias, target[i : i + chunk], temperature)
         if torch.is_grad_enabled():
-            parts.append(checkpoint(_chunk_logp, *args, use_reentrant=False))
+            parts.append(checkpoint(fn, *args, use_reentrant=False))
         else:
-            parts.append(_chunk_logp(*args))
+            parts.append(fn(*args))
     vals = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
     out = torch.zeros(N * (T - 1), device=dev, dtype=torch.float32)
     return out.index_put((pos,), vals).view(N, T - 1)

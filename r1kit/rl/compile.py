@@ -1,0 +1,34 @@
+"""`torch.compile` for the update phase (`--compile-update`): where it pays on a GPU.
+
+The decoder layers' elementwise work (RMSNorm, rotary embedding, SwiGLU, residual adds) is memory
+bound and, for small models, a large share of the step; compiling each layer fuses it into a few
+kernels around the matmuls. Every layer runs the same code on the same shapes, so one compiled
+graph serves them all (dynamic in the sequence length, which changes per micro-batch).
+The LM-head chunks (rl/batch.py) compile separately so the fp32 upcast of [chunk, vocab] logits
+fuses into the log-sum-exp instead of being written out and read back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def compile_decoder_layers(model, backend: str = "inductor") -> int:
+    """Compile each decoder layer of `model` (a `transformers` causal LM, or a peft wrapper of
+    one) in place; returns how many. The engine is unaffected: it runs its own decoder over the
+    same weight tensors."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = base.get_decoder().layers
+    for layer in layers:
+        layer.compile(backend=backend, dynamic=True)
+    return len(layers)
+
+
+_CHUNK: dict[str, object] = {}
+
+
+def compiled_chunk_logp(fn, backend: str = "inductor"):
+    """The LM-head chunk function `fn`, compiled once per backend."""
+    if backend not in _CHUNK:
+        _CHUNK[backend] = torch.compile(fn, backend=backend, dynamic=True)
+    return _CHUNK[backend]
