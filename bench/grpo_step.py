@@ -11,7 +11,8 @@ memory. The r1kit step is the product's path: engine.generate -> rewards -> GRPO
 
 Parts:
   r1kit   0.5B step time by phase, update MFU (useful FLOPs / 989 TFLOP/s), peak memory, for the
-          micro-batch / checkpointing variants in --variants
+          micro-batch / checkpointing / compile variants in --variants (compiled layers stay
+          compiled for the variants after it: put compile variants last)
   trl     TRL 1.16 GRPOTrainer on the same step (3 steps, HF generate, no vLLM)
   fit15   full-parameter update of the 1.5B shape on 512 completions of 4,096 tokens (+ 128
           prompt), activation checkpointing on, engine asleep beside it: time and peak memory
@@ -153,7 +154,7 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
         "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
         "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
         "micro_batch": cfg.micro_batch, "grad_checkpoint": cfg.grad_checkpoint,
-        "pack_tokens": cfg.pack_tokens,
+        "pack_tokens": cfg.pack_tokens, "compile_update": cfg.compile_update,
     })  # fmt: skip
 
 
@@ -162,12 +163,13 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(100, 150000, (P, PLEN), generator=g).tolist()
     engine = PagedEngine(m, max_num_seqs=P * G, kv_memory=0.3, seed=0)
-    for v in variants:  # e.g. "mb32", "mb64+ckpt"
+    for v in variants:  # e.g. "mb32", "mb64+ckpt", "mb64+compile"
         opts = v.split("+")
         mb = int(opts[0].removeprefix("mb"))
         cfg = ZeroConfig(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-6,
                          beta=0.0, loss_agg="token", micro_batch=mb, temperature=1.0,
-                         grad_checkpoint="ckpt" in opts)  # fmt: skip
+                         grad_checkpoint="ckpt" in opts,
+                         compile_update="compile" in opts)  # fmt: skip
         if "ckpt" in opts:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -247,7 +249,7 @@ def part_lora7(res, steps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="r1kit,trl,fit15,lora7")
-    ap.add_argument("--variants", default="mb32,mb64,mb32+ckpt")
+    ap.add_argument("--variants", default="mb64,mb32+ckpt,mb64+compile")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--fit-n", type=int, default=512)
     a = ap.parse_args()

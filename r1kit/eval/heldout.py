@@ -22,7 +22,11 @@ def evaluate(
     reflection rate) and the scored rollouts, problem by problem."""
     rollouts = generate(engine, tokenizer, problems, template, params)
     score(rollouts, WeightedReward({"accuracy": 1.0, "format": 1.0}))
-    k = params.n
+    return summarize_rollouts(rollouts, params.n), rollouts
+
+
+def summarize_rollouts(rollouts: Sequence[Rollout], k: int) -> dict[str, float]:
+    """The summary of `evaluate` from its scored rollouts (k per problem, problem by problem)."""
     correct = [
         [r.rewards["accuracy"] > 0 for r in rollouts[i : i + k]] for i in range(0, len(rollouts), k)
     ]
@@ -35,6 +39,6 @@ def evaluate(
         ),
         mean_length=sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
         reflection_rate=sum(r.reflects for r in rollouts) / len(rollouts),
-        n_problems=len(problems),
+        n_problems=len(rollouts) // k,
     )
-    return out, rollouts
+    return out

@@ -11,18 +11,55 @@ from collections.abc import Sequence
 
 import torch
 
+from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.rl import grpo
 from r1kit.rl.batch import TrainBatch, collate, token_logprobs
 from r1kit.rl.rollout import Rollout
 
 
+def _logprobs(
+    model, batch: TrainBatch, temperature: float, pack: int, backend: str | None = None
+) -> torch.Tensor:
+    # a sharded model runs it as a method under its root's FSDP hooks (dist.shard, rl/dp.py)
+    fn = getattr(model, "token_logprobs", None)
+    if fn is not None:
+        return fn(batch, temperature, pack=pack, compile_backend=backend)
+    return token_logprobs(model, batch, temperature, pack=pack, compile_backend=backend)
+
+
+def _live(mb: TrainBatch) -> tuple[TrainBatch, float]:
+    """A micro-batch with no loss token (all masked) still needs a backward through every
+    weight (FSDP's collectives must line up, and autograd needs a graph): give it one position
+    and weight 0."""
+    if float(mb.completion_mask.sum()) > 0:
+        return mb, 1.0
+    cmask = torch.zeros_like(mb.completion_mask)
+    cmask[0, int(mb.attention_mask[0].sum()) - 2] = 1  # the position predicting row 0's last token
+    return TrainBatch(mb.input_ids, mb.attention_mask, cmask, mb.engine_logp), 0.0
+
+
 class GRPOTrainer:
+    """Under torchrun (dist.world() > 1) the model is FSDP-sharded, every rank calls update()
+    with the same, whole generation batch, computes advantages and normalisers from all of it
+    (so they equal one process's), and trains on its share of the rows; gradients are summed
+    over ranks, so the step equals the single-process step on the same batch."""
+
     def __init__(self, model, cfg: ZeroConfig, pad_id: int, ref_model=None) -> None:
         if cfg.beta > 0 and ref_model is None:
             raise ValueError("beta > 0 needs a reference model")
         self.model, self.ref_model, self.cfg, self.pad_id = model, ref_model, cfg, pad_id
+        if cfg.grad_checkpoint:  # each decoder layer's activations recomputed in backward
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         on_gpu = next(model.parameters()).is_cuda
+        # --compile-update: fused elementwise work around the matmuls (rl/compile.py)
+        self.compile_backend = "inductor" if cfg.compile_update else None
+        if cfg.compile_update:
+            from r1kit.rl.compile import compile_decoder_layers
+
+            compile_decoder_layers(model)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],  # only the adapters under LoRA
             lr=cfg.lr,
@@ -41,12 +78,15 @@ class GRPOTrainer:
         return grpo.group_advantages(rewards, self.cfg.group_size, scale=self.cfg.scale_rewards)
 
     @torch.no_grad()
-    def _logp_no_grad(self, model, batch: TrainBatch) -> torch.Tensor:
-        mb = self.cfg.micro_batch
+    def _logp_no_grad(self, model, batch: TrainBatch, mb: int) -> torch.Tensor:
         parts = [
-            token_logprobs(
-                model, batch.slice(i, i + mb), self.cfg.temperature, pack=self.cfg.pack_tokens
-            ).cpu()
+            _logprobs(
+                model,
+                batch.slice(i, i + mb),
+                self.cfg.temperature,
+                self.cfg.pack_tokens,
+                self.compile_backend,
+            )
             for i in range(0, len(batch), mb)
         ]
         T = batch.completion_mask.shape[1]
@@ -55,6 +95,7 @@ class GRPOTrainer:
     def update(self, rollouts: Sequence[Rollout]) -> dict[str, float]:
         """μ optimizer steps on one generation batch; returns averaged metrics."""
         cfg = self.cfg
+        dev = next(self.model.parameters()).device  # the loss is computed where the model is
         adv = self.advantages(rollouts)  # [N], computed in group order
         zero_std = float((adv.view(-1, cfg.group_size).abs().sum(1) == 0).float().mean())
         # sort by length so each micro-batch pads only to its own longest sequence
@@ -62,32 +103,43 @@ class GRPOTrainer:
             range(len(rollouts)),
             key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].completion_ids),
         )
-        rollouts, adv = [rollouts[i] for i in order], adv[order]
+        # token aggregation over the whole batch (all ranks): completion tokens not masked out
+        n_tok = max(1, sum(len(r.completion_ids) for r in rollouts
+                           if not (cfg.mask_truncated and r.finish_reason == "length")))  # fmt: skip
+        n_seq, W = len(rollouts), dist.world()
+        # data-parallel: rank r takes every W-th row of the length order (similar token counts
+        # per rank); a rank left without rows trains one with weight 0 so collectives line up
+        mine = order[dist.rank() :: W] or order[:1]
+        weight = W if dist.rank() < n_seq else 0  # W: FSDP averages gradients over ranks
+        rollouts, adv = [rollouts[i] for i in mine], adv[mine].to(dev)
         batch = collate(rollouts, self.pad_id, cfg.mask_truncated)
-        n_tok = batch.completion_mask.sum().clamp(min=1)  # token aggregation over the whole batch
+        mbs = dist.micro_batches(len(batch), n_seq, cfg.micro_batch)  # same passes on all ranks
         # π_old: with μ = 1 the detached current log-probs (ratio 1); with μ > 1 fixed up front
-        old = self._logp_no_grad(self.model, batch) if cfg.mu > 1 else None
-        ref = self._logp_no_grad(self.ref_model, batch) if cfg.beta > 0 else None
+        old = self._logp_no_grad(self.model, batch, mbs) if cfg.mu > 1 else None
+        ref = self._logp_no_grad(self.ref_model, batch, mbs) if cfg.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
         self.model.train()
         for _ in range(cfg.mu):
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
-            for i in range(0, len(batch), cfg.micro_batch):
-                mb = batch.slice(i, i + cfg.micro_batch)
+            for i in range(0, len(batch), mbs):
+                mb, live = _live(batch.slice(i, i + mbs))
                 T = mb.completion_mask.shape[1]
-                logp = token_logprobs(self.model, mb, cfg.temperature, pack=cfg.pack_tokens).cpu()
+                logp = _logprobs(
+                    self.model, mb, cfg.temperature, cfg.pack_tokens, self.compile_backend
+                )
+                cmask = mb.completion_mask.to(dev)
                 old_mb = logp.detach() if old is None else old[i : i + len(mb), :T]
                 ref_mb = None if ref is None else ref[i : i + len(mb), :T]
                 isw = None
                 if cfg.tis_cap > 0 and mb.engine_logp is not None:
-                    isw = grpo.truncated_is_weight(old_mb, mb.engine_logp, cfg.tis_cap)
+                    isw = grpo.truncated_is_weight(old_mb, mb.engine_logp.to(dev), cfg.tis_cap)
                 loss, m = grpo.grpo_loss(
                     logp,
                     old_mb,
                     adv[i : i + len(mb)],
-                    mb.completion_mask,
+                    cmask,
                     mode=cfg.loss_agg,
                     ref_logp=ref_mb,
                     beta=cfg.beta,
@@ -96,17 +148,20 @@ class GRPOTrainer:
                     is_weight=isw,
                     max_completion_len=cfg.max_new_tokens,
                     num_tokens=float(n_tok),
-                    num_sequences=len(batch),
+                    num_sequences=n_seq,
                 )
-                loss.backward()
-                share = mb.completion_mask.sum().item() / n_tok.item()
-                sums["loss"] += loss.item()
+                w = weight * live  # 1 in one process
+                (loss * w if w != 1 else loss).backward()
+                share = mb.completion_mask.sum().item() / n_tok * live * (weight > 0)
+                sums["loss"] += loss.item() * live * (weight > 0)
                 sums["clip_ratio"] += m["clip_ratio"] * share
                 sums["kl"] += m["kl"] * share
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            sums["grad_norm"] += float(gn)
+            sums["grad_norm"] += dist.to_float(gn)  # sharded: a DTensor
             self.optimizer.step()
         self.step_count += 1
+        for k in ("loss", "clip_ratio", "kl"):  # each rank holds its rows' part of these
+            sums[k] = dist.all_reduce(sums[k])
         out = {k: v / cfg.mu for k, v in sums.items()}
         out["lr"] = self.lr_now()
         out["zero_std_groups"] = zero_std

@@ -8,6 +8,10 @@ OUT/final/           the trained model, HF format
 OUT/samples.jsonl    held-out completions of the final model
 OUT/summary.json     base_pass1, final_pass1, base_passk, final_passk, k, steps, wall_s, ...
 OUT/report.png       accuracy / reward / length / reflection per step
+
+Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/rl/dp.py): rollouts
+and evaluation split over the ranks, the policy FSDP-sharded, sharded checkpoints; rank 0 writes
+the files above.
 """
 
 from __future__ import annotations
@@ -20,18 +24,22 @@ from pathlib import Path
 
 import torch
 
+from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
-from r1kit.eval.heldout import evaluate
 from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
-from r1kit.rl import grpo
-from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from r1kit.rl import dp, grpo
+from r1kit.rl.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from r1kit.rl.lora import add_lora, load_lora_state, lora_state, merged
 from r1kit.rl.report import plot_report, read_metrics
-from r1kit.rl.rollout import generate, score
 from r1kit.rl.trainer import GRPOTrainer
 
 
@@ -72,8 +80,7 @@ def _collect(engine, tok, stream, cfg: ZeroConfig, params, reward) -> tuple[list
             break
         examples = [next(stream) for _ in range(need)]
         used += need
-        rollouts = generate(engine, tok, examples, cfg.template, params)
-        score(rollouts, reward)
+        rollouts = dp.generate_scored(engine, tok, examples, cfg.template, params, reward)
         if cfg.overlong_buffer:
             lens = torch.tensor([len(r.completion_ids) for r in rollouts])
             pen = grpo.soft_overlong_penalty(lens, cfg.max_new_tokens, cfg.overlong_buffer)
@@ -91,16 +98,16 @@ def _collect(engine, tok, stream, cfg: ZeroConfig, params, reward) -> tuple[list
     return kept[: want * G], used, dropped
 
 
-def _update(engine, trainer: GRPOTrainer, rollouts, device: str) -> dict:
+def _update(engine, trainer: GRPOTrainer, rollouts, device: str, engine_model=None) -> dict:
     """The update phase. On GPU the engine gives its KV cache back while the trainer runs; the
     engine shares the trainer's weight tensors (or copies them in place when its dtype differs),
-    so after the step it samples from the new policy."""
+    so after the step it samples from the new policy. Under torchrun the engine has its own
+    full copy (`engine_model`), refilled from the trainer's shards."""
     asleep = torch.device(device).type == "cuda" and hasattr(engine, "sleep")
     if asleep:
         engine.sleep()
     upd = trainer.update(rollouts)
-    if hasattr(engine, "sync_weights"):
-        engine.sync_weights()
+    dp.sync(trainer.model, engine_model or trainer.model, engine)
     if asleep:
         engine.wake()
     return upd
@@ -115,7 +122,7 @@ def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
         stop_token_ids=(tok.eos_token_id,),
         seed=seed,
     )
-    return evaluate(engine, tok, problems, cfg.template, params)
+    return dp.evaluate(engine, tok, problems, cfg.template, params)
 
 
 def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -124,8 +131,12 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
 
     cfg.validate()
     out = Path(cfg.out)
-    _prepare_out(out)
-    console = Console(quiet=not progress)
+    device = dist.init(_device(cfg.device))  # under torchrun: this rank's device
+    main = dist.is_main()  # rank 0 writes the run's files (every rank writes its shards)
+    if main:
+        _prepare_out(out)
+    dist.barrier()
+    console = Console(quiet=not progress or not main)
     reward = WeightedReward(parse_reward_spec(cfg.rewards))  # unknown names fail before loading
     problems = heldout(cfg.dataset, cfg.eval_problems, eval_file=cfg.eval_data)
     if not problems:
@@ -136,7 +147,6 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     resolve_model(cfg.model)  # a bad model path fails here, before anything heavy loads
     t0 = time.time()
     ckpt = latest_checkpoint(out) if resume else None
-    device = _device(cfg.device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(str(ckpt) if ckpt else cfg.model)
@@ -155,17 +165,23 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         if cfg.beta > 0
         else None
     )
+    engine_model = dp.prepare(model, ref, lora=bool(cfg.lora_rank))  # torchrun: shards model
     trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
-    engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg))
+    engine = make_engine(
+        engine_model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg)
+    )
     start, wall_before, consumed = 0, 0.0, 0
     if ckpt:
-        state = load_trainer_state(ckpt, trainer.optimizer)
+        state = load_trainer_state(ckpt, trainer.optimizer, model)
+        if (ckpt / "dcp").is_dir():  # weights came from the shards: into the engine too
+            dp.sync(model, engine_model, engine)
         start, wall_before = state["step"], state.get("wall_s", 0.0)
         trainer.step_count = start
         consumed = state["data_pos"]
         stream = itertools.islice(stream, consumed, None)
         console.print(f"resuming {out} from step {start}")
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     base_path = out / "base_eval.json"
     if base_path.exists() and resume:
@@ -175,7 +191,8 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
             f"evaluating the base model on {len(problems)} held-out problems x {cfg.eval_k}"
         )
         base, _ = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
-        base_path.write_text(json.dumps(base, indent=2))
+        if main:
+            base_path.write_text(json.dumps(base, indent=2))
     console.print(
         f"base: pass@1 {base['pass1']:.3f}  pass@{cfg.eval_k} {base['passk']:.3f}  "
         f"format {base['format_rate']:.2f}"
@@ -183,7 +200,8 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
 
     metrics_path = out / "metrics.jsonl"
     kept = [m for m in read_metrics(metrics_path) if m["step"] <= start]  # drop rows past the ckpt
-    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    if main:
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
     params = SamplingParams(
         n=cfg.group_size,
         temperature=cfg.temperature,
@@ -199,14 +217,15 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
     ]
-    with Progress(*cols, console=console, disable=not progress) as bar:
+    done = start
+    with Progress(*cols, console=console, disable=not progress or not main) as bar:
         task = bar.add_task("", total=cfg.steps, completed=start)
         for step in range(start + 1, cfg.steps + 1):
             ts = time.time()
             rollouts, used, dropped = _collect(engine, tok, stream, cfg, params, reward)
             consumed += used
             tg = time.time()
-            upd = _update(engine, trainer, rollouts, device)
+            upd = _update(engine, trainer, rollouts, device, engine_model)
             row = {
                 "step": step,
                 "reward": sum(r.reward for r in rollouts) / len(rollouts),
@@ -220,8 +239,9 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 "gen_s": round(tg - ts, 3),
                 "train_s": round(time.time() - tg, 3),
             }
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            if main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
             bar.update(
                 task,
                 advance=1,
@@ -230,21 +250,34 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                     f"len {row['response_len']:.0f}"
                 ),
             )
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            done = step
+            out_of_time = 0 < cfg.time_limit_s <= wall_before + time.time() - t0
+            out_of_time = dist.all_reduce(out_of_time, "max") > 0  # every rank stops together
+            if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
                 extra = {"data_pos": consumed, "wall_s": wall_before + time.time() - t0}
                 if cfg.lora_rank:
                     extra["lora"] = lora_state(model)
-                save_checkpoint(out, step, merged(model), tok, trainer.optimizer, extra)
+                if dist.world() > 1:
+                    save_sharded_checkpoint(
+                        out, step, model, engine_model, tok, trainer.optimizer, extra
+                    )
+                else:
+                    save_checkpoint(out, step, merged(model), tok, trainer.optimizer, extra)
+            if out_of_time:  # --time-limit-s: stop here, evaluate what was trained
+                break
 
     console.print("evaluating the trained model")
     final, rollouts = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
-    save_model(merged(model), tok, out / "final")
-    with (out / "samples.jsonl").open("w") as f:
-        for r in rollouts:
-            f.write(
-                json.dumps({"question": r.example["question"], "completion": r.text, **r.rewards})
-                + "\n"
-            )
+    if main:  # under torchrun the engine's copy is the full model
+        save_model(merged(model) if engine_model is model else engine_model, tok, out / "final")
+        with (out / "samples.jsonl").open("w") as f:
+            for r in rollouts:
+                f.write(
+                    json.dumps(
+                        {"question": r.example["question"], "completion": r.text, **r.rewards}
+                    )
+                    + "\n"
+                )
     summary = {
         "base_pass1": base["pass1"],
         "final_pass1": final["pass1"],
@@ -262,9 +295,11 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         "base_reflection_rate": base["reflection_rate"],
         "final_reflection_rate": final["reflection_rate"],
         "eval_problems": len(problems),
-        "steps": cfg.steps,
+        "steps": done,
         "wall_s": round(wall_before + time.time() - t0, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_report(read_metrics(metrics_path), out / "report.png", base, final)
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_report(read_metrics(metrics_path), out / "report.png", base, final)
+    dist.barrier()
     return summary

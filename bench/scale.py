@@ -1,0 +1,189 @@
+"""Scaling of one GRPO step over GPUs (issue 10): r1kit's data-parallel path under torchrun.
+
+    torchrun --nproc-per-node N bench/scale.py                     # 1.5B shape, the full workload
+    torchrun --nproc-per-node 2 bench/scale.py --shape tiny --device cpu --prompts 8 \
+        --group 4 --prompt-len 16 --gen 16 --steps 2 --warmup 1    # a CPU smoke run (gloo)
+
+Workload: a random-init Qwen2.5 shape (default 1.5B: hidden 1536, 28 layers, 12 heads, 2 KV
+heads, intermediate 8960, vocabulary 151,936, tied embeddings; bf16 on GPU), --prompts prompts of
+--prompt-len random tokens x --group completions of exactly --gen tokens (no stop token), random
+rewards per completion, β = 0, token-level loss, one optimizer step per batch. Each step is the
+product's path (r1kit/rl/dp.py): every rank's engine samples its share of the prompts, one
+all-gather of the rollouts, engine asleep, sharded GRPOTrainer.update on the rank's share of the
+rows, weights gathered from the shards into every engine, engine awake.
+
+Rank 0 writes bench/results/scale_<N>gpu.json (`R1KIT_BENCH_OUT` overrides the folder; on CPU
+scale_<N>cpu.json): mean step time after --warmup steps and its phases, rollout tokens/s (all
+ranks' completion tokens / rollout time), update tokens/s (prompt + completion tokens trained /
+update time), peak memory per GPU, world size and the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from r1kit import dist
+from r1kit.config import ZeroConfig
+from r1kit.engine import SamplingParams, make_engine
+from r1kit.rl import dp
+from r1kit.rl.rollout import Rollout
+from r1kit.rl.trainer import GRPOTrainer
+
+SHAPES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                 vocab_size=512),
+    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
+                 vocab_size=151936),
+    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
+                 vocab_size=151936),
+    "7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False,
+               vocab_size=152064),
+}  # fmt: skip
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", default="1.5B", choices=sorted(SHAPES))
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu (gloo)")
+    p.add_argument("--prompts", type=int, default=256, help="prompts per step, all ranks")
+    p.add_argument("--group", type=int, default=8, help="completions per prompt")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--gen", type=int, default=1024, help="completion tokens, forced")
+    p.add_argument("--steps", type=int, default=3, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--micro-batch", type=int, default=16, help="rows per forward/backward")
+    p.add_argument("--pack-tokens", type=int, default=0)
+    p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations")
+    p.add_argument("--kv-memory", type=float, default=0.5, help="engine KV share of free memory")
+    p.add_argument("--max-num-seqs", type=int, default=512)
+    return p.parse_args()
+
+
+def build(a: argparse.Namespace, device: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(**SHAPES[a.shape], max_position_embeddings=a.prompt_len + a.gen + 64)
+    torch.manual_seed(0)  # the same initial weights on every rank
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(dtype)
+    return model
+
+
+def rollout_phase(engine, a, step: int) -> tuple[list[Rollout], int]:
+    """This rank's share of the step's prompts sampled, then all ranks' rollouts gathered."""
+    rng = random.Random(1000 + step)  # the same prompts on every rank
+    vocab = SHAPES[a.shape]["vocab_size"]
+    prompts = [[rng.randrange(vocab) for _ in range(a.prompt_len)] for _ in range(a.prompts)]
+    mine = dist.share(a.prompts)
+    params = SamplingParams(n=a.group, temperature=1.0, max_tokens=a.gen, logprobs=True)
+    local: list[Rollout] = []
+    if len(mine):
+        outs = engine.generate([prompts[i] for i in mine], params)
+        for i, out in zip(mine, outs):
+            for s in out.samples:
+                r = Rollout({}, prompts[i], s.token_ids, s.logprobs, "", s.finish_reason)
+                r.reward = rng.random()  # any non-constant reward: non-zero advantages
+                local.append(r)
+    made = sum(len(r.completion_ids) for r in local)
+    return [r for part in dist.all_gather_objects(local) for r in part], made
+
+
+def main() -> None:
+    a = parse()
+    want = "cuda" if a.device == "auto" and torch.cuda.is_available() else a.device
+    device = dist.init("cpu" if want == "auto" else want)
+    on_gpu = device.startswith("cuda")
+    if not on_gpu:
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    model = build(a, device)
+    engine_model = dp.prepare(model)
+    cfg = ZeroConfig(group_size=a.group, lr=1e-6, micro_batch=a.micro_batch,
+                     pack_tokens=a.pack_tokens, max_new_tokens=a.gen,
+                     grad_checkpoint=a.grad_checkpoint)  # fmt: skip
+    trainer = GRPOTrainer(model, cfg, pad_id=0)
+    rows = min(a.max_num_seqs, max(1, len(dist.share(a.prompts))) * a.group)
+    kw = dict(max_num_seqs=rows, kv_memory=a.kv_memory) if on_gpu else {}
+    engine = make_engine(engine_model, pad_token_id=0, kind="paged" if on_gpu else "auto", **kw)
+
+    def now() -> float:
+        if on_gpu:
+            torch.cuda.synchronize()
+        dist.barrier()  # a phase ends when its slowest rank does
+        return time.perf_counter()
+
+    steps = []
+    for step in range(a.warmup + a.steps):
+        if on_gpu and step == a.warmup:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = now()
+        rollouts, _ = rollout_phase(engine, a, step)
+        t1 = now()
+        if on_gpu:
+            engine.sleep()
+        m = trainer.update(rollouts)
+        t2 = now()
+        dp.sync(model, engine_model, engine)
+        if on_gpu:
+            engine.wake()
+        t3 = now()
+        comp = sum(len(r.completion_ids) for r in rollouts)
+        total = comp + sum(len(r.prompt_ids) for r in rollouts)
+        row = dict(step=step, step_s=t3 - t0, rollout_s=t1 - t0, update_s=t2 - t1,
+                   sync_s=t3 - t2, completion_tokens=comp, update_tokens=total,
+                   loss=m["loss"], grad_norm=m["grad_norm"])  # fmt: skip
+        if dist.is_main():
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                              for k, v in row.items()}), flush=True)  # fmt: skip
+        if step >= a.warmup:
+            steps.append(row)
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0
+    peaks = dist.all_gather_objects(round(peak, 2))
+    mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0] if k != "step"}
+    res = {
+        "world_size": dist.world(),
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "torch": torch.__version__,
+        "shape": a.shape,
+        "params": sum(p.numel() for p in engine_model.parameters()),
+        "prompts": a.prompts,
+        "group": a.group,
+        "prompt_len": a.prompt_len,
+        "completion_tokens": a.gen,
+        "micro_batch": a.micro_batch,
+        "pack_tokens": a.pack_tokens,
+        "grad_checkpoint": a.grad_checkpoint,
+        "steps_timed": len(steps),
+        "step_s": round(mean["step_s"], 3),
+        "rollout_s": round(mean["rollout_s"], 3),
+        "update_s": round(mean["update_s"], 3),
+        "sync_s": round(mean["sync_s"], 3),
+        "rollout_tokens_per_s": round(mean["completion_tokens"] / mean["rollout_s"], 1),
+        "update_tokens_per_s": round(mean["update_tokens"] / mean["update_s"], 1),
+        "peak_mem_gib_per_gpu": peaks,
+        "steps": steps,
+    }
+    if dist.is_main():
+        out = Path(os.environ.get("R1KIT_BENCH_OUT", Path(__file__).parent / "results"))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"scale_{dist.world()}{'gpu' if on_gpu else 'cpu'}.json"
+        path.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {path}: step {res['step_s']} s, rollout {res['rollout_tokens_per_s']} "
+              f"tok/s, update {res['update_tokens_per_s']} tok/s, peak {peaks} GiB")  # fmt: skip
+    dist.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""torch.distributed for r1kit: ranks from torchrun, FSDP2 sharding, collectives, DCP checkpoints.
+
+One process (no torchrun, or torchrun with a single process) never touches torch.distributed:
+every helper here then answers as rank 0 of 1 and does nothing, so single-process code stays as
+it is. Under `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT ...]`:
+
+- `init(device)` joins the job: NCCL for CUDA tensors (rank on cuda:LOCAL_RANK) with gloo beside
+  it for CPU tensors and Python objects; gloo alone on CPU.
+- `shard(model)` wraps a transformers causal LM with FSDP2 `fully_shard`: each decoder layer,
+  then the root (embeddings, final norm, LM head, so tied weights stay in one group). On CUDA
+  parameters are gathered in bf16 and gradients reduced in fp32 (MixedPrecisionPolicy).
+- `gather_weights(sharded, full)` fills an unsharded copy (a rank's engine) from the shards one
+  parameter at a time (DTensor.full_tensor(): one all-gather per tensor), so no rank ever
+  materialises a second full model to do it.
+- `save_sharded` / `load_sharded`: torch.distributed.checkpoint of model + optimizer through
+  get_state_dict / set_state_dict. DCP reshards on load: a checkpoint written by N ranks loads on
+  M ranks, or in one plain process (no process group), and `export_hf` turns it into a plain
+  Hugging Face directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import MethodType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from r1kit.errors import R1kitError
+
+
+def launched() -> bool:
+    """True in a torchrun job of more than one process (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: str = "auto") -> str:
+    """Join the torchrun job (once) and return this rank's device; without torchrun (or with
+    one process) return `device` unchanged. `device` "cpu" runs the job on CPUs with gloo."""
+    if not launched():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise R1kitError(f"--device {device}: no CUDA device on this node")
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise R1kitError(
+                f"local rank {local} but {torch.cuda.device_count()} GPUs on this node; "
+                "--nproc-per-node must not exceed the GPUs per node"
+            )
+        torch.cuda.set_device(local)
+    if not active():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return f"cuda:{local}" if cuda else "cpu"
+
+
+def shutdown() -> None:
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def share(n: int, r: int | None = None, w: int | None = None) -> range:
+    """Rank r's contiguous share of n items; sizes differ by at most one (some may be empty)."""
+    r, w = rank() if r is None else r, world() if w is None else w
+    return range(r * n // w, (r + 1) * n // w)
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (picklable Python objects; through gloo)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce(x: float, op: str = "sum") -> float:
+    """A Python number summed (or maxed: op="max") over ranks, in float64."""
+    if not active():
+        return x
+    t = torch.tensor([float(x)], dtype=torch.float64)  # CPU: goes through gloo
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def to_float(t: Any) -> float:
+    """float() of a tensor that may be a DTensor (e.g. clip_grad_norm_ of sharded gradients)."""
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+
+
+def _blocks(model) -> Sequence[torch.nn.Module]:
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, torch.nn.ModuleList) and len(blocks):
+            return blocks
+    raise R1kitError(f"cannot find the decoder layers of {type(model).__name__} to shard")
+
+
+def shard(model, methods: dict[str, Callable] | None = None):
+    """FSDP2 over the ranks, in place: each decoder layer a unit, the root last. `methods`
+    {name: fn(model, ...)} become methods of the model that run under the root's FSDP hooks
+    (register_fsdp_forward_method), for computations that call the decoder and the LM head
+    directly instead of model.forward (the root's parameters are gathered for them). Returns
+    the model; a no-op in one process."""
+    if not active():
+        return model
+    from torch.distributed.fsdp import (
+        MixedPrecisionPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
+
+    kw = {}
+    if next(model.parameters()).is_cuda:  # compute in bf16, reduce gradients in fp32
+        kw["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+        )
+    for block in _blocks(model):
+        fully_shard(block, **kw)
+    fully_shard(model, **kw)
+    for name, fn in (methods or {}).items():
+        setattr(model, name, MethodType(fn, model))
+        register_fsdp_forward_method(model, name)
+    return model
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+@torch.no_grad()
+def gather_weights(sharded, full) -> int:
+    """Copy the sharded model's parameters into the same-named ones of an unsharded copy, one
+    all-gather per parameter (every rank must call this). Returns the tensors copied."""
+    dst = dict(full.named_parameters())
+    n = 0
+    for name, p in sharded.named_parameters():
+        t = p.full_tensor() if hasattr(p, "full_tensor") else p  # [full shape], transient
+        dst[name].copy_(t)
+        n += 1
+    return n
+
+
+def save_sharded(path: str | Path, model, optimizer=None) -> None:
+    """Each rank writes its shards of model (+ optimizer) to the directory `path` (DCP format;
+    with several nodes `path` must be on storage every node sees)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model)}
+    else:
+        msd, osd = get_state_dict(model, optimizer)
+        state = {"model": msd, "optim": osd}
+    dcp.save(state, checkpoint_id=str(path))
+
+
+def load_sharded(path: str | Path, model, optimizer=None) -> None:
+    """Load a DCP checkpoint into model (+ optimizer) in place, whatever the number of ranks it
+    was written with and this job's (one plain process included)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
+
+    if not (Path(path) / ".metadata").exists():
+        raise R1kitError(f"{path} is not a sharded checkpoint (no .metadata)")
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model)}
+        dcp.load(state, checkpoint_id=str(path))
+        set_model_state_dict(model, state["model"])
+        return
+    msd, osd = get_state_dict(model, optimizer)  # initialises the optimizer state to fill
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
+
+
+def export_hf(path: str | Path, model_spec: str | None, out: str | Path, tokenizer=None) -> Path:
+    """A plain Hugging Face directory from a DCP checkpoint: the architecture (and tokenizer,
+    unless given) from `model_spec` (the run's base model), the weights from `path`. One
+    process, no process group; loads the full model on the CPU."""
+    from r1kit.modeling import load_model, load_tokenizer, save_model
+
+    model = load_model(model_spec, device="cpu", dtype=torch.float32)
+    load_sharded(path, model)
+    save_model(model, tokenizer or load_tokenizer(model_spec), out)
+    return Path(out)
+
+
+def micro_batches(n_local: int, n_global: int, micro_batch: int) -> int:
+    """Rows per micro-batch on this rank so that every rank runs the same number of forward /
+    backward passes (FSDP's collectives must line up): ceil(largest share / micro_batch)
+    passes. In one process: `micro_batch` itself."""
+    if not active():
+        return micro_batch
+    passes = math.ceil(math.ceil(n_global / world()) / micro_batch)
+    return max(1, math.ceil(n_local / passes))
