@@ -48,6 +48,24 @@ EVAL_FLAGS_HELP = {
 }
 
 
+SFT_FLAGS_HELP = {
+    "model": "hub id, local dir or run dir (default: the embedded tiny model)",
+    "data": "chat .jsonl (messages, or prompt+completion), a hub dataset id, or traces:TASKS",
+    "template": "r1zero | chat: how conversations become tokens",
+    "pack_tokens": "pack sequences padding-free into rows of this many tokens (0: pad)",
+    "eval_dataset": "held-out problems (task spec or .jsonl) to evaluate before and after",
+}
+DISTILL_FLAGS_HELP = {
+    "teacher": "a local model / run dir, or an OpenAI-compatible URL such as .../v1",
+    "teacher_model": "the endpoint's model name, e.g. deepseek-reasoner",
+    "api_key": "the endpoint's key (default: $OPENAI_API_KEY)",
+    "student": "the student's starting model (default: the embedded one)",
+    "student_layers": "keep only these decoder layers of the student, e.g. '0,3'",
+    "price_prompt": "USD per 1M prompt tokens, for the cost estimate",
+    "price_completion": "USD per 1M completion tokens, for the cost estimate",
+}
+
+
 def _flag_type(f) -> type:
     """The flag's type: the default's, else the first of int/float in the annotation."""
     if f.default is not None:
@@ -105,10 +123,13 @@ def cmd_zero(args: argparse.Namespace) -> int:
 
         explicit = {f.name for f in fields(ZeroConfig) if getattr(args, f.name, None) is not None}
         cfg = apply_recipe(cfg, args.recipe, explicit - {"recipe"})
+    from r1kit import dist
     from r1kit.rl.zero import run_zero
 
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
-    _print_summary(summary, cfg.out)
+    if dist.is_main():  # under torchrun rank 0 reports
+        _print_summary(summary, cfg.out)
+    dist.shutdown()
     return 0
 
 
@@ -225,6 +246,58 @@ def cmd_run(args: argparse.Namespace) -> int:
                think=not args.nothink, engine=args.engine)  # fmt: skip
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from r1kit.config import SFTConfig
+    from r1kit.sft.train import run_sft
+
+    base = None
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.exists():
+            raise R1kitError(f"nothing to resume in {args.resume} (no config.json)")
+        base = SFTConfig(**json.loads(saved.read_text()))
+        args.out = args.resume
+    cfg = _config_from_args(SFTConfig, args, base)
+    s = run_sft(cfg, resume=bool(args.resume), progress=not args.quiet)
+    line = f"{s['examples']} examples, {s['steps']} steps, loss {s['final_loss']:.4f}"
+    if "final_pass1" in s:
+        line += f"; held-out pass@1 {s['base_pass1']:.3f} -> {s['final_pass1']:.3f}"
+    print(f"{line}; {s['wall_s']:.0f}s; wrote {cfg.out}/final/")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from r1kit.config import SampleConfig
+    from r1kit.pipeline.sample import print_stats, run_sample
+
+    cfg = _config_from_args(SampleConfig, args)
+    stats = run_sample(cfg, progress=not args.quiet)
+    print_stats(stats, cfg.out)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from r1kit.pipeline.run import run_pipeline
+
+    recipe = args.recipe
+    bundled = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
+    if not Path(recipe).exists() and bundled.exists():
+        recipe = str(bundled)
+    s = run_pipeline(recipe, only=args.only, progress=not args.quiet)
+    print(f"final model: {s['final_model']}; report: {Path(s['final_model']).parents[1]}/report.md")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from r1kit.config import DistillConfig
+    from r1kit.pipeline.distill import print_distill, run_distill
+
+    cfg = _config_from_args(DistillConfig, args)
+    s = run_distill(cfg, progress=not args.quiet)
+    print_distill(s, cfg.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from r1kit import __version__
     from r1kit.config import EvalConfig, ZeroConfig
@@ -286,6 +359,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nothink", action="store_true", help="start with thinking off")
     r.add_argument("--engine", default="auto", help="auto | paged | hf")
     r.set_defaults(func=cmd_run)
+
+    from r1kit.config import DistillConfig, SampleConfig, SFTConfig
+
+    sf = sub.add_parser("sft", help="supervised fine-tuning on chat JSONL, a hub dataset or traces")
+    _add_config_flags(sf, SFTConfig, SFT_FLAGS_HELP)
+    sf.add_argument("--resume", metavar="OUT", help="continue a stopped run in OUT")
+    sf.add_argument("--quiet", action="store_true")
+    sf.set_defaults(func=cmd_sft)
+
+    sa = sub.add_parser("sample", help="rejection sampling: k samples/prompt, keep correct+readable")
+    _add_config_flags(sa, SampleConfig, {"dataset": ZERO_FLAGS_HELP["dataset"]})
+    sa.add_argument("--quiet", action="store_true")
+    sa.set_defaults(func=cmd_sample)
+
+    pl = sub.add_parser("pipeline", help="the R1 multi-stage recipe from a YAML file")
+    pl.add_argument("recipe", help="RECIPE.yaml, or the name of a bundled one (r1_tiny)")
+    pl.add_argument("--only", metavar="STAGE", help="re-run this stage alone")
+    pl.add_argument("--quiet", action="store_true")
+    pl.set_defaults(func=cmd_pipeline)
+
+    di = sub.add_parser("distill", help="distil a teacher (local or endpoint) into a student")
+    _add_config_flags(di, DistillConfig, DISTILL_FLAGS_HELP)
+    di.add_argument("--quiet", action="store_true")
+    di.set_defaults(func=cmd_distill)
 
     pt = sub.add_parser("pretrain", help="build a small base model on the procedural corpus")
     pt.add_argument("--preset", default="tiny")

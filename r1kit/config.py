@@ -88,6 +88,8 @@ class ZeroConfig:
     mu: int = 1  # updates per generation batch
     micro_batch: int = 64  # sequences per forward/backward
     pack_tokens: int = 0  # > 0: padding-free rows of up to this many tokens in the update
+    grad_checkpoint: bool = False  # recompute decoder activations in backward: less memory
+    compile_update: bool = False  # torch.compile decoder layers + LM-head chunks (GPU)
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) instead of all weights
     lora_alpha: float = 0.0  # 0 means 2 * rank
     lora_targets: str = "all-linear"  # or module names joined by ',' (q_proj,v_proj)
@@ -111,6 +113,7 @@ class ZeroConfig:
     device: str = "auto"
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16
     engine: str = "auto"  # auto (paged where supported) | paged | hf (plain transformers)
+    time_limit_s: float = 0.0  # > 0: stop training after this many seconds (then evaluate)
 
     def validate(self) -> None:
         for name in (
@@ -222,4 +225,135 @@ class EvalConfig:
         if self.base_url:
             return self.base_url
         t = self.target or ""
+        return t if t.startswith(("http://", "https://")) else None
+
+
+def _check_positive(cfg: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise R1kitError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: loss on assistant tokens only, packed rows, warmup + cosine."""
+
+    model: str | None = None  # hub id, local dir, run dir, or None for the embedded default
+    data: str = "traces:mix"  # chat .jsonl | hub dataset id | traces:TASKS (worked traces)
+    split: str = "train"  # the hub dataset's split
+    template: str = "r1zero"  # r1zero | chat: how a conversation becomes tokens
+    max_examples: int = 0  # 0: all rows (traces: 2000)
+    out: str = "runs/sft"
+    seed: int = 0
+    epochs: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * this
+    warmup_ratio: float = 0.05  # share of the steps spent warming up linearly
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 32  # sequences per optimizer step
+    micro_batch: int = 32  # sequences per forward/backward
+    pack_tokens: int = 512  # > 0: padding-free rows of up to this many tokens; 0 pads
+    max_len: int = 1024  # longer sequences are dropped (and counted)
+    save_every: int = 50
+    eval_dataset: str | None = None  # task spec or .jsonl; default: the traces' tasks
+    eval_problems: int = 100  # 0: no held-out evaluation
+    eval_k: int = 4
+    max_new_tokens: int = 128
+    device: str = "auto"
+    engine: str = "auto"
+
+    def validate(self) -> None:
+        _check_positive(self, ("epochs", "batch_size", "micro_batch", "max_len", "save_every",
+                               "eval_k", "max_new_tokens"))  # fmt: skip
+        if self.lr <= 0:
+            raise R1kitError("--lr must be > 0")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise R1kitError("--warmup-ratio must be in [0, 1) and --min-lr-ratio in [0, 1]")
+        if self.template not in ("r1zero", "chat"):
+            raise R1kitError("--template must be r1zero or chat")
+        if min(self.pack_tokens, self.max_examples, self.eval_problems) < 0:
+            raise R1kitError("--pack-tokens, --max-examples and --eval-problems must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SampleConfig:
+    """Rejection sampling: k completions per prompt, keep the verified-correct, readable ones."""
+
+    model: str | None = None
+    dataset: str = "mix"  # task spec or .jsonl with question + answer (train split is used)
+    prompts: int = 500
+    k: int = 4
+    template: str = "r1zero"
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    keep_per_prompt: int = 2  # at most this many distinct kept completions per prompt
+    language: str = "en"  # target language of the reasoning
+    min_language: float = 0.95  # language-consistency share below which a sample is mixed
+    max_repeats: int = 3  # a word 4-gram seen more often than this is repetition
+    max_paragraph_words: int = 200
+    max_code_lines: int = 30
+    out: str = "runs/sample"
+    seed: int = 0
+    device: str = "auto"
+    engine: str = "auto"
+
+    def validate(self) -> None:
+        _check_positive(self, ("prompts", "k", "max_new_tokens", "keep_per_prompt",
+                               "max_repeats", "max_paragraph_words", "max_code_lines"))  # fmt: skip
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise R1kitError("--temperature must be >= 0 and --top-p in (0, 1]")
+        if not 0 <= self.min_language <= 1:
+            raise R1kitError("--min-language must be in [0, 1]")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation: a teacher answers prompts with reasoning; verified, readable answers become
+    SFT data for a (smaller) student."""
+
+    teacher: str | None = None  # local model/run dir, or an OpenAI-compatible URL (.../v1)
+    teacher_model: str | None = None  # the endpoint's model name (default: the first listed)
+    api_key: str | None = None  # else $OPENAI_API_KEY; never written to disk
+    student: str | None = None  # the student's starting model (default: the embedded one)
+    student_layers: str = ""  # e.g. '0,3': keep only these decoder layers of the student
+    dataset: str = "mix"
+    prompts: int = 400
+    k: int = 2  # teacher answers per prompt
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 128
+    template: str = "r1zero"  # the local teacher's and the student's prompt format
+    concurrency: int = 8
+    retries: int = 5
+    price_prompt: float = 0.55  # USD per 1M prompt tokens (DeepSeek-reasoner list price)
+    price_completion: float = 2.19  # USD per 1M completion tokens
+    out: str = "runs/distill"
+    seed: int = 0
+    # the student's fine-tuning (see SFTConfig); epochs 0 collects the traces only
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 32
+    eval_problems: int = 100
+    eval_k: int = 4
+    device: str = "auto"
+    engine: str = "auto"
+
+    def validate(self) -> None:
+        _check_positive(self, ("prompts", "k", "max_tokens", "concurrency", "batch_size",
+                               "eval_k"))  # fmt: skip
+        if self.epochs < 0:
+            raise R1kitError("--epochs must be >= 0 (0: collect the traces only)")
+        if self.retries < 0 or self.price_prompt < 0 or self.price_completion < 0:
+            raise R1kitError("--retries and prices must be >= 0")
+        if self.template not in ("r1zero", "chat"):
+            raise R1kitError("--template must be r1zero or chat")
+
+    @property
+    def url(self) -> str | None:
+        t = self.teacher or ""
         return t if t.startswith(("http://", "https://")) else None

@@ -98,6 +98,7 @@ class RemoteBackend:
             "reasoning": reasoning,
             "answer": answer,
             "tokens": usage.completion_tokens if usage else None,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
             "finish_reason": choice.finish_reason,
         }
 

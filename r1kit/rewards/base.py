@@ -12,6 +12,11 @@ the prompt's `<think>`); `example` is the dataset row: at least "question" and "
         return 1.0 if len(completion) < 400 else 0.0
 
 and `--reward mypkg.mymod:short_answers` (or `--reward mypkg.mymod:short_answers=0.5`) uses it.
+
+Rewards that need an argument are made by a factory: `name@ARG` (e.g. `reward_model@runs/rm`)
+calls FACTORIES[name](ARG) once. An example may say which rewards apply to it with a "rewards"
+list (e.g. a prompt without a checkable answer: ["reward_model", "format"]); the others score 0
+for it and are not computed, so every completion of a prompt still shares one reward scale.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from r1kit.errors import R1kitError
 
 RewardFn = Callable[[str, Mapping[str, Any]], float]
 REGISTRY: dict[str, RewardFn] = {}
+FACTORIES: dict[str, Callable[[str], RewardFn]] = {}  # name@ARG -> FACTORIES[name](ARG)
 
 
 def register(name: str) -> Callable[[RewardFn], RewardFn]:
@@ -38,6 +44,13 @@ def get_reward(name: str) -> RewardFn:
     """A registered reward by name, or a plugin given as `package.module:function`."""
     if name in REGISTRY:
         return REGISTRY[name]
+    base, at, arg = name.partition("@")
+    if at:
+        _load_factories()
+        if base not in FACTORIES:
+            raise R1kitError(f"unknown reward factory {base!r} in {name!r}; known: "
+                             f"{', '.join(sorted(FACTORIES))}")  # fmt: skip
+        return FACTORIES[base](arg)
     if ":" not in name:
         raise R1kitError(
             f"unknown reward {name!r}; built-in: {', '.join(sorted(REGISTRY))}, "
@@ -75,10 +88,29 @@ class WeightedReward:
         self.fns = {name: get_reward(name) for name in self.weights}
 
     def components(self, completion: str, example: Mapping[str, Any]) -> dict[str, float]:
-        return {name: float(fn(completion, example)) for name, fn in self.fns.items()}
+        """Each reward's value; those the example's "rewards" list leaves out are 0."""
+        applies = example.get("rewards")
+        return {
+            name: float(fn(completion, example)) if applies_to(name, applies) else 0.0
+            for name, fn in self.fns.items()
+        }
 
     def total(self, parts: Mapping[str, float]) -> float:
         return sum(self.weights[k] * v for k, v in parts.items())
 
     def __call__(self, completion: str, example: Mapping[str, Any]) -> float:
         return self.total(self.components(completion, example))
+
+
+def applies_to(name: str, applies: Any) -> bool:
+    """Does reward `name` (maybe `factory@arg`) apply to an example whose "rewards" field is
+    `applies` (None: all do)?"""
+    if applies is None:
+        return True
+    if isinstance(applies, str):
+        applies = [a.strip() for a in applies.split(",")]
+    return name in applies or name.partition("@")[0] in applies
+
+
+def _load_factories() -> None:
+    import r1kit.rewards.reward_model  # noqa: F401  (registers reward_model@PATH)

@@ -1,0 +1,2 @@
+"""The R1 multi-stage recipe (`r1kit pipeline`), rejection sampling (`r1kit sample`) and
+distillation (`r1kit distill`)."""

@@ -1,0 +1,139 @@
+"""The `r1kit sample` job (rejection sampling, DeepSeek-R1 2.3.3): k completions per prompt
+from the engine; keep those that are verified correct and pass every readability filter;
+drop duplicates; write SFT JSONL and a report of what each filter removed.
+
+OUT/sft.jsonl       kept samples: {"messages": [user, assistant], "question", "answer", "task"}
+OUT/rejected.jsonl  the rest, with the filters each failed (the reward model's negatives)
+OUT/stats.json      prompts, samples, kept, removed per filter (first failure and any failure)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from r1kit.config import SampleConfig
+from r1kit.data.datasets import train_stream
+from r1kit.engine import SamplingParams, make_engine
+from r1kit.errors import R1kitError
+from r1kit.pipeline.filters import FILTERS, Limits, failures
+from r1kit.rewards.rules import accuracy
+from r1kit.rl.rollout import generate
+from r1kit.sft.data import THINK_OPEN
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def assistant_text(completion: str, template: str) -> str:
+    """The assistant message for SFT: the think block opened explicitly (the prompt opened it)."""
+    body = completion.lstrip()
+    if body.startswith(THINK_OPEN):
+        return body
+    return THINK_OPEN + (completion if template == "r1zero" else "\n" + completion)
+
+
+def select(rollouts: list, limits: Limits, keep_per_prompt: int, k: int) -> dict[str, Any]:
+    """Judge each rollout; return kept/rejected rows and the per-filter counts."""
+    first = dict.fromkeys([*FILTERS, "duplicate"], 0)
+    anyf = dict.fromkeys([*FILTERS, "duplicate"], 0)
+    kept, rejected = [], []
+    for i in range(0, len(rollouts), k):
+        seen: set[str] = set()
+        n_kept = 0
+        for r in rollouts[i : i + k]:
+            ok = accuracy(r.text, r.example) > 0
+            fails = failures(r.text, r.example, r.finish_reason, limits, correct=ok)
+            if not fails and (_norm(r.text) in seen or n_kept >= keep_per_prompt):
+                fails = ["duplicate"]
+            for f in fails:
+                anyf[f] += 1
+            ex = r.example
+            row = {**{k: v for k, v in ex.items() if k != "template"},  # the task's fields
+                   "completion": r.text, "tokens": len(r.completion_ids)}  # fmt: skip
+            if fails:
+                first[fails[0]] += 1
+                rejected.append({**row, "failed": fails})
+                continue
+            seen.add(_norm(r.text))
+            n_kept += 1
+            msgs = [{"role": "user", "content": ex["question"]},
+                    {"role": "assistant", "content": assistant_text(r.text, ex["template"])}]  # fmt: skip
+            kept.append({"messages": msgs, **row})
+    return {"kept": kept, "rejected": rejected, "first": first, "any": anyf}
+
+
+def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
+    import itertools
+
+    import torch
+    from rich.console import Console
+
+    from r1kit.modeling import load_model, load_tokenizer
+    from r1kit.pipeline.evaluate import device_of
+
+    cfg.validate()
+    console = Console(quiet=not progress)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    examples = list(itertools.islice(train_stream(cfg.dataset, cfg.seed + 101), cfg.prompts))
+    # distinct prompts only: a JSONL dataset cycles through epochs
+    examples = list({ex["question"]: ex for ex in examples}.values())
+    model = load_model(cfg.model, device=device_of(cfg.device)).eval()
+    tok = load_tokenizer(cfg.model)
+    engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine,
+                         **({} if cfg.engine == "hf" else {"max_num_seqs": 512}))  # fmt: skip
+    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_tokens=cfg.max_new_tokens, stop_token_ids=(tok.eos_token_id,),
+                            seed=cfg.seed)  # fmt: skip
+    rollouts = []
+    chunk = max(1, 512 // cfg.k)
+    from rich.progress import Progress
+
+    with Progress(console=console, disable=not progress) as bar:
+        task = bar.add_task("sampling", total=len(examples))
+        for i in range(0, len(examples), chunk):
+            batch = examples[i : i + chunk]
+            rollouts += generate(engine, tok, batch, cfg.template, params)
+            bar.advance(task, len(batch))
+    res = select(rollouts, Limits.of(cfg), cfg.keep_per_prompt, cfg.k)
+    for name, rows in (("sft.jsonl", res["kept"]), ("rejected.jsonl", res["rejected"])):
+        with (out / name).open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    n = len(rollouts)
+    stats = {
+        "prompts": len(examples),
+        "samples": n,
+        "kept": len(res["kept"]),
+        "kept_rate": len(res["kept"]) / max(1, n),
+        "prompts_with_a_kept_sample": len({r["question"] for r in res["kept"]}),
+        "removed_first": res["first"],  # each sample counted once, by its first failed filter
+        "failed_any": res["any"],  # a sample counted under every filter it fails
+        "wall_s": round(time.time() - t0, 1),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    if not res["kept"]:
+        raise R1kitError(f"no sample passed verification and the filters; see {out}/stats.json")
+    return stats
+
+
+def print_stats(stats: dict[str, Any], out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"rejection sampling: {stats['samples']} samples of {stats['prompts']} prompts")
+    t.add_column("filter")
+    t.add_column("removed (first failure)", justify="right")
+    t.add_column("failed (any)", justify="right")
+    for name, v in stats["removed_first"].items():
+        t.add_row(name, str(v), str(stats["failed_any"][name]))
+    t.add_row("[bold]kept", f"[bold]{stats['kept']}", f"{stats['kept_rate']:.1%}")
+    Console().print(t)
+    Console().print(f"wrote {out}/sft.jsonl, {out}/rejected.jsonl, {out}/stats.json")

@@ -1,0 +1,181 @@
+"""The `r1kit sft` job: conversations -> packed, assistant-only next-token loss -> model.
+
+OUT/config.json     the resolved SFTConfig (a resumed run reads it back)
+OUT/metrics.jsonl   one row per optimizer step: loss, lr, tokens, grad norm
+OUT/checkpoints/    crash-safe checkpoints (model + optimizer + data position)
+OUT/final/          the fine-tuned model, HF format
+OUT/summary.json    examples, steps, tokens, final loss, held-out before/after (when evaluated)
+
+Loss: the mean negative log-likelihood over every assistant token of the optimizer batch (token
+aggregation across micro-batches, so long and short examples weigh by their tokens). The
+forward reuses the RL update's machinery: padding-free packed rows (`pack_tokens`) and the
+chunked, checkpointed LM head of `rl.batch.token_logprobs`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1kit.config import SFTConfig
+from r1kit.errors import R1kitError
+from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
+from r1kit.rl.batch import TrainBatch, token_logprobs
+from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from r1kit.sft.data import TRACES, Encoded, batches, encode, load_conversations
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Linear warmup over warmup_ratio of the steps, then cosine down to lr * min_lr_ratio."""
+    warm = int(total * cfg.warmup_ratio)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    floor = cfg.min_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def collate(examples: list[Encoded], pad_id: int) -> TrainBatch:
+    """[N, T] right-padded; the loss mask marks positions that predict a completion token."""
+    T = max(len(e.prompt_ids) + len(e.completion_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), T), dtype=torch.long)
+    mask = torch.zeros((len(examples), T - 1))
+    for i, e in enumerate(examples):
+        P, C = len(e.prompt_ids), len(e.completion_ids)
+        ids[i, : P + C] = torch.tensor(e.prompt_ids + e.completion_ids)
+        attn[i, : P + C] = 1
+        mask[i, P - 1 : P + C - 1] = 1
+    return TrainBatch(ids, attn, mask, None)
+
+
+def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id: int, lr: float):
+    """One optimizer step over `examples` in micro-batches; returns (mean loss, tokens, gnorm)."""
+    n_tok = sum(len(e.completion_ids) for e in examples)
+    optimizer.zero_grad(set_to_none=True)
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    total = 0.0
+    order = sorted(examples, key=lambda e: len(e.prompt_ids) + len(e.completion_ids))
+    for i in range(0, len(order), cfg.micro_batch):
+        mb = collate(order[i : i + cfg.micro_batch], pad_id)
+        logp = token_logprobs(model, mb, 1.0, pack=cfg.pack_tokens)  # [n, T-1]
+        loss = -(logp * mb.completion_mask.to(logp.device)).sum() / n_tok
+        loss.backward()
+        total += loss.item()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return total, n_tok, float(gn)
+
+
+def _eval_problems(cfg: SFTConfig) -> list[dict]:
+    from r1kit.data.datasets import heldout
+
+    spec = cfg.eval_dataset or (cfg.data[len(TRACES) :] if cfg.data.startswith(TRACES) else None)
+    if not spec or not cfg.eval_problems:
+        return []
+    return heldout(spec, cfg.eval_problems)
+
+
+def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from r1kit.pipeline.evaluate import device_of, evaluate_model
+
+    cfg.validate()
+    console = Console(quiet=not progress)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolve_model(cfg.model)
+    t0 = time.time()
+    ckpt = latest_checkpoint(out) if resume else None
+    device = device_of(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tok = load_tokenizer(cfg.model)
+    convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.seed)
+    encoded = [encode(c, tok, cfg.template) for c in convs]
+    data = [e for e in encoded if len(e.prompt_ids) + len(e.completion_ids) <= cfg.max_len]
+    dropped = len(encoded) - len(data)
+    if not data:
+        raise R1kitError(f"no SFT example fits --max-len {cfg.max_len} tokens")
+    problems = _eval_problems(cfg)
+    model = load_model(str(ckpt) if ckpt else cfg.model, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                                  weight_decay=cfg.weight_decay)  # fmt: skip
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    start, wall_before = 0, 0.0
+    if ckpt:
+        state = load_trainer_state(ckpt, optimizer)
+        start, wall_before = state["step"], state.get("wall_s", 0.0)
+        console.print(f"resuming {out} from step {start}")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    evals = {}
+    base_path = out / "base_eval.json"
+    if problems:
+        if resume and base_path.exists():
+            evals["base"] = json.loads(base_path.read_text())
+        else:
+            console.print(f"evaluating the starting model on {len(problems)} held-out problems")
+            evals["base"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
+                                           cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
+            base_path.write_text(json.dumps(evals["base"], indent=2))
+    metrics_path = out / "metrics.jsonl"
+    rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if resume and metrics_path.exists() else []  # fmt: skip
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+    console.print(f"{len(data)} examples ({dropped} longer than {cfg.max_len} dropped), "
+                  f"{cfg.epochs} epoch(s), {total} steps")  # fmt: skip
+    cols = [TextColumn("[bold]sft"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), TextColumn("{task.description}")]  # fmt: skip
+    model.train()
+    step, loss = start, float("nan")
+    with Progress(*cols, console=console, disable=not progress) as bar:
+        task = bar.add_task("", total=total, completed=start)
+        for epoch in range(start // per_epoch, cfg.epochs):
+            for j, idx in enumerate(batches(len(data), cfg.batch_size, cfg.seed, epoch)):
+                if epoch * per_epoch + j < start:
+                    continue  # resumed: this batch was trained before the checkpoint
+                ts = time.time()
+                lr = lr_at(step, total, cfg)
+                loss, n_tok, gn = train_step(model, optimizer, [data[i] for i in idx], cfg,
+                                             tok.pad_token_id, lr)  # fmt: skip
+                step += 1
+                row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "tokens": n_tok,
+                       "grad_norm": gn, "step_s": round(time.time() - ts, 3)}  # fmt: skip
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.update(task, advance=1, description=f"loss {loss:.3f} lr {lr:.2e}")
+                if step % cfg.save_every == 0 or step == total:
+                    extra = {"data_pos": step, "wall_s": wall_before + time.time() - t0}
+                    save_checkpoint(out, step, model, tok, optimizer, extra)
+    model.eval()
+    save_model(model, tok, out / "final")
+    train_s = round(wall_before + time.time() - t0, 1)
+    if problems:
+        console.print("evaluating the fine-tuned model")
+        evals["final"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
+                                        cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
+    hist = [json.loads(x) for x in metrics_path.read_text().splitlines()]
+    summary = {
+        "examples": len(data),
+        "dropped_too_long": dropped,
+        "epochs": cfg.epochs,
+        "steps": step,
+        "tokens_per_epoch": sum(len(e.completion_ids) for e in data),
+        "first_loss": hist[0]["loss"] if hist else None,
+        "final_loss": sum(h["loss"] for h in hist[-5:]) / max(1, len(hist[-5:])),
+        "train_s": train_s,
+        "wall_s": round(wall_before + time.time() - t0, 1),
+        **{f"{k}_{m}": v[m] for k, v in evals.items() for m in
+           ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")},
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,92 @@
+"""`r1kit pipeline`: recipe checking with line numbers, the stages end to end at toy size,
+skipping complete stages and re-running one alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r1kit.cli import main
+from r1kit.errors import R1kitError
+from r1kit.pipeline.recipe import load_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOY = """\
+out: {out}
+eval: {{dataset: arith, problems: 6, k: 2, max_new_tokens: 48}}
+stages:
+  - {{name: cold_start, kind: sft, data: "traces:arith", max_examples: 48, batch_size: 24}}
+  - name: reasoning_rl
+    kind: rl
+    rewards: "accuracy=1,format=0.5,language=0.5"
+    dataset: arith
+    steps: 2
+    prompts_per_step: 4
+    group_size: 4
+    max_new_tokens: 48
+  - {{name: rejection_sampling, kind: sample, dataset: arith, prompts: 24, k: 4,
+      max_new_tokens: 48}}
+  - {{name: sft, kind: sft, model: base, data: "@rejection_sampling", batch_size: 16}}
+  - {{name: reward_model, kind: reward_model, model: base, data: "@rejection_sampling",
+      epochs: 1}}
+  - name: all_scenario_rl
+    kind: rl
+    rewards: "accuracy=1,format=0.5,language=0.5,reward_model@reward_model=0.5"
+    general_share: 0.5
+    dataset: arith
+    steps: 2
+    prompts_per_step: 4
+    group_size: 4
+    max_new_tokens: 48
+"""
+
+
+def test_recipe_errors_name_the_line(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("out: x\nstages:\n  - name: a\n    kind: sft\n  - name: b\n    kind: dpo\n")
+    with pytest.raises(R1kitError, match=r"r\.yaml:6: unknown stage kind 'dpo'"):
+        load_recipe(p)
+    p.write_text("stages:\n  - name: a\n    kind: rl\n    stepz: 3\n")
+    with pytest.raises(R1kitError, match=r"r\.yaml:4: unknown field 'stepz' for a rl stage"):
+        load_recipe(p)
+    p.write_text("stages:\n  - {name: a, kind: sft, data: '@nope'}\n")
+    with pytest.raises(R1kitError, match=r"r\.yaml:2: data '@nope' names no earlier stage"):
+        load_recipe(p)
+    p.write_text("outt: x\nstages: []\n")
+    assert main(["pipeline", str(p)]) == 2
+
+
+def test_bundled_recipe_parses():
+    rec = load_recipe(Path(__file__).parents[1] / "r1kit" / "recipes" / "r1_tiny.yaml")
+    assert [s.kind for s in rec.stages] == ["sft", "rl", "sample", "sft", "reward_model", "rl"]
+
+
+def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
+    out = tmp_path / "run"
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text(TOY.format(out=out))
+    assert main(["pipeline", str(recipe)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    names = [r["stage"] for r in summary["stages"]]
+    assert names == ["base", "cold_start", "reasoning_rl", "rejection_sampling", "sft",
+                     "reward_model", "all_scenario_rl"]  # fmt: skip
+    for r in summary["stages"]:
+        assert (r["eval"] is not None) == (r["kind"] in ("-", "sft", "rl"))
+    assert summary["final_model"].endswith("06-all_scenario_rl/final")
+    train = [json.loads(x) for x in (out / "06-all_scenario_rl" / "train.jsonl").open()]
+    assert {tuple(r["rewards"]) for r in train} == {
+        ("reward_model", "format", "language"), ("accuracy", "format", "language")}  # fmt: skip
+    info = json.loads((out / "04-sft" / "stage.json").read_text())
+    assert info["model_in"] is None  # SFT of the base, not of the RL model
+    assert (out / "report.md").exists() and (out / "report.png").exists()
+    assert "pass@1" in capsys.readouterr().out
+    # complete stages are skipped; --only re-runs one stage from the previous outputs
+    mtimes = {p: p.stat().st_mtime for p in out.glob("*/stage.json")}
+    assert main(["pipeline", str(recipe), "--only", "rejection_sampling"]) == 0
+    changed = {p.parent.name for p in mtimes if p.stat().st_mtime != mtimes[p]}
+    assert changed == {"03-rejection_sampling"}
+    assert "complete, skipped" in capsys.readouterr().out
+    assert main(["pipeline", str(recipe), "--only", "nope"]) == 2
