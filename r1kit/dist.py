@@ -23,14 +23,18 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import MethodType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from r1kit.errors import R1kitError
+
+T = TypeVar("T")
+_LONG: Any = None  # a gloo group with a long timeout, for waiting on rank 0 (on_main)
 
 
 def launched() -> bool:
@@ -231,3 +235,35 @@ def micro_batches(n_local: int, n_global: int, micro_batch: int) -> int:
         return micro_batch
     passes = math.ceil(math.ceil(n_global / world()) / micro_batch)
     return max(1, math.ceil(n_local / passes))
+
+
+def passes(n_global: int, micro_batch: int) -> int:
+    """Forward/backward passes every rank runs for an optimizer batch of n_global rows split
+    over the ranks: ceil(largest share / micro_batch). A rank with fewer rows pads to this count
+    with zero-weight passes (FSDP's collectives must line up)."""
+    return max(1, math.ceil(math.ceil(n_global / world()) / micro_batch))
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """fn() on rank 0 alone, then its result on every rank (picklable). The other ranks wait on
+    a gloo group with a 24 h timeout (fn may be hours of teacher requests); an error on rank 0
+    is raised on every rank. In one process: fn()."""
+    global _LONG
+    if not active():
+        return fn()
+    if _LONG is None:  # every rank reaches this first call together
+        _LONG = dist.new_group(backend="gloo", timeout=timedelta(hours=24))
+    box: list[Any] = [None]
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except BaseException as err:  # tell the others, then fail here as well
+            box[0] = ("error", f"{type(err).__name__}: {err}" if not isinstance(err, R1kitError)
+                      else str(err))  # fmt: skip
+            dist.broadcast_object_list(box, src=0, group=_LONG)
+            raise
+    dist.broadcast_object_list(box, src=0, group=_LONG)
+    kind, value = box[0]
+    if kind == "error":
+        raise R1kitError(f"rank 0: {value}")
+    return value

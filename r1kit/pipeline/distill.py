@@ -114,9 +114,38 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
 
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
-    from rich.console import Console
+    """Teacher, filters and traces on rank 0 alone under torchrun (a teacher is asked once),
+    then the student's SFT data-parallel on every rank (r1kit/sft/dp.py)."""
+    from r1kit import dist
+    from r1kit.pipeline.evaluate import device_of
 
     cfg.validate()
+    out = Path(cfg.out)
+    t0 = time.time()
+    dist.init(device_of(cfg.device))  # torchrun: join before rank 0 runs the teacher alone
+    summary, student = dist.on_main(lambda: _traces_and_student(cfg, progress and dist.is_main()))
+    if cfg.epochs:
+        from r1kit.sft.train import run_sft
+
+        sft = SFTConfig(model=student, data=str(out / "traces.jsonl"), out=str(out / "student"),
+                        template=cfg.template, epochs=cfg.epochs, lr=cfg.lr,
+                        batch_size=cfg.batch_size, micro_batch=cfg.batch_size, seed=cfg.seed,
+                        eval_dataset=cfg.dataset, eval_problems=cfg.eval_problems,
+                        eval_k=cfg.eval_k, max_new_tokens=cfg.max_tokens, device=cfg.device,
+                        engine=cfg.engine)  # fmt: skip
+        summary["student"] = run_sft(sft, resume=(out / "student" / "checkpoints").exists(),
+                                     progress=progress)  # fmt: skip
+    summary["wall_s"] = round(time.time() - t0, 1)
+    if dist.is_main():
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, Any], str | None]:
+    """Teacher answers -> verified traces.jsonl (+ the truncated student); returns the summary so
+    far and the student to fine-tune."""
+    from rich.console import Console
+
     console = Console(quiet=not progress)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,20 +175,7 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
 
         summary["student_init"] = shrink(cfg.student, cfg.student_layers, out / "student-init")
         student = str(out / "student-init")
-    if cfg.epochs:
-        from r1kit.sft.train import run_sft
-
-        sft = SFTConfig(model=student, data=str(out / "traces.jsonl"), out=str(out / "student"),
-                        template=cfg.template, epochs=cfg.epochs, lr=cfg.lr,
-                        batch_size=cfg.batch_size, micro_batch=cfg.batch_size, seed=cfg.seed,
-                        eval_dataset=cfg.dataset, eval_problems=cfg.eval_problems,
-                        eval_k=cfg.eval_k, max_new_tokens=cfg.max_tokens, device=cfg.device,
-                        engine=cfg.engine)  # fmt: skip
-        summary["student"] = run_sft(sft, resume=(out / "student" / "checkpoints").exists(),
-                                     progress=progress)  # fmt: skip
-    summary["wall_s"] = round(time.time() - t0, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return summary, student
 
 
 def print_distill(s: dict[str, Any], out: str) -> None:

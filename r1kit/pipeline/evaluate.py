@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from r1kit.engine import SamplingParams, make_engine
-from r1kit.eval.heldout import evaluate
 from r1kit.pipeline.filters import READABILITY, Limits, failures
 from r1kit.rewards.language import language_consistency
+from r1kit.rl import dp
 
 
 def device_of(name: str) -> str:
@@ -40,7 +40,8 @@ def evaluate_model(
                             stop_token_ids=(tokenizer.eos_token_id,), seed=seed)  # fmt: skip
     was_training = model.training
     model.eval()
-    summary, rollouts = evaluate(eng, tokenizer, problems, template, params)
+    # under torchrun each rank samples its share of the problems; all get every rollout
+    summary, rollouts = dp.evaluate(eng, tokenizer, problems, template, params)
     model.train(was_training)
     n = max(1, len(rollouts))
     fails = [failures(r.text, r.example, r.finish_reason, limits) for r in rollouts]

@@ -40,7 +40,7 @@ class Stage:
     fields: dict[str, Any]
     line: int
     model: str | None = None  # None: the previous stage's model
-    data: str | None = None
+    data: str | list[str] | None = None  # one source or several (SFT mixes them)
 
 
 @dataclass
@@ -121,7 +121,8 @@ def load_recipe(path: str | Path) -> Recipe:
                                  f"known: {', '.join(sorted(allowed))}")  # fmt: skip
         vals = {k: v for k, (_, v) in raw.items() if k not in STAGE_FIELDS}
         model, data = raw.get("model", (0, None))[1], raw.get("data", (0, None))[1]
-        for ref, what in ((model, "model"), (data, "data")):
+        datas = data if isinstance(data, list) else [data]  # data: one source or a list
+        for ref, what in [(model, "model")] + [(d, "data") for d in datas]:
             if isinstance(ref, str) and ref.startswith("@") and ref[1:] not in names:
                 raise R1kitError(f"{path}:{raw[what][0]}: {what} {ref!r} names no earlier stage")
         rec.stages.append(Stage(name, kind[1], vals, line, model, data))

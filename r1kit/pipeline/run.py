@@ -79,9 +79,11 @@ def run_stage(rec: Recipe, i: int, st: Stage, dirs: dict[str, Path], model: str 
     resume = (out / "checkpoints" / "latest").exists()
     kw = dict(st.fields)
     if st.kind == "sft":
-        data = _ref(rec, dirs, st.data, kw.pop("data", None))
-        if data and Path(data).is_dir():
-            data = str(Path(data) / "sft.jsonl")
+        data = kw.pop("data", None)
+        refs = st.data if isinstance(st.data, list) else [st.data] if st.data else []
+        if refs:  # each source: a stage's output (its sft.jsonl) or as given; joined by ','
+            paths = [_ref(rec, dirs, r, None) for r in refs]
+            data = ",".join(str(Path(p) / "sft.jsonl") if Path(p).is_dir() else p for p in paths)
         cfg = SFTConfig(**{**kw, "model": model, "out": str(out), "eval_problems": 0,
                            "template": rec.template, **({"data": data} if data else {})})  # fmt: skip
         from r1kit.sft.train import run_sft

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from r1kit import dist
-from r1kit.modeling import save_model
+from r1kit.modeling import save_model, save_tokenizer
 
 
 def save_checkpoint(
@@ -50,7 +50,9 @@ def save_sharded_checkpoint(
     out: Path, step: int, model, full_model, tokenizer, optimizer, extra: dict[str, Any]
 ) -> Path:
     """save_checkpoint for a sharded `model` (all ranks call it): its shards and the optimizer's
-    under dcp/, the plain HF model from `full_model` (an unsharded copy, rank 0's)."""
+    under dcp/, the plain HF model from `full_model` (an unsharded copy, rank 0's). Without
+    `full_model` (SFT keeps no full copy) only the model config and tokenizer go beside dcp/;
+    dist.export_hf turns it into a plain HF directory."""
     ckdir = Path(out) / "checkpoints"
     final = ckdir / f"step-{step:06d}"
     tmp = ckdir / f".tmp-step-{step:06d}"
@@ -60,7 +62,11 @@ def save_sharded_checkpoint(
     dist.barrier()
     dist.save_sharded(tmp / "dcp", model, optimizer)
     if dist.is_main():
-        save_model(full_model, tokenizer, tmp)
+        if full_model is not None:
+            save_model(full_model, tokenizer, tmp)
+        else:
+            model.config.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
         state = {
             "step": step,
             "world_size": dist.world(),

@@ -78,17 +78,19 @@ class GRPOTrainer:
         return grpo.group_advantages(rewards, self.cfg.group_size, scale=self.cfg.scale_rewards)
 
     @torch.no_grad()
-    def _logp_no_grad(self, model, batch: TrainBatch, mb: int) -> torch.Tensor:
-        parts = [
-            _logprobs(
+    def _logp_no_grad(self, model, batch: TrainBatch, mb: int, n_pass: int) -> torch.Tensor:
+        parts = []
+        for p in range(n_pass):  # passes past this rank's rows run row 0 and are dropped
+            i = p * mb if p * mb < len(batch) else None
+            out = _logprobs(
                 model,
-                batch.slice(i, i + mb),
+                batch.slice(i or 0, (i or 0) + mb),
                 self.cfg.temperature,
                 self.cfg.pack_tokens,
                 self.compile_backend,
             )
-            for i in range(0, len(batch), mb)
-        ]
+            if i is not None:
+                parts.append(out)
         T = batch.completion_mask.shape[1]
         return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
 
@@ -113,18 +115,23 @@ class GRPOTrainer:
         weight = W if dist.rank() < n_seq else 0  # W: FSDP averages gradients over ranks
         rollouts, adv = [rollouts[i] for i in mine], adv[mine].to(dev)
         batch = collate(rollouts, self.pad_id, cfg.mask_truncated)
-        mbs = dist.micro_batches(len(batch), n_seq, cfg.micro_batch)  # same passes on all ranks
+        mbs = dist.micro_batches(len(batch), n_seq, cfg.micro_batch)
+        # every rank runs the same number of passes (FSDP's collectives must line up); a rank
+        # whose rows run out first pads with zero-weight passes over its row 0
+        n_pass = dist.passes(n_seq, cfg.micro_batch)
         # π_old: with μ = 1 the detached current log-probs (ratio 1); with μ > 1 fixed up front
-        old = self._logp_no_grad(self.model, batch, mbs) if cfg.mu > 1 else None
-        ref = self._logp_no_grad(self.ref_model, batch, mbs) if cfg.beta > 0 else None
+        old = self._logp_no_grad(self.model, batch, mbs, n_pass) if cfg.mu > 1 else None
+        ref = self._logp_no_grad(self.ref_model, batch, mbs, n_pass) if cfg.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
         self.model.train()
         for _ in range(cfg.mu):
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
-            for i in range(0, len(batch), mbs):
+            for p in range(n_pass):
+                i = p * mbs if p * mbs < len(batch) else 0
                 mb, live = _live(batch.slice(i, i + mbs))
+                live = live if p * mbs < len(batch) else 0.0  # a padding pass: no gradient
                 T = mb.completion_mask.shape[1]
                 logp = _logprobs(
                     self.model, mb, cfg.temperature, cfg.pack_tokens, self.compile_backend

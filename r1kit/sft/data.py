@@ -94,7 +94,15 @@ def _conversation(row: dict[str, Any], where: str) -> Conversation:
 
 
 def load_conversations(spec: str, split: str = "train", limit: int = 0, seed: int = 0) -> list:
-    """Conversations from `traces:TASKS`, a .jsonl file, or a hub dataset id."""
+    """Conversations from `traces:TASKS`, a .jsonl file, or a hub dataset id; several sources
+    joined by ',' are concatenated (R1's second SFT mixes sampled reasoning with other data),
+    `limit` applying to each."""
+    if "," in spec:
+        return [
+            c
+            for part in spec.split(",")
+            for c in load_conversations(part.strip(), split, limit, seed)
+        ]
     if spec.startswith(TRACES):
         return trace_rows(spec[len(TRACES) :], limit or 2000, seed)
     if spec.endswith(".jsonl") or Path(spec).exists():

@@ -10,6 +10,11 @@ Loss: the mean negative log-likelihood over every assistant token of the optimiz
 aggregation across micro-batches, so long and short examples weigh by their tokens). The
 forward reuses the RL update's machinery: padding-free packed rows (`pack_tokens`) and the
 chunked, checkpointed LM head of `rl.batch.token_logprobs`.
+
+Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/sft/dp.py): the model
+FSDP-sharded, each rank training on its share of every optimizer batch, gradients summed over
+ranks so the step is the single-process one; evaluation split over the ranks; checkpoints
+sharded (dcp/, resumable with any number of ranks); rank 0 writes the files above.
 """
 
 from __future__ import annotations
@@ -23,11 +28,19 @@ from typing import Any
 
 import torch
 
+from r1kit import dist
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
-from r1kit.rl.batch import TrainBatch, token_logprobs
-from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from r1kit.rl.batch import TrainBatch
+from r1kit.rl.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
+from r1kit.rl.trainer import _logprobs
+from r1kit.sft import dp
 from r1kit.sft.data import TRACES, Encoded, batches, encode, load_conversations
 
 
@@ -55,23 +68,30 @@ def collate(examples: list[Encoded], pad_id: int) -> TrainBatch:
     return TrainBatch(ids, attn, mask, None)
 
 
+def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
+    """AdamW over the (sharded, under torchrun: build it after dp.prepare) parameters."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                             weight_decay=cfg.weight_decay)  # fmt: skip
+
+
 def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id: int, lr: float):
-    """One optimizer step over `examples` in micro-batches; returns (mean loss, tokens, gnorm)."""
-    n_tok = sum(len(e.completion_ids) for e in examples)
+    """One optimizer step over `examples` (the whole batch; under torchrun every rank passes the
+    same batch and trains its share of it); returns (mean loss, tokens, gnorm) of the batch."""
+    n_tok = sum(len(e.completion_ids) for e in examples)  # all ranks' assistant tokens
     optimizer.zero_grad(set_to_none=True)
     for g in optimizer.param_groups:
         g["lr"] = lr
     total = 0.0
-    order = sorted(examples, key=lambda e: len(e.prompt_ids) + len(e.completion_ids))
-    for i in range(0, len(order), cfg.micro_batch):
-        mb = collate(order[i : i + cfg.micro_batch], pad_id)
-        logp = token_logprobs(model, mb, 1.0, pack=cfg.pack_tokens)  # [n, T-1]
+    for rows, w in dp.micro_batches(examples, cfg.micro_batch):
+        mb = collate(rows, pad_id)
+        logp = _logprobs(model, mb, 1.0, cfg.pack_tokens)  # [n, T-1]
         loss = -(logp * mb.completion_mask.to(logp.device)).sum() / n_tok
-        loss.backward()
-        total += loss.item()
+        (loss * w if w != 1 else loss).backward()  # w: W ranks (FSDP averages), 0: padding pass
+        total += loss.item() if w else 0.0
+    total = dist.all_reduce(total)  # each rank holds its rows' part of the batch loss
     gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     optimizer.step()
-    return total, n_tok, float(gn)
+    return total, n_tok, dist.to_float(gn)  # sharded: gn is a DTensor
 
 
 def _eval_problems(cfg: SFTConfig) -> list[dict]:
@@ -90,13 +110,18 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     from r1kit.pipeline.evaluate import device_of, evaluate_model
 
     cfg.validate()
-    console = Console(quiet=not progress)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device = dist.init(device_of(cfg.device))  # under torchrun: this rank's device
+    main = dist.is_main()  # rank 0 writes the run's files (every rank writes its shards)
+    console = Console(quiet=not progress or not main)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     resolve_model(cfg.model)
     t0 = time.time()
     ckpt = latest_checkpoint(out) if resume else None
-    device = device_of(cfg.device)
+    sharded = ckpt is not None and (ckpt / "dcp").is_dir()  # its weights come from dcp/
+    if ckpt and not sharded and dist.world() > 1:
+        raise R1kitError(f"{ckpt} was written by one process: resume it without torchrun")
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(cfg.model)
@@ -107,37 +132,39 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     if not data:
         raise R1kitError(f"no SFT example fits --max-len {cfg.max_len} tokens")
     problems = _eval_problems(cfg)
-    model = load_model(str(ckpt) if ckpt else cfg.model, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
-                                  weight_decay=cfg.weight_decay)  # fmt: skip
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    start, wall_before = 0, 0.0
-    if ckpt:
-        state = load_trainer_state(ckpt, optimizer)
-        start, wall_before = state["step"], state.get("wall_s", 0.0)
-        console.print(f"resuming {out} from step {start}")
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    model = load_model(str(ckpt) if ckpt and not sharded else cfg.model, device=device)
     evals = {}
     base_path = out / "base_eval.json"
-    if problems:
+    if problems:  # before sharding: every rank's engine samples from its full model
         if resume and base_path.exists():
             evals["base"] = json.loads(base_path.read_text())
         else:
             console.print(f"evaluating the starting model on {len(problems)} held-out problems")
             evals["base"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
                                            cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
-            base_path.write_text(json.dumps(evals["base"], indent=2))
+            if main:
+                base_path.write_text(json.dumps(evals["base"], indent=2))
+    dp.prepare(model)  # torchrun: FSDP-shards the model in place
+    optimizer = make_optimizer(model, cfg)
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    start, wall_before = 0, 0.0
+    if ckpt:
+        state = load_trainer_state(ckpt, optimizer, model)  # dcp/: weights too, any rank count
+        start, wall_before = state["step"], state.get("wall_s", 0.0)
+        console.print(f"resuming {out} from step {start}")
     metrics_path = out / "metrics.jsonl"
-    rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if resume and metrics_path.exists() else []  # fmt: skip
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if resume and metrics_path.exists() else []  # fmt: skip
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
     console.print(f"{len(data)} examples ({dropped} longer than {cfg.max_len} dropped), "
                   f"{cfg.epochs} epoch(s), {total} steps")  # fmt: skip
     cols = [TextColumn("[bold]sft"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TextColumn("{task.description}")]  # fmt: skip
     model.train()
     step, loss = start, float("nan")
-    with Progress(*cols, console=console, disable=not progress) as bar:
+    with Progress(*cols, console=console, disable=not progress or not main) as bar:
         task = bar.add_task("", total=total, completed=start)
         for epoch in range(start // per_epoch, cfg.epochs):
             for j, idx in enumerate(batches(len(data), cfg.batch_size, cfg.seed, epoch)):
@@ -150,19 +177,28 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
                 step += 1
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "tokens": n_tok,
                        "grad_norm": gn, "step_s": round(time.time() - ts, 3)}  # fmt: skip
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                if main:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
                 bar.update(task, advance=1, description=f"loss {loss:.3f} lr {lr:.2e}")
                 if step % cfg.save_every == 0 or step == total:
                     extra = {"data_pos": step, "wall_s": wall_before + time.time() - t0}
-                    save_checkpoint(out, step, model, tok, optimizer, extra)
+                    if dist.world() > 1:  # dcp/ shards + trainer state; no HF weights
+                        save_sharded_checkpoint(out, step, model, None, tok, optimizer, extra)
+                    else:
+                        save_checkpoint(out, step, model, tok, optimizer, extra)
     model.eval()
-    save_model(model, tok, out / "final")
+    if dist.world() > 1:  # every rank gathers the shards into a full copy to evaluate
+        del optimizer
+        model = dp.unshard(model, cfg.model, device)
+    if main:
+        save_model(model, tok, out / "final")
     train_s = round(wall_before + time.time() - t0, 1)
     if problems:
         console.print("evaluating the fine-tuned model")
         evals["final"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
                                         cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
+    dist.barrier()  # rank 0's metrics rows are on disk
     hist = [json.loads(x) for x in metrics_path.read_text().splitlines()]
     summary = {
         "examples": len(data),
@@ -177,5 +213,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
         **{f"{k}_{m}": v[m] for k, v in evals.items() for m in
            ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")},
     }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    dist.barrier()
     return summary
