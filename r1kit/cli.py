@@ -258,11 +258,15 @@ def cmd_sft(args: argparse.Namespace) -> int:
         base = SFTConfig(**json.loads(saved.read_text()))
         args.out = args.resume
     cfg = _config_from_args(SFTConfig, args, base)
+    from r1kit import dist
+
     s = run_sft(cfg, resume=bool(args.resume), progress=not args.quiet)
     line = f"{s['examples']} examples, {s['steps']} steps, loss {s['final_loss']:.4f}"
     if "final_pass1" in s:
         line += f"; held-out pass@1 {s['base_pass1']:.3f} -> {s['final_pass1']:.3f}"
-    print(f"{line}; {s['wall_s']:.0f}s; wrote {cfg.out}/final/")
+    if dist.is_main():  # under torchrun rank 0 reports
+        print(f"{line}; {s['wall_s']:.0f}s; wrote {cfg.out}/final/")
+    dist.shutdown()
     return 0
 
 
@@ -293,8 +297,52 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from r1kit.pipeline.distill import print_distill, run_distill
 
     cfg = _config_from_args(DistillConfig, args)
+    from r1kit import dist
+
     s = run_distill(cfg, progress=not args.quiet)
-    print_distill(s, cfg.out)
+    if dist.is_main():  # under torchrun rank 0 reports
+        print_distill(s, cfg.out)
+    dist.shutdown()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from r1kit.export.gguf import check_outtype
+
+    check_outtype(args.outtype)  # before any loading: a bad value fails at once
+    if args.format == "gguf":
+        from r1kit.export.gguf import export_gguf
+
+        r = export_gguf(args.model, args.outtype, args.out, args.name)
+        kinds = ", ".join(f"{n} {t}" for t, n in sorted(r.types.items()))
+        print(f"wrote {r.path} ({r.size_bytes / 2**20:.2f} MiB; {r.arch}, {r.params:,} params; "
+              f"tensors: {kinds})")  # fmt: skip
+        for f in r.fallbacks:
+            print(f"  {f}")
+        return 0
+    from r1kit.export.modelfile import export_ollama
+
+    o = export_ollama(args.model, args.outtype, args.out, args.name)
+    print(f"wrote {o.gguf} and {o.modelfile}")
+    if not o.r1_template:
+        print("  the tokenizer's chat template is not R1-style: no TEMPLATE written, Ollama "
+              "infers one from the GGUF")  # fmt: skip
+    print(f"load it into Ollama with:\n  {o.create_cmd}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from r1kit.export.info import describe, format_info, memory_table
+
+    info = describe(args.model)
+    mem = memory_table(info, ctx=args.ctx, lora_rank=args.lora_rank)
+    if args.json:
+        from dataclasses import asdict
+
+        d = {k: v for k, v in asdict(info).items() if k not in ("shapes", "linear_shapes")}
+        print(json.dumps({**d, "memory_bytes": mem}, indent=2))
+    else:
+        print(format_info(info, mem))
     return 0
 
 
@@ -328,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve", help="serve a model: OpenAI/DeepSeek API, Ollama API and a web chat at /"
     )
-    sv.add_argument("model", nargs="?", default=None, help="hub id, model dir or run dir")
+    sv.add_argument("model", nargs="?", default=None,
+                    help="hub id, model dir, run dir, or a .gguf file (llama.cpp)")  # fmt: skip
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--db", default=None, help="SQLite file (default: the user's data dir)")
@@ -368,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--quiet", action="store_true")
     sf.set_defaults(func=cmd_sft)
 
-    sa = sub.add_parser("sample", help="rejection sampling: k samples/prompt, keep correct+readable")
+    sa = sub.add_parser(
+        "sample", help="rejection sampling: k samples/prompt, keep correct+readable"
+    )
     _add_config_flags(sa, SampleConfig, {"dataset": ZERO_FLAGS_HELP["dataset"]})
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
@@ -383,6 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(di, DistillConfig, DISTILL_FLAGS_HELP)
     di.add_argument("--quiet", action="store_true")
     di.set_defaults(func=cmd_distill)
+
+    from r1kit.export.gguf import OUTTYPES
+
+    ex = sub.add_parser("export", help="local formats: a GGUF file, or a GGUF + Ollama Modelfile")
+    ex.add_argument("format", choices=["gguf", "ollama"])
+    ex.add_argument("model", nargs="?", default=None, metavar="MODEL_OR_RUN",
+                    help="hub id, model dir or run dir (default: the embedded model)")  # fmt: skip
+    ex.add_argument("--outtype", default="f16", help=f"{' | '.join(OUTTYPES)} (default f16)")
+    ex.add_argument("--out", default=None,
+                    help="gguf: a .gguf path or a directory (default .); ollama: a directory "
+                    "(default ./NAME-ollama)")  # fmt: skip
+    ex.add_argument("--name", default=None, help="model name in the file (default: from MODEL)")
+    ex.set_defaults(func=cmd_export)
+
+    inf = sub.add_parser("info", help="parameters, context, and memory to run or train a model")
+    inf.add_argument("model", nargs="?", default=None, metavar="MODEL_OR_RUN_OR_GGUF")
+    inf.add_argument("--ctx", type=int, default=None,
+                     help="context for the KV-cache estimate (default: min(model's, 4096))")  # fmt: skip
+    inf.add_argument("--lora-rank", type=int, default=16, help="rank for the LoRA estimate")
+    inf.add_argument("--json", action="store_true", help="print JSON (bytes)")
+    inf.set_defaults(func=cmd_info)
 
     pt = sub.add_parser("pretrain", help="build a small base model on the procedural corpus")
     pt.add_argument("--preset", default="tiny")

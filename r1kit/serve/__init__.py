@@ -5,6 +5,7 @@ over one engine (DESIGN.md section 5).
 |---|---|
 | app.py | `create_app`: routes, static web assets, error handlers, lifespan |
 | generation.py | chat messages -> prompt ids; the engine (paged + async, or HF in a thread) |
+| llamacpp.py | `r1kit serve model.gguf`: the same Generator over llama.cpp (llama-cpp-python) |
 | sample_text.py | one sample streaming: detokenizing, stop strings, reasoning/answer split |
 | openai_api.py | `/v1/chat/completions`, `/v1/completions`, `/v1/models` |
 | ollama_api.py | `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`, `/api/version` |

@@ -67,18 +67,12 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_waiting: int = 256, rpm: int | None = None, name: str | None = None,
           device: str | None = None) -> None:  # fmt: skip
     """Load the model and serve it until interrupted (the `r1kit serve` job)."""
-    import torch
     import uvicorn
-
-    from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
 
     if no_auth and not is_loopback(host):
         raise R1kitError(f"--no-auth is allowed only on a loopback address, not {host}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = resolve_model(model)
-    name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
-    gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
-                    engine=engine, max_waiting=max_waiting)  # fmt: skip
+    gen, path = make_generator(model, engine, max_waiting, name, device)
+    name = gen.name
     store = Store(db)
     app = create_app(gen, store, auth=not no_auth, rpm=rpm, model_path=path)
     auth_note = "no auth" if no_auth else f"keys in {store.path} (`r1kit keys create`)"
@@ -87,6 +81,26 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         gen.close()
+
+
+def make_generator(model: str | None, engine: str = "auto", max_waiting: int | None = 256,
+                   name: str | None = None, device: str | None = None) -> tuple[Generator, str]:  # fmt: skip
+    """The Generator for a model spec and the path it was loaded from: a `.gguf` file runs on
+    llama.cpp (serve/llamacpp.py), anything else on r1kit's engine over the torch model."""
+    if model is not None and model.endswith(".gguf"):
+        from r1kit.serve.llamacpp import GGUFGenerator
+
+        return GGUFGenerator(model, name or Path(model).stem, max_waiting=max_waiting), model
+    import torch
+
+    from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_model(model)
+    name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
+    gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
+                    engine=engine, max_waiting=max_waiting)  # fmt: skip
+    return gen, path
 
 
 def _name(model: str) -> str:

@@ -166,6 +166,20 @@ class Generator:
         with self._lock:
             return self.engine.generate([prompt_ids], params)[0]
 
+    def describe(self) -> dict:
+        """What /api/tags and /api/show report about the model (GGUFGenerator has its own)."""
+        cfg, params = self.model.config, list(self.model.parameters())
+        info = {f"{cfg.model_type}.{k}": v for k, v in cfg.to_dict().items()
+                if isinstance(v, (int, float, str)) and not isinstance(v, bool)}  # fmt: skip
+        return {
+            "family": getattr(cfg, "model_type", "unknown"),
+            "format": "safetensors",
+            "parameters": sum(p.numel() for p in params),
+            "size": sum(p.numel() * p.element_size() for p in params),
+            "quantization_level": str(self.model.dtype).split(".")[-1],
+            "model_info": info,
+        }
+
     def stats(self) -> dict:
         if not self.paged:
             return {"engine": "hf", "busy": self._busy}

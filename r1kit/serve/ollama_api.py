@@ -164,18 +164,17 @@ async def generate(request: Request):
 
 
 def _details(state) -> dict:
-    cfg = state.gen.model.config
-    n = sum(p.numel() for p in state.gen.model.parameters())
+    d = state.gen.describe()
+    n, fam = d["parameters"], d["family"]
     size = f"{n / 1e9:.1f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
-    fam = getattr(cfg, "model_type", "unknown")
-    return {"parent_model": "", "format": "safetensors", "family": fam, "families": [fam],
-            "parameter_size": size, "quantization_level": str(state.gen.model.dtype).split(".")[-1]}  # fmt: skip
+    return {"parent_model": "", "format": d["format"], "family": fam, "families": [fam],
+            "parameter_size": size, "quantization_level": d["quantization_level"]}  # fmt: skip
 
 
 @router.get("/api/tags")
 async def tags(request: Request):
     state = request.app.state
-    size = sum(p.numel() * p.element_size() for p in state.gen.model.parameters())
+    size = state.gen.describe()["size"]
     name = state.gen.name if ":" in state.gen.name else state.gen.name + ":latest"
     ts = datetime.fromtimestamp(state.created, timezone.utc).isoformat()
     return {"models": [{"name": name, "model": name, "modified_at": ts, "size": size,
@@ -190,9 +189,7 @@ async def show(request: Request):
     if not name:
         raise bad_request("model is required", "model")
     _check_model(state, name)
-    cfg = state.gen.model.config
-    info = {f"{cfg.model_type}.{k}": v for k, v in cfg.to_dict().items()
-            if isinstance(v, (int, float, str)) and not isinstance(v, bool)}  # fmt: skip
+    info = state.gen.describe()["model_info"]
     return {
         "modelfile": f"FROM {state.model_path}\n",
         "parameters": "temperature 0.6\ntop_p 0.95",

@@ -18,18 +18,13 @@ HELP = "commands: /set think, /set nothink, /clear, /bye"
 
 def start_local(model: str | None, engine: str = "auto"):
     """Serve `model` on a free loopback port in a daemon thread; returns (base_url, name)."""
-    import torch
     import uvicorn
 
-    from r1kit.modeling import load_model, load_tokenizer
-    from r1kit.serve.app import _name, create_app
-    from r1kit.serve.generation import Generator
+    from r1kit.serve.app import create_app, make_generator
     from r1kit.serve.store import Store
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = "r1kit-tiny" if model is None else _name(model)
-    gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
-                    engine=engine)  # fmt: skip
+    gen, _ = make_generator(model, engine, max_waiting=64)  # a .gguf runs on llama.cpp
+    name = gen.name
     app = create_app(gen, Store(":memory:"), auth=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
