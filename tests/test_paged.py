@@ -665,3 +665,27 @@ def test_logprobs_of_n_samples_match_forward(qwen3):
             torch.testing.assert_close(torch.tensor(s.logprobs), want[:, 0], atol=1e-4, rtol=0)
     assert distinct >= 3, "seeded samples of one prompt should differ"
     assert tokens(eng.generate(PROMPTS, params)) == tokens(outs)  # and repeat
+
+
+def test_next_delta_merges_what_queued_up_and_stops_at_an_error():
+    from r1kit.engine.async_engine import next_delta
+    from r1kit.engine.types import RequestOutput, Sample
+
+    def d(ids, reason="length"):
+        return RequestOutput([1], [Sample(list(ids), [0.0] * len(ids), reason)])
+
+    async def main():
+        q: asyncio.Queue = asyncio.Queue()
+        for item in [(d([5]), False), (d([6, 7]), False), (d([8], "stop"), True), (d([9]), True)]:
+            q.put_nowait(item)
+        first, done = await next_delta(q)  # three deltas up to the finished one, as one
+        assert done and first.samples[0].token_ids == [5, 6, 7, 8]
+        assert first.samples[0].finish_reason == "stop" and len(first.samples[0].logprobs) == 4
+        q2: asyncio.Queue = asyncio.Queue()
+        err = RuntimeError("boom")
+        for item in [(d([5]), False), (err, True), (d([6]), False)]:
+            q2.put_nowait(item)
+        item, done = await next_delta(q2)
+        assert item is err and done and q2.qsize() == 1
+
+    asyncio.run(main())

@@ -108,12 +108,7 @@ class AsyncEngine:
         done = False
         try:
             while not done:
-                item, done = await q.get()
-                # under load the consumer falls behind the engine: take every delta already
-                # queued and send them as one (fewer detokenize calls and SSE events per token)
-                while not done and not isinstance(item, Exception) and not q.empty():
-                    nxt, done = q.get_nowait()
-                    item = nxt if isinstance(nxt, Exception) else _merge(item, nxt)
+                item, done = await next_delta(q)
                 if isinstance(item, Exception):
                     raise item
                 yield item
@@ -135,6 +130,17 @@ class AsyncEngine:
         self._closed = True
         self._work.set()
         self._thread.join(timeout=5)
+
+
+async def next_delta(q: asyncio.Queue) -> tuple[RequestOutput | Exception, bool]:
+    """The next (delta, finished) of a request's queue. Under load the consumer falls behind
+    the engine: every delta already queued is taken and merged into one (fewer detokenize
+    calls and SSE events per token); an error ends the merge."""
+    item, done = await q.get()
+    while not done and not isinstance(item, Exception) and not q.empty():
+        nxt, done = q.get_nowait()
+        item = nxt if isinstance(nxt, Exception) else _merge(item, nxt)
+    return item, done
 
 
 def _merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:

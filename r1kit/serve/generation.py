@@ -200,10 +200,12 @@ class Generator:
 
 async def _paged_stream(aeng, rid: str, q: asyncio.Queue):
     """AsyncEngine.stream after its add(): deltas until finished; leaving early aborts."""
+    from r1kit.engine.async_engine import next_delta
+
     done = False
     try:
         while not done:
-            item, done = await q.get()
+            item, done = await next_delta(q)  # deltas queued meanwhile arrive merged
             if isinstance(item, Exception):
                 raise APIError(500, f"the engine failed: {item}")
             yield item, done
