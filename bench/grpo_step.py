@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from shapes import SHAPES  # bench/shapes.py, beside this script
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.config import ZeroConfig
@@ -41,17 +42,6 @@ from r1kit.engine.paged import PagedEngine
 from r1kit.rl.rollout import Rollout
 from r1kit.rl.trainer import GRPOTrainer
 
-SHAPES = {
-    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
-                 vocab_size=151936),
-    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
-                 vocab_size=151936),
-    "7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False,
-               vocab_size=152064),
-}  # fmt: skip
 P, G, PLEN, GEN = 64, 8, 128, 512
 PEAK = 989e12  # H200 dense bf16 FLOP/s (datasheet), the MFU denominator DESIGN.md uses
 OUT = Path(os.environ.get("R1KIT_BENCH_OUT", Path(__file__).parent / "results" / "grpo_step.json"))

@@ -11,91 +11,15 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from r1kit.cli_flags import (
+    DISTILL_FLAGS_HELP,
+    EVAL_FLAGS_HELP,
+    SFT_FLAGS_HELP,
+    ZERO_FLAGS_HELP,
+    add_config_flags,
+    config_from_args,
+)
 from r1kit.errors import R1kitError
-
-ZERO_FLAGS_HELP = {
-    "model": "hub id or local directory (default: the embedded tiny model)",
-    "dataset": "task name(s) arith|linear|countdown joined by '+', 'mix', or a .jsonl file",
-    "rewards": "weighted rewards, e.g. 'accuracy=1,format=0.5' or 'pkg.mod:fn=0.3'",
-    "out": "output directory",
-    "recipe": "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win)",
-    "preset": "gpu-small: pretrain a ~25M base on the GPU (once), then R1-Zero at GPU scale",
-}
-
-
-EVAL_FLAGS_HELP = {
-    "benchmark": "math500 | aime24 | aime25 | amc23 | gsm8k (loaded from the Hugging Face hub)",
-    "data": "a local .jsonl: any dataset, or a copy of --benchmark's",
-    "question_field": "the question's field in --data (default: problem/question/prompt)",
-    "answer_field": "the gold answer's field (default: answer; GSM8K's '#### x' is understood)",
-    "solution_field": "a worked solution whose last \\boxed{} is the gold when there is no answer",
-    "k": "samples per problem (default: the R1 protocol's, 64 for AIME, 16 for MATH-500)",
-    "temperature": "sampling temperature (default 0.6)",
-    "top_p": "nucleus sampling (default 0.95)",
-    "max_tokens": "most tokens a sample may generate (default 32768)",
-    "limit": "evaluate the first N problems only",
-    "out": "output directory (default runs/eval/BENCHMARK)",
-    "base_url": "an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1",
-    "api_key": "the endpoint's key (default: $OPENAI_API_KEY)",
-    "model": "the endpoint's model name (default: the first it lists)",
-    "concurrency": "requests in flight to an endpoint (default 16)",
-    "retries": "retries per request on 429 / 5xx / connection errors (default 5)",
-    "gold": "score the reference solutions/answers instead of a model",
-    "engine": "local engine kind for r1kit.engine.make_engine (default auto)",
-    "template": "auto | chat | r1zero: the prompt for a local model (default auto)",
-    "seed": "sampling seed (local default 0; sent to an endpoint only when given)",
-    "grade_timeout": "seconds math-verify may spend on one answer (default 5)",
-}
-
-
-SFT_FLAGS_HELP = {
-    "model": "hub id, local dir or run dir (default: the embedded tiny model)",
-    "data": "chat .jsonl (messages, or prompt+completion), a hub dataset id, or traces:TASKS",
-    "template": "r1zero | chat: how conversations become tokens",
-    "pack_tokens": "pack sequences padding-free into rows of this many tokens (0: pad)",
-    "eval_dataset": "held-out problems (task spec or .jsonl) to evaluate before and after",
-}
-DISTILL_FLAGS_HELP = {
-    "teacher": "a local model / run dir, or an OpenAI-compatible URL such as .../v1",
-    "teacher_model": "the endpoint's model name, e.g. deepseek-reasoner",
-    "api_key": "the endpoint's key (default: $OPENAI_API_KEY)",
-    "student": "the student's starting model (default: the embedded one)",
-    "student_layers": "keep only these decoder layers of the student, e.g. '0,3'",
-    "price_prompt": "USD per 1M prompt tokens, for the cost estimate",
-    "price_completion": "USD per 1M completion tokens, for the cost estimate",
-}
-
-
-def _flag_type(f) -> type:
-    """The flag's type: the default's, else the first of int/float in the annotation."""
-    if f.default is not None:
-        return type(f.default)
-    hint = str(f.type)
-    return next((t for t in (int, float) if hint.startswith(t.__name__)), str)
-
-
-def _add_config_flags(p: argparse.ArgumentParser, cls, helps=None, skip=()) -> None:
-    """One flag per dataclass field: --group-size, --lr, ... (types from the defaults)."""
-    helps = ZERO_FLAGS_HELP if helps is None else helps
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name)
-            )
-        else:
-            p.add_argument(flag, type=_flag_type(f), default=None, help=helps.get(f.name))
-
-
-def _config_from_args(cls, args: argparse.Namespace, base=None):
-    cfg = base or cls()
-    for f in fields(cls):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            setattr(cfg, f.name, v)
-    return cfg
 
 
 def cmd_zero(args: argparse.Namespace) -> int:
@@ -110,7 +34,7 @@ def cmd_zero(args: argparse.Namespace) -> int:
             raise R1kitError("--resume continues in its own directory; drop --out")
         base = ZeroConfig.from_dict(json.loads(saved.read_text()))
         args.out = args.resume
-    cfg = _config_from_args(ZeroConfig, args, base)
+    cfg = config_from_args(ZeroConfig, args, base)
     if args.preset is not None:
         from r1kit.config import apply_preset
 
@@ -174,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from r1kit.eval.report import print_summary
     from r1kit.eval.run import run_eval
 
-    cfg = _config_from_args(EvalConfig, args)
+    cfg = config_from_args(EvalConfig, args)
     summary = run_eval(cfg, progress=not args.quiet)
     if args.quiet:
         keys = ("pass@1", "pass@k", "cons@k")
@@ -257,7 +181,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
             raise R1kitError(f"nothing to resume in {args.resume} (no config.json)")
         base = SFTConfig(**json.loads(saved.read_text()))
         args.out = args.resume
-    cfg = _config_from_args(SFTConfig, args, base)
+    cfg = config_from_args(SFTConfig, args, base)
     from r1kit import dist
 
     s = run_sft(cfg, resume=bool(args.resume), progress=not args.quiet)
@@ -274,7 +198,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from r1kit.config import SampleConfig
     from r1kit.pipeline.sample import print_stats, run_sample
 
-    cfg = _config_from_args(SampleConfig, args)
+    cfg = config_from_args(SampleConfig, args)
     stats = run_sample(cfg, progress=not args.quiet)
     print_stats(stats, cfg.out)
     return 0
@@ -296,7 +220,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from r1kit.config import DistillConfig
     from r1kit.pipeline.distill import print_distill, run_distill
 
-    cfg = _config_from_args(DistillConfig, args)
+    cfg = config_from_args(DistillConfig, args)
     from r1kit import dist
 
     s = run_distill(cfg, progress=not args.quiet)
@@ -357,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     z = sub.add_parser("zero", help="R1-Zero: GRPO with rule-checked rewards from a base model")
-    _add_config_flags(z, ZeroConfig)
+    add_config_flags(z, ZeroConfig)
     z.add_argument("--resume", metavar="OUT", help="continue a stopped run in OUT")
     z.add_argument("--quiet", action="store_true", help="no progress output")
     z.set_defaults(func=cmd_zero)
@@ -369,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an OpenAI-compatible endpoint URL the way the R1 paper does.",
     )
     e.add_argument("target", nargs="?", metavar="MODEL_OR_URL", default=None)
-    _add_config_flags(e, EvalConfig, EVAL_FLAGS_HELP, skip=("target",))
+    add_config_flags(e, EvalConfig, EVAL_FLAGS_HELP, skip=("target",))
     e.add_argument("--quiet", action="store_true", help="no progress or table: one result line")
     e.set_defaults(func=cmd_eval)
 
@@ -412,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from r1kit.config import DistillConfig, SampleConfig, SFTConfig
 
     sf = sub.add_parser("sft", help="supervised fine-tuning on chat JSONL, a hub dataset or traces")
-    _add_config_flags(sf, SFTConfig, SFT_FLAGS_HELP)
+    add_config_flags(sf, SFTConfig, SFT_FLAGS_HELP)
     sf.add_argument("--resume", metavar="OUT", help="continue a stopped run in OUT")
     sf.add_argument("--quiet", action="store_true")
     sf.set_defaults(func=cmd_sft)
@@ -420,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser(
         "sample", help="rejection sampling: k samples/prompt, keep correct+readable"
     )
-    _add_config_flags(sa, SampleConfig, {"dataset": ZERO_FLAGS_HELP["dataset"]})
+    add_config_flags(sa, SampleConfig, {"dataset": ZERO_FLAGS_HELP["dataset"]})
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
 
@@ -431,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_pipeline)
 
     di = sub.add_parser("distill", help="distil a teacher (local or endpoint) into a student")
-    _add_config_flags(di, DistillConfig, DISTILL_FLAGS_HELP)
+    add_config_flags(di, DistillConfig, DISTILL_FLAGS_HELP)
     di.add_argument("--quiet", action="store_true")
     di.set_defaults(func=cmd_distill)
 
