@@ -52,7 +52,9 @@ def cmd_zero(args: argparse.Namespace) -> int:
 
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
     if dist.is_main():  # under torchrun rank 0 reports
-        _print_summary(summary, cfg.out)
+        from r1kit.rl.report import print_summary
+
+        print_summary(summary, cfg.out)
     dist.shutdown()
     return 0
 
@@ -66,31 +68,6 @@ def _pretrained_base(preset: str) -> str:
         print(f"building the {preset} base model first ({cfg.out})")
         pretrain(cfg)
     return cfg.out
-
-
-def _print_summary(s: dict, out: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"held-out results ({s['eval_problems']} problems, k={s['k']})")
-    t.add_column("")
-    t.add_column("base", justify="right")
-    t.add_column("final", justify="right")
-    for label, key in [
-        ("pass@1", "pass1"),
-        (f"pass@{s['k']}", "passk"),
-        ("format rate", "format_rate"),
-        ("accuracy | well-formatted", "formatted_accuracy"),
-        ("mean length", "mean_length"),
-        ("reflection rate", "reflection_rate"),
-    ]:
-        t.add_row(label, f"{s['base_' + key]:.3f}", f"{s['final_' + key]:.3f}")
-    c = Console()
-    c.print(t)
-    c.print(
-        f"{s['steps']} steps in {s['wall_s']:.0f}s; wrote {out}/summary.json, "
-        f"{out}/report.png, {out}/metrics.jsonl, {out}/final/"
-    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""metrics.jsonl -> report.png: the R1-Zero figures (accuracy, reward, length, reflection)."""
+"""The `r1kit zero` report: metrics.jsonl -> report.png (accuracy, reward, length, reflection) and
+the base-vs-final table printed at the end."""
 
 from __future__ import annotations
 
@@ -54,3 +55,29 @@ def plot_report(
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
+
+
+def print_summary(s: dict, out: str) -> None:
+    """The base-vs-final table `r1kit zero` prints at the end, and where its files went."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"held-out results ({s['eval_problems']} problems, k={s['k']})")
+    t.add_column("")
+    t.add_column("base", justify="right")
+    t.add_column("final", justify="right")
+    for label, key in [
+        ("pass@1", "pass1"),
+        (f"pass@{s['k']}", "passk"),
+        ("format rate", "format_rate"),
+        ("accuracy | well-formatted", "formatted_accuracy"),
+        ("mean length", "mean_length"),
+        ("reflection rate", "reflection_rate"),
+    ]:
+        t.add_row(label, f"{s['base_' + key]:.3f}", f"{s['final_' + key]:.3f}")
+    c = Console()
+    c.print(t)
+    c.print(
+        f"{s['steps']} steps in {s['wall_s']:.0f}s; wrote {out}/summary.json, "
+        f"{out}/report.png, {out}/metrics.jsonl, {out}/final/"
+    )

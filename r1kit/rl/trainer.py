@@ -80,16 +80,17 @@ class GRPOTrainer:
     @torch.no_grad()
     def _logp_no_grad(self, model, batch: TrainBatch, mb: int, n_pass: int) -> torch.Tensor:
         parts = []
-        for p in range(n_pass):  # passes past this rank's rows run row 0 and are dropped
-            i = p * mb if p * mb < len(batch) else None
+        for p in range(n_pass):
+            pad = p * mb >= len(batch)  # past this rank's rows: row 0 again, result dropped
+            i = 0 if pad else p * mb
             out = _logprobs(
                 model,
-                batch.slice(i or 0, (i or 0) + mb),
+                batch.slice(i, i + mb),
                 self.cfg.temperature,
                 self.cfg.pack_tokens,
                 self.compile_backend,
             )
-            if i is not None:
+            if not pad:
                 parts.append(out)
         T = batch.completion_mask.shape[1]
         return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
@@ -129,9 +130,10 @@ class GRPOTrainer:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
             for p in range(n_pass):
-                i = p * mbs if p * mbs < len(batch) else 0
+                pad = p * mbs >= len(batch)  # past this rank's rows: row 0 again, weight 0
+                i = 0 if pad else p * mbs
                 mb, live = _live(batch.slice(i, i + mbs))
-                live = live if p * mbs < len(batch) else 0.0  # a padding pass: no gradient
+                live = 0.0 if pad else live
                 T = mb.completion_mask.shape[1]
                 logp = _logprobs(
                     self.model, mb, cfg.temperature, cfg.pack_tokens, self.compile_backend
