@@ -207,12 +207,15 @@ def profile_decode(m, prompts) -> None:
 
 
 def main() -> None:
+    global P
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="0.5B,1.5B")
     ap.add_argument("--parts", default="r1kit,hf,static,ragged,sync")
+    ap.add_argument("--prompts", type=int, default=P, help="prompts per batch (x 8 samples)")
     a = ap.parse_args()
+    P = a.prompts
     parts = a.parts.split(",")
-    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "prompts": P}
     import transformers
 
     res["transformers"] = transformers.__version__

@@ -70,6 +70,7 @@ class GoldBackend:
                     "reasoning": "",
                     "answer": r.problem["reference"],
                     "tokens": 0,
+                    "prompt_tokens": 0,
                     "finish_reason": "stop",
                 }
                 for j in range(r.start, r.start + r.n)

@@ -104,7 +104,7 @@ class LocalBackend:
 
     def _records(self, chunk, outs) -> list[dict]:
         recs = []
-        for (r, text, _, _), samples in zip(chunk, outs):
+        for (r, text, ids, _), samples in zip(chunk, outs):
             in_think = text.rstrip().endswith(THINK_OPEN)
             for j, (token_ids, finish) in enumerate(samples):
                 out = self.tokenizer.decode(token_ids, skip_special_tokens=True)
@@ -117,6 +117,7 @@ class LocalBackend:
                         "reasoning": reasoning,
                         "answer": answer,
                         "tokens": len(token_ids),
+                        "prompt_tokens": len(ids),
                         "finish_reason": finish,
                     }
                 )
