@@ -1,10 +1,12 @@
 """The bundled R1 recipe end to end on the embedded model, against the R1-Zero model.
 
-    OMP_NUM_THREADS=2 python bench/pipeline_cpu.py [--zero runs/zero] [--out runs/pipeline]
+    OMP_NUM_THREADS=2 python bench/pipeline_cpu.py [--zero runs/zero]
+    OMP_NUM_THREADS=2 python bench/pipeline_cpu.py --recipe r1kit/recipes/r1_tiny_zh.yaml \
+        --zero runs/zero-zh --result bench/results/pipeline_zh_cpu.json
 
-Runs `r1kit pipeline r1_tiny` (timed), evaluates the R1-Zero model (a `r1kit zero` run dir with
-default settings; trained first when missing) on the same held-out problems with the same
-seed, and writes bench/results/pipeline_cpu.json.
+Runs `r1kit pipeline RECIPE` (timed), evaluates the R1-Zero model (a `r1kit zero` run dir with
+default settings on the recipe's eval dataset and generation length; trained first when
+missing) on the same held-out problems with the same seed, and writes the result JSON.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from r1kit.pipeline.evaluate import evaluate_path
-from r1kit.pipeline.run import run_pipeline
+from r1kit.pipeline.recipe import load_recipe
+from r1kit.pipeline.run import _eval_kw, run_pipeline
 
 KEYS = ("pass1", "passk", "format_rate", "language_consistency", "language_mixing_rate",
         "malformed_rate", "no_final_answer_rate", "over_length_rate", "repetition_rate",
@@ -32,24 +36,33 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(Path("r1kit/recipes/r1_tiny.yaml")))
     ap.add_argument("--result", default="bench/results/pipeline_cpu.json")
     args = ap.parse_args()
+    rec = load_recipe(args.recipe)
+    load0 = round(os.getloadavg()[0], 2)
     t0 = time.time()
     summary = run_pipeline(args.recipe)
     wall = time.time() - t0
+    ev = _eval_kw(rec)
     if not (Path(args.zero) / "final").exists():
         from r1kit.config import ZeroConfig
         from r1kit.rl.zero import run_zero
 
-        run_zero(ZeroConfig(out=args.zero))
+        zt0 = time.time()
+        run_zero(ZeroConfig(out=args.zero, dataset=rec.eval.get("dataset", "mix"),
+                            max_new_tokens=ev["max_new_tokens"]))  # fmt: skip
+        print(f"R1-Zero run: {time.time() - zt0:.0f}s")
     out = Path(json.loads(json.dumps(summary))["final_model"]).parents[1]
     problems = [json.loads(x) for x in (out / "heldout.jsonl").read_text().splitlines()]
-    zero = evaluate_path(args.zero, problems, template="r1zero", k=4, max_new_tokens=128, seed=1)
+    zero = evaluate_path(args.zero, problems, **ev)
     stages = {r["stage"]: {k: r["eval"][k] for k in KEYS} for r in summary["stages"] if r["eval"]}
     final = stages[summary["stages"][-1]["stage"]]
     res = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"(shared), torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "command": "OMP_NUM_THREADS=2 python bench/pipeline_cpu.py",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        # other jobs on the machine slow every stage: 1-min load average at start and end
+        "load_avg_start_end": [load0, round(os.getloadavg()[0], 2)],
+        "command": "OMP_NUM_THREADS=2 python bench/pipeline_cpu.py " + " ".join(sys.argv[1:]),
+        "recipe": args.recipe,
         "pipeline_wall_s": round(wall, 1),
         "stage_wall_s": {r["stage"]: r["wall_s"] for r in summary["stages"]},
         "stages": stages,

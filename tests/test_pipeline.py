@@ -59,9 +59,13 @@ def test_recipe_errors_name_the_line(tmp_path):
     assert main(["pipeline", str(p)]) == 2
 
 
-def test_bundled_recipe_parses():
-    rec = load_recipe(Path(__file__).parents[1] / "r1kit" / "recipes" / "r1_tiny.yaml")
+@pytest.mark.parametrize("name", ["r1_tiny", "r1_tiny_zh"])
+def test_bundled_recipes_parse(name):
+    rec = load_recipe(Path(__file__).parents[1] / "r1kit" / "recipes" / f"{name}.yaml")
     assert [s.kind for s in rec.stages] == ["sft", "rl", "sample", "sft", "reward_model", "rl"]
+    if name.endswith("_zh"):  # every stage that draws prompts draws the Chinese ones
+        assert rec.eval["dataset"] == "mix@zh"
+        assert all(s.fields.get("dataset", "mix@zh") == "mix@zh" for s in rec.stages)
 
 
 def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):

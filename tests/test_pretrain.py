@@ -93,3 +93,13 @@ def test_tokenizer_has_r1_tokens(runs):
         [{"role": "user", "content": "2 + 2?"}], tokenize=False, add_generation_prompt=True
     )
     assert rendered.startswith(tok.bos_token) and rendered.endswith("<think>\n")
+
+
+def test_student_preset_is_half_the_embedded_model():
+    """`tiny-student`: the distillation student, same tokenizer recipe, half the layers."""
+    from r1kit.pretrain.train import PRESETS
+
+    tiny, student = PRESETS["tiny"], PRESETS["tiny-student"]
+    assert student.layers * 2 == tiny.layers and student.steps * 2 == tiny.steps
+    same = ("seed", "vocab_size", "tokenizer_docs", "hidden_size", "block_len", "batch_size")
+    assert all(getattr(student, f) == getattr(tiny, f) for f in same)

@@ -19,8 +19,23 @@ QUESTION_FIELDS = ("question", "problem", "prompt")
 MIX = "mix"  # every procedural task, interleaved
 
 
+def task_spec(spec: str) -> tuple[str, str | None]:
+    """'mix@zh' -> ('mix', 'zh'): procedural tasks worded in another language (tasks/zh.py)."""
+    from r1kit.data.tasks.zh import LANGUAGES
+
+    name, sep, lang = spec.rpartition("@")
+    if not sep or task_names(name) is None:
+        return spec, None
+    if lang not in LANGUAGES:
+        raise R1kitError(
+            f"dataset {spec!r}: no {lang!r} wording; languages: {', '.join(LANGUAGES)}"
+        )
+    return name, lang
+
+
 def task_names(spec: str) -> list[str] | None:
     """'arith+linear' -> ['arith', 'linear']; 'mix' -> all; None when spec is not task names."""
+    spec = spec.split("@")[0] if "@" in spec and not spec.endswith(".jsonl") else spec
     if spec == MIX:
         return list(TASKS)
     names = spec.split("+")
@@ -64,6 +79,7 @@ def read_jsonl(path: str | Path) -> list[Example]:
 
 
 def _check_spec(spec: str) -> None:
+    task_spec(spec)  # an unknown language after '@' names the known ones
     if task_names(spec) is None and not Path(spec).suffix == ".jsonl" and not Path(spec).exists():
         raise R1kitError(
             f"unknown dataset {spec!r}; use a task ({', '.join(TASKS)}, 'mix', or a+b) "
@@ -77,7 +93,8 @@ def train_stream(spec: str, seed: int) -> Iterator[Example]:
     if names is not None:
         rng = random.Random(seed)
         streams = [stream(TASKS[t], "train", seed * 7919 + i) for i, t in enumerate(names)]
-        return (next(rng.choice(streams)) for _ in itertools.count())
+        mixed = (next(rng.choice(streams)) for _ in itertools.count())
+        return _worded(mixed, task_spec(spec)[1])
     rows = [r for r in read_jsonl(spec) if split_of(r["question"]) == "train"] or read_jsonl(spec)
     return _epochs(rows, seed)
 
@@ -104,4 +121,13 @@ def heldout(spec: str, n: int, seed: int = 1234, eval_file: str | None = None) -
         for i, t in enumerate(names)
     ]
     mixed = [ex for group in itertools.zip_longest(*per) for ex in group if ex is not None]
-    return mixed[:n]
+    return list(_worded(mixed[:n], task_spec(spec)[1]))
+
+
+def _worded(examples, language: str | None):
+    """The examples as they are, or worded in `language` (same problems, same split)."""
+    if language is None:
+        return examples
+    from r1kit.data.tasks.zh import localize
+
+    return (localize(ex, language) for ex in examples)

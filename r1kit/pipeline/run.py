@@ -60,7 +60,8 @@ def _general_data(path: Path, dataset: str, share: float, n: int, seed: int) -> 
     with path.open("w") as f:
         for ex in itertools.islice(train_stream(dataset, seed + 7), n):
             if rng.random() < share:
-                row = {"question": ex["question"], "answer": "", "rewards": GENERAL_REWARDS}
+                row = {"question": ex["question"], "answer": "", "rewards": GENERAL_REWARDS,
+                       **({"language": ex["language"]} if "language" in ex else {})}  # fmt: skip
             else:
                 row = {**ex, "rewards": REASONING_REWARDS}
             f.write(json.dumps(row) + "\n")

@@ -1,10 +1,10 @@
 """Language consistency (DeepSeek-R1, section 2.3.3): the share of the chain-of-thought's words
 that are in the target language.
 
-A "word" is a run of letters (any script); numbers, operators and punctuation are neutral and
-are not counted, so `37 + 48 = 85.` neither helps nor hurts. A word is in the target language
-when it is written in that language's script (Latin for en/fr/de/..., Han for zh, Cyrillic for
-ru, ...); with a lexicon (a set of lower-case words, e.g. from `load_lexicon(path)`), Latin-script
+A "word" is a run of letters (any script); numbers, operators, punctuation and lone ASCII
+letters (math variables: `3x = 6`) are neutral and are not counted, so `37 + 48 = 85.` neither
+helps nor hurts. A word is in the target language when it is written in that language's script
+(Latin for en/fr/de/..., Han for zh, Cyrillic for ru, ...); with a lexicon (a set of lower-case words, e.g. from `load_lexicon(path)`), Latin-script
 words must also be in it, which separates English from French. R1 does not say how it identified
 languages; script is the signal that catches the mixing it reports (Chinese inside English
 reasoning and the reverse). A CJK character counts as one word, as CJK text has no spaces.
@@ -47,11 +47,12 @@ def _script(ch: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """The words language is judged on: letter runs, each CJK/kana/hangul character on its own."""
+    """The words language is judged on: letter runs, each CJK/kana/hangul character on its own.
+    A lone ASCII letter is a math variable (`3x = 6`, `x = 2`), neutral like the numbers."""
     out: list[str] = []
     for w in _WORD.findall(text):
         pieces = _CJK_CHAR.split(w)
-        out.extend(p for p in pieces if p)
+        out.extend(p for p in pieces if p and not (len(p) == 1 and p.isascii()))
         out.extend(_CJK_CHAR.findall(w))
     return out
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.chat import THINK_OPEN, build_prompt
-from r1kit.data.datasets import jsonl_objects, task_names
-from r1kit.data.tasks import TASKS, stream
+from r1kit.data.datasets import jsonl_objects, task_names, task_spec
+from r1kit.data.tasks import TASKS, stream, zh
+from r1kit.data.tasks.zh import localize
 from r1kit.errors import R1kitError
 
 PROMPT_KEYS = ("prompt", "question", "problem")
@@ -54,6 +55,7 @@ def trace_rows(spec: str, n: int, seed: int) -> list[Conversation]:
     names = task_names(spec)
     if names is None:
         raise R1kitError(f"unknown tasks in {TRACES}{spec}; known: {', '.join(TASKS)}, mix")
+    language = task_spec(spec)[1]  # traces:mix@zh -> Chinese wording (r1kit/data/tasks/zh.py)
     rng = random.Random(seed)
     streams = [stream(TASKS[t], "train", seed * 7919 + 17 + i) for i, t in enumerate(names)]
     styles, weights = list(TRACE_STYLES), list(TRACE_STYLES.values())
@@ -61,6 +63,8 @@ def trace_rows(spec: str, n: int, seed: int) -> list[Conversation]:
     for i in range(n):
         ex = next(rng.choice(streams))
         reasoning, answer = TASKS[ex["task"]].trace(ex, rng, rng.choices(styles, weights)[0])
+        if language and language != "en":
+            ex, reasoning = localize(ex, language), zh.reasoning(reasoning)
         msgs = [{"role": "user", "content": ex["question"]},
                 {"role": "assistant", "content": r1zero_completion(reasoning, answer)}]  # fmt: skip
         rows.append(Conversation(msgs, f"{TRACES}{spec}#{i}"))
