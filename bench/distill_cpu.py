@@ -48,7 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="runs/pipeline/06-all_scenario_rl/final")
     ap.add_argument("--student", default="runs/pretrain-tiny-student")
-    ap.add_argument("--prompts", type=int, default=800)
+    ap.add_argument("--prompts", type=int, default=2400)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default="runs/distill-bench")
     ap.add_argument("--result", default="bench/results/distill_cpu.json")
     args = ap.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
     load0 = round(os.getloadavg()[0], 2)
     t0 = time.time()
     cfg = DistillConfig(teacher=args.teacher, student=args.student, prompts=args.prompts, k=4,
-                        max_tokens=128, epochs=3, lr=2e-3, out=str(out / "distill"))  # fmt: skip
+                        max_tokens=128, epochs=args.epochs, lr=2e-3, out=str(out / "distill"))  # fmt: skip
     d = run_distill(cfg)
     print_distill(d, cfg.out)
     wall = time.time() - t0

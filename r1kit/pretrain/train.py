@@ -43,9 +43,11 @@ class PretrainConfig:
 
 PRESETS = {
     "tiny": PretrainConfig(),
-    # a student half the size of the embedded default (same width, 2 of its 4 layers, half the
-    # tokens), for distillation: `r1kit distill --student runs/pretrain-tiny-student`
-    "tiny-student": PretrainConfig(out="runs/pretrain-tiny-student", layers=2, steps=800),
+    # a student half the size of the embedded default for distillation (same depth, 2/3 of the
+    # width, 3/4 of the tokens): `r1kit distill --student runs/pretrain-tiny-student`. Depth
+    # matters here: a 2-layer, full-width student learned the format from traces but not the sums.
+    "tiny-student": PretrainConfig(out="runs/pretrain-tiny-student", hidden_size=128,
+                                   intermediate_size=384, steps=1200),
     # the GPU base for `r1kit zero --preset gpu-small`: ~25M parameters, 98M tokens
     "gpu-small": PretrainConfig(
         out="runs/pretrain-gpu-small", hidden_size=512, layers=8, heads=8, kv_heads=4,
