@@ -19,12 +19,18 @@ QUESTION_FIELDS = ("question", "problem", "prompt")
 MIX = "mix"  # every procedural task, interleaved
 
 
+def _language_suffix(spec: str) -> tuple[str, str | None]:
+    """'mix@zh' -> ('mix', 'zh'); anything without '@' (or a .jsonl path) -> (spec, None)."""
+    name, sep, lang = spec.rpartition("@")
+    return (name, lang) if sep and not spec.endswith(".jsonl") else (spec, None)
+
+
 def task_spec(spec: str) -> tuple[str, str | None]:
     """'mix@zh' -> ('mix', 'zh'): procedural tasks worded in another language (tasks/zh.py)."""
     from r1kit.data.tasks.zh import LANGUAGES
 
-    name, sep, lang = spec.rpartition("@")
-    if not sep or task_names(name) is None:
+    name, lang = _language_suffix(spec)
+    if lang is None or task_names(name) is None:
         return spec, None
     if lang not in LANGUAGES:
         raise R1kitError(
@@ -35,7 +41,7 @@ def task_spec(spec: str) -> tuple[str, str | None]:
 
 def task_names(spec: str) -> list[str] | None:
     """'arith+linear' -> ['arith', 'linear']; 'mix' -> all; None when spec is not task names."""
-    spec = spec.split("@")[0] if "@" in spec and not spec.endswith(".jsonl") else spec
+    spec = _language_suffix(spec)[0]
     if spec == MIX:
         return list(TASKS)
     names = spec.split("+")

@@ -4,10 +4,11 @@ that are in the target language.
 A "word" is a run of letters (any script); numbers, operators, punctuation and lone ASCII
 letters (math variables: `3x = 6`) are neutral and are not counted, so `37 + 48 = 85.` neither
 helps nor hurts. A word is in the target language when it is written in that language's script
-(Latin for en/fr/de/..., Han for zh, Cyrillic for ru, ...); with a lexicon (a set of lower-case words, e.g. from `load_lexicon(path)`), Latin-script
-words must also be in it, which separates English from French. R1 does not say how it identified
-languages; script is the signal that catches the mixing it reports (Chinese inside English
-reasoning and the reverse). A CJK character counts as one word, as CJK text has no spaces.
+(Latin for en/fr/de/..., Han for zh, Cyrillic for ru, ...); with a lexicon (a set of lower-case
+words, e.g. from `load_lexicon(path)`), Latin-script words must also be in it, which separates
+English from French. R1 does not say how it identified languages; script is the signal that
+catches the mixing it reports (Chinese inside English reasoning and the reverse). A CJK character
+counts as one word, as CJK text has no spaces.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from typing import Any
 from r1kit.chat import THINK_OPEN, build_prompt
 from r1kit.data.datasets import jsonl_objects, task_names, task_spec
 from r1kit.data.tasks import TASKS, stream, zh
-from r1kit.data.tasks.zh import localize
 from r1kit.errors import R1kitError
 
 PROMPT_KEYS = ("prompt", "question", "problem")
@@ -63,8 +62,8 @@ def trace_rows(spec: str, n: int, seed: int) -> list[Conversation]:
     for i in range(n):
         ex = next(rng.choice(streams))
         reasoning, answer = TASKS[ex["task"]].trace(ex, rng, rng.choices(styles, weights)[0])
-        if language and language != "en":
-            ex, reasoning = localize(ex, language), zh.reasoning(reasoning)
+        if language:
+            ex, reasoning = zh.localize(ex, language), zh.reasoning(reasoning, language)
         msgs = [{"role": "user", "content": ex["question"]},
                 {"role": "assistant", "content": r1zero_completion(reasoning, answer)}]  # fmt: skip
         rows.append(Conversation(msgs, f"{TRACES}{spec}#{i}"))

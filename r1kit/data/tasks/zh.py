@@ -54,8 +54,10 @@ def question(text: str) -> str:
     return text
 
 
-def reasoning(text: str) -> str:
-    """A worked trace's phrases in Chinese; numbers and equations stay as they are."""
+def reasoning(text: str, language: str = "zh") -> str:
+    """A worked trace's phrases in `language` ('en': unchanged); numbers and equations stay."""
+    if language == "en":
+        return text
     for en, zh in _PHRASES:
         text = text.replace(en, zh)
     return text
