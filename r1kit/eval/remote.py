@@ -41,6 +41,7 @@ class RemoteBackend:
         self.retries, self.backoff_s = retries, backoff_s
         self.concurrency = concurrency
         self._stop = threading.Event()
+        self._error: R1kitError | None = None  # the first error that ended the run
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s
         )
@@ -55,12 +56,18 @@ class RemoteBackend:
     def generate(self, requests: list[Request], params: Params) -> Iterator[list[dict]]:
         jobs = [(r, j) for r in requests for j in range(r.start, r.start + r.n)]
         self._stop.clear()
+        self._error = None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="r1kit-eval")
         pending = {pool.submit(self._sample, r, j, params) for r, j in jobs}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield [f.result() for f in done]
+                failed = [f.exception() for f in done if f.exception() is not None]
+                ok = [f.result() for f in done if f.exception() is None]
+                if ok:  # paid for: kept even when another request of the batch failed
+                    yield ok
+                if failed:  # the error that stopped the run, not a "stopped" of another worker
+                    raise self._error or failed[0]
         finally:  # on error or interrupt: stop retries, drop queued work, cut open requests
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -102,6 +109,15 @@ class RemoteBackend:
             "finish_reason": choice.finish_reason,
         }
 
+    def _fatal(self, msg: str) -> R1kitError:
+        """The error that ends the run. Stop is set before raising, so the other workers send
+        nothing more (a queued request would otherwise start before the caller sees it)."""
+        err = R1kitError(msg)
+        if self._error is None:
+            self._error = err
+        self._stop.set()
+        return err
+
     def _call(self, fn):
         """fn() with retries on transient failures; R1kitError for what the user must fix."""
         import openai
@@ -114,16 +130,16 @@ class RemoteBackend:
             except openai.APIConnectionError as err:
                 if attempt == self.retries or self._stop.is_set():
                     kind = "timed out" if isinstance(err, openai.APITimeoutError) else "is down"
-                    raise R1kitError(
+                    raise self._fatal(
                         f"cannot reach {self.base_url}: the endpoint {kind} ({_cause(err)})"
                     ) from None
                 delay = None
             except openai.APIStatusError as err:
                 code = err.status_code
                 if code not in RETRY_STATUS:
-                    raise R1kitError(_explain(self.base_url, self.name_or_none(), err)) from None
+                    raise self._fatal(_explain(self.base_url, self.name_or_none(), err)) from None
                 if attempt == self.retries:
-                    raise R1kitError(
+                    raise self._fatal(
                         f"{self.base_url} still answers {code} ({_message(err)}) after "
                         f"{self.retries} retries; lower --concurrency or try later"
                     ) from None
