@@ -15,7 +15,7 @@ from collections import defaultdict, deque
 from fastapi import Request
 
 from r1kit.serve.errors import APIError
-from r1kit.serve.store import NO_KEY, Store
+from r1kit.serve.store import NO_KEY, Key, Store
 
 WINDOW_S = 60.0
 
@@ -38,6 +38,23 @@ class Auth:
         """The key id this request is served under; raises 401, 402 or 429."""
         if not self.enabled:
             return NO_KEY
+        key = self.identify(request)
+        if key.quota_tokens is not None and self.store.tokens_used(key.id) >= key.quota_tokens:
+            raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
+                           code="insufficient_quota")  # fmt: skip
+        rpm = key.rpm if key.rpm is not None else self.default_rpm
+        if rpm is not None:
+            self._rate(key.id, rpm)
+        return key.id
+
+    def owner(self, request: Request) -> str:
+        """The key id for the web chat's own routes (sign-in, conversation history): a known,
+        unrevoked key is enough (401 otherwise); quota and rate apply to model requests only,
+        so a key over its quota still reads, renames and deletes its conversations."""
+        return self.identify(request).id if self.enabled else NO_KEY
+
+    def identify(self, request: Request) -> Key:
+        """The request's key record; raises 401 for a missing, unknown or revoked key."""
         raw = self.key_of(request)
         if not raw:
             raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'",
@@ -47,13 +64,7 @@ class Auth:
             raise APIError(401, "invalid API key", code="invalid_api_key")
         if key.revoked is not None:
             raise APIError(401, "this API key was revoked", code="invalid_api_key")
-        if key.quota_tokens is not None and self.store.tokens_used(key.id) >= key.quota_tokens:
-            raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
-                           code="insufficient_quota")  # fmt: skip
-        rpm = key.rpm if key.rpm is not None else self.default_rpm
-        if rpm is not None:
-            self._rate(key.id, rpm)
-        return key.id
+        return key
 
     def _rate(self, key_id: str, rpm: int) -> None:
         now = time.monotonic()
