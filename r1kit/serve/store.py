@@ -171,6 +171,14 @@ class Store:
         d["messages"] = json.loads(d["messages"])
         return d
 
+    def rename_conversation(self, key_id: str, conv_id: str, title: str) -> bool:
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ? AND key_id = ?",
+                (title, conv_id, key_id),
+            )
+            return cur.rowcount > 0
+
     def delete_conversation(self, key_id: str, conv_id: str) -> bool:
         with self._lock, self._db:
             cur = self._db.execute(

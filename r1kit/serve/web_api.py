@@ -1,4 +1,10 @@
-"""The web chat's own routes: its config and the signed-in key's conversation list (SQLite)."""
+"""The web chat's own routes: its config, the signed-in key, and that key's conversations
+(SQLite).
+
+These routes are not model requests: they take a valid key (`Auth.owner`), never its quota or
+requests-per-minute, and record no usage. So a key whose quota is spent still signs in, reads,
+renames and deletes its history; only a new answer (`/v1/chat/completions`) is refused (402).
+"""
 
 from __future__ import annotations
 
@@ -17,22 +23,37 @@ class Conversation(BaseModel):
     messages: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class Rename(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
 @router.get("/web/config")
 async def config(request: Request):
     s = request.app.state
     return {"auth": s.auth.enabled, "model": s.gen.name, "context": s.gen.max_model_len}
 
 
+@router.get("/web/me")
+async def me(request: Request):
+    """Sign-in check: 401 for a bad key; the key's quota and what it has used."""
+    s = request.app.state
+    if not s.auth.enabled:
+        return {"id": s.auth.owner(request), "name": "", "quota_tokens": None, "tokens_used": 0}
+    key = s.auth.identify(request)
+    return {"id": key.id, "name": key.name, "quota_tokens": key.quota_tokens,
+            "tokens_used": s.store.tokens_used(key.id)}  # fmt: skip
+
+
 @router.get("/web/conversations")
 async def list_conversations(request: Request):
     s = request.app.state
-    return {"data": s.store.conversations(s.auth.check(request))}
+    return {"data": s.store.conversations(s.auth.owner(request))}
 
 
 @router.post("/web/conversations")
 async def create_conversation(request: Request):
     s = request.app.state
-    key_id = s.auth.check(request)
+    key_id = s.auth.owner(request)
     c: Conversation = await read_json(request, Conversation)
     return {"id": s.store.save_conversation(key_id, None, c.title, c.messages)}
 
@@ -40,7 +61,7 @@ async def create_conversation(request: Request):
 @router.get("/web/conversations/{conv_id}")
 async def get_conversation(conv_id: str, request: Request):
     s = request.app.state
-    c = s.store.conversation(s.auth.check(request), conv_id)
+    c = s.store.conversation(s.auth.owner(request), conv_id)
     if c is None:
         raise APIError(404, "no such conversation", code="not_found")
     return c
@@ -49,14 +70,24 @@ async def get_conversation(conv_id: str, request: Request):
 @router.put("/web/conversations/{conv_id}")
 async def save_conversation(conv_id: str, request: Request):
     s = request.app.state
-    key_id = s.auth.check(request)
+    key_id = s.auth.owner(request)
     c: Conversation = await read_json(request, Conversation)
     return {"id": s.store.save_conversation(key_id, conv_id, c.title, c.messages)}
+
+
+@router.patch("/web/conversations/{conv_id}")
+async def rename_conversation(conv_id: str, request: Request):
+    s = request.app.state
+    key_id = s.auth.owner(request)
+    r: Rename = await read_json(request, Rename)
+    if not s.store.rename_conversation(key_id, conv_id, r.title.strip() or "New chat"):
+        raise APIError(404, "no such conversation", code="not_found")
+    return {"id": conv_id, "title": r.title}
 
 
 @router.delete("/web/conversations/{conv_id}")
 async def delete_conversation(conv_id: str, request: Request):
     s = request.app.state
-    if not s.store.delete_conversation(s.auth.check(request), conv_id):
+    if not s.store.delete_conversation(s.auth.owner(request), conv_id):
         raise APIError(404, "no such conversation", code="not_found")
     return {"deleted": True}
