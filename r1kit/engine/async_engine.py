@@ -71,7 +71,7 @@ class AsyncEngine:
             lps = s.logprobs[sent[j] :] if s.logprobs is not None else None
             sent[j] = s.num_output
             samples.append(Sample(new, lps, s.finish_reason or "length", req.prompt_len))
-        delta = RequestOutput(req.prompt_ids, samples)
+        delta = RequestOutput(req.prompt_ids, samples, req.num_cached_tokens or 0)
         if req.finished:
             self._subs.pop(req.request_id, None)
         loop.call_soon_threadsafe(q.put_nowait, (delta, req.finished))

@@ -4,8 +4,9 @@ Cache layout per layer: k, v [num_blocks, block_size, Hkv, D]; token slot s live
 s // block_size, offset s % block_size. Block 0 is never handed out: padded rows of a CUDA-graph
 batch write there and read it, so they can never touch a live sequence.
 
-Prefill is causal attention over the new tokens of each sequence (every prefill starts at
-position 0: prompts, or prompt + output after a preemption), so it needs no cache reads.
+Prefill is causal attention over the new tokens of each sequence. A prefill that starts at
+position 0 needs no cache reads; one that starts after a prefix found in the prefix cache
+(`prefill_starts`) reads the prefix's K/V from its blocks (`prefill_cached_attention`).
 Decode reads each sequence's blocks through its block table: a Triton kernel on CUDA
 (triton_attention.py), gather + SDPA elsewhere.
 """
@@ -25,6 +26,8 @@ class AttnBatch:
     block_tables: torch.Tensor | None = None  # decode: [B, max_blocks] int32
     context_lens: torch.Tensor | None = None  # decode: [B] tokens to attend to, new one included
     max_blocks: int = 0  # decode, reference path: widest block table in use
+    prefill_starts: list[int] | None = None  # prefill after a cached prefix: its length per seq
+    prefill_blocks: list[torch.Tensor] | None = None  # ... and each sequence's blocks [nb]
 
 
 def store_kv(
@@ -60,6 +63,51 @@ def prefill_attention(
         )
         out[sl] = o.transpose(0, 1)
         start += n
+    return out
+
+
+def prefill_cached_attention(
+    q: torch.Tensor,  # [T, H, D] new tokens, packed
+    k: torch.Tensor,  # [T, Hkv, D] their keys (already stored in the cache)
+    v: torch.Tensor,
+    k_cache: torch.Tensor,  # [NB, bs, Hkv, D]
+    v_cache: torch.Tensor,
+    batch: AttnBatch,
+    scale: float,
+) -> torch.Tensor:
+    """Prefill where some sequences start after a cached prefix: new token i of a sequence
+    whose first `start` tokens are cached sits at position start + i and attends to positions
+    0 .. start + i, read from its blocks (the new tokens' K/V were stored before this call).
+    Sequences without a prefix take the plain path, all in one call."""
+    lens, starts = batch.prefill_lens, batch.prefill_starts
+    out = torch.empty_like(q)
+    offs = [0]
+    for n in lens:
+        offs.append(offs[-1] + n)
+    plain = [i for i, st in enumerate(starts) if st == 0]
+    if plain:  # one packed call for those: gather their rows, attend, scatter back
+        rows = torch.cat([torch.arange(offs[i], offs[i + 1]) for i in plain]).to(q.device)
+        o = prefill_attention(q[rows], k[rows], v[rows], [lens[i] for i in plain], scale)
+        out[rows] = o
+    Hkv, D = k_cache.shape[2], k_cache.shape[3]
+    for i, st in enumerate(starts):
+        if st == 0:
+            continue
+        n, ctx = lens[i], st + lens[i]
+        kc = k_cache.index_select(0, batch.prefill_blocks[i]).view(-1, Hkv, D)[:ctx]
+        vc = v_cache.index_select(0, batch.prefill_blocks[i]).view(-1, Hkv, D)[:ctx]
+        # causal, aligned bottom-right: row r sees keys j <= st + r -> mask [n, ctx]
+        cols = torch.arange(ctx, device=q.device)[None]
+        mask = cols <= st + torch.arange(n, device=q.device)[:, None]
+        o = F.scaled_dot_product_attention(
+            q[offs[i] : offs[i + 1]].transpose(0, 1),
+            kc.transpose(0, 1),
+            vc.transpose(0, 1),
+            attn_mask=mask,
+            scale=scale,
+            enable_gqa=True,
+        )
+        out[offs[i] : offs[i + 1]] = o.transpose(0, 1)
     return out
 
 

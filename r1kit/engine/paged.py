@@ -4,6 +4,11 @@
     outs = engine.generate(prompt_ids, SamplingParams(n=8, max_tokens=512, logprobs=True))
     engine.sleep(); ...train...; engine.wake()        # give the KV memory back meanwhile
 
+Prefix caching is on by default (blocks.py): full prompt blocks computed for one request are
+kept after it ends and reused by later requests with the same prefix (multi-turn histories,
+shared system prompts, RL groups); `outs[i].num_cached_tokens` says how many prompt tokens hit.
+`sync_weights` and `sleep` empty it. `prefix_cache=False` turns it off.
+
 `add_request` / `step` / `abort` are the incremental interface the async server loop drives
 (async_engine.py); `generate` is the batch call used by rollouts and evaluation.
 """
@@ -42,6 +47,7 @@ class PagedEngine:
         max_prefill_tokens: int = 16384,
         cuda_graphs: bool = True,
         seed: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         p = next(model.parameters())
         device = torch.device(device) if device is not None else p.device
@@ -52,7 +58,7 @@ class PagedEngine:
         self.model = NativeDecoder(model, dtype, device, self.max_model_len)
         self.block_size = block_size
         num_blocks = self._num_blocks(kv_memory, max_num_seqs, device)
-        self.alloc = BlockAllocator(num_blocks)
+        self.alloc = BlockAllocator(num_blocks, prefix_cache)
         self.scheduler = Scheduler(self.alloc, block_size, max_num_seqs, max_prefill_tokens)
         self.runner = ModelRunner(
             self.model, num_blocks, block_size, max_num_seqs, self.max_model_len, cuda_graphs
@@ -63,6 +69,7 @@ class PagedEngine:
         self._rng = random.Random(seed) if seed is not None else random
         self._ids = itertools.count()
         self.asleep = False
+        self._weights_seen = self._weights_version()
         self._rows: tuple | None = None  # (decode batch, its SamplingRows)
         self._pending: _Launched | None = None  # the decode step launched but not yet read
         self._flip = 0
@@ -139,12 +146,18 @@ class PagedEngine:
             touched = self._consume(self._pending)
             self._pending = nxt
             return touched
+        if self.scheduler.waiting and self.alloc.num_cached:
+            self._check_weights()
         plan = self.scheduler.schedule()
         if not plan.prefill:
             self._pending = self._launch_decode(None, plan.decode)
             return []
-        logits = self.runner.prefill([g[0] for g in plan.prefill])
-        self.runner.copy_blocks(plan.copies)
+        try:
+            logits = self.runner.prefill([g[0] for g in plan.prefill])
+            self.runner.copy_blocks(plan.copies)
+        except BaseException:  # the placed prompt blocks are registered but not computed
+            self.alloc.clear()
+            raise
         if any(len(g) > 1 for g in plan.prefill):  # one logits row per sample
             fan = [i for i, g in enumerate(plan.prefill) for _ in g]
             logits = logits[torch.tensor(fan, device=logits.device)]
@@ -260,13 +273,32 @@ class PagedEngine:
     # ----------------------------------------------------------------- weights and memory
     def sync_weights(self, model=None) -> int:
         """Make the engine see the trainer's current weights (in place; shared tensors need no
-        copy). Pass a different model object to re-bind. Returns tensors copied."""
-        return self.model.sync(model)
+        copy). Pass a different model object to re-bind. Returns tensors copied. The prefix
+        cache is emptied: its K/V were computed with the old weights."""
+        self.alloc.clear()
+        n = self.model.sync(model)
+        self._weights_seen = self._weights_version()
+        return n
+
+    def _weights_version(self) -> int:
+        """Sum of the source weights' in-place version counters: an optimizer step on tensors
+        the engine shares changes it without any call to `sync_weights`."""
+        try:
+            return sum(p._version for p in self.model.source.parameters())
+        except RuntimeError:  # inference tensors keep no version counter (and cannot change)
+            return 0
+
+    def _check_weights(self) -> None:
+        v = self._weights_version()
+        if v != self._weights_seen:  # cached K/V belong to the old weights
+            self.alloc.clear()
+            self._weights_seen = v
 
     def sleep(self) -> None:
         """Free the KV cache and CUDA graphs (for the update phase); `wake()` takes them back."""
         if self.has_work:
             raise RuntimeError("cannot sleep with requests in flight")
+        self.alloc.clear()  # the cached K/V go with the memory
         self.runner.release()
         self.asleep = True
 
@@ -297,4 +329,5 @@ def output_of(req: Request) -> RequestOutput:
             Sample(s.output, s.logprobs, s.finish_reason or "length", req.prompt_len)
             for s in req.seqs
         ],
+        req.num_cached_tokens or 0,
     )

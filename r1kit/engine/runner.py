@@ -14,7 +14,13 @@ import bisect
 import numpy as np
 import torch
 
-from r1kit.engine.attention import AttnBatch, decode_attention, prefill_attention, store_kv
+from r1kit.engine.attention import (
+    AttnBatch,
+    decode_attention,
+    prefill_attention,
+    prefill_cached_attention,
+    store_kv,
+)
 from r1kit.engine.model import NativeDecoder
 from r1kit.engine.sequence import Sequence
 
@@ -86,15 +92,23 @@ class ModelRunner:
     # ----------------------------------------------------------------- prefill
     @torch.inference_mode()
     def prefill(self, seqs: list[Sequence]) -> torch.Tensor:
-        """All tokens of each sequence (position 0 onwards) -> logits [len(seqs), V]."""
-        lens = [len(s.tokens) for s in seqs]
-        ids = [t for s in seqs for t in s.tokens]
-        pos = [p for n in lens for p in range(n)]
-        slots = [s.blocks[p // self.bs] * self.bs + p % self.bs for s in seqs for p in range(len(s.tokens))]  # fmt: skip
+        """The tokens of each sequence from `prefill_from` on (the ones before are cached
+        prefix blocks) -> logits of each last token [len(seqs), V]."""
+        bs = self.bs
+        starts = [s.prefill_from for s in seqs]
+        lens = [len(s.tokens) - st for s, st in zip(seqs, starts)]
+        ids = [t for s, st in zip(seqs, starts) for t in s.tokens[st:]]
+        pos = [p for s, st in zip(seqs, starts) for p in range(st, len(s.tokens))]
+        slots = [s.blocks[p // bs] * bs + p % bs for s, st in zip(seqs, starts) for p in range(st, len(s.tokens))]  # fmt: skip
         dev = self.device
         ids_t, pos_t, slots_t = (torch.tensor(x, device=dev) for x in (ids, pos, slots))
         last = torch.tensor(np.cumsum(lens) - 1, device=dev)
         batch = AttnBatch(slots=slots_t, prefill_lens=lens)
+        if any(starts):
+            batch.prefill_starts = starts
+            batch.prefill_blocks = [
+                torch.tensor(s.blocks[: -(-len(s.tokens) // bs)], device=dev) for s in seqs
+            ]
         return self.model.forward(ids_t, pos_t, self._attend(batch), last)
 
     # ----------------------------------------------------------------- decode
@@ -168,6 +182,8 @@ class ModelRunner:
     def _attend(self, batch: AttnBatch):
         def attend(i: int, q, k, v):
             store_kv(self.k[i], self.v[i], k, v, batch.slots)
+            if batch.prefill_starts is not None:
+                return prefill_cached_attention(q, k, v, self.k[i], self.v[i], batch, self.scale)
             if batch.prefill_lens is not None:
                 return prefill_attention(q, k, v, batch.prefill_lens, self.scale)
             return decode_attention(q, self.k[i], self.v[i], batch, self.scale)

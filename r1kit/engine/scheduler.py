@@ -7,6 +7,13 @@ prompt's full blocks and each gets its own copy of the partial last block (`fork
 When a decode step finds no free block, the most recently admitted sequences are preempted:
 their blocks are freed and they go back to the head of the queue to be recomputed (their tokens
 and log-probs are kept; recompute costs one prefill).
+
+Prefix caching (blocks.py): at admission the head of a group takes the cached blocks of its
+longest cached prefix of full blocks (always leaving at least its last token to compute, whose
+logits are sampled) and only the rest is prefilled. Full blocks are registered in the cache as
+soon as their K/V are computed (prompt blocks at admission: the prefill of the same step writes
+each layer's K/V before any sequence of the pack attends to it), and a sequence's decoded full
+blocks when it finishes or is preempted, so a preempted sequence's recompute is mostly hits.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from r1kit.engine.blocks import BlockAllocator
+from r1kit.engine.blocks import ROOT_HASH, BlockAllocator, block_hash
 from r1kit.engine.sequence import Sequence
 
 
@@ -48,10 +55,33 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def _blocks_for(self, group: list[Sequence]) -> int:
+    def _hashes(self, s: Sequence) -> list[int]:
+        """Chained hashes of the full blocks of `s.tokens` (extended as tokens are appended)."""
+        hs, bs = s.hashes, self.bs
+        for i in range(len(hs), len(s.tokens) // bs):
+            hs.append(block_hash(hs[-1] if hs else ROOT_HASH, s.tokens[i * bs : (i + 1) * bs]))
+        return hs
+
+    def _hits(self, s: Sequence) -> list[int]:
+        """Cached blocks for the prefix of `s`; its last token is always left to compute."""
+        if not self.alloc.prefix_cache:
+            return []
+        return self.alloc.match(self._hashes(s)[: (len(s.tokens) - 1) // self.bs])
+
+    def _blocks_for(self, group: list[Sequence], hits: list[int] | None = None) -> int:
+        """Free blocks the group's admission uses (cached hits nobody holds count too)."""
         n = len(group[0].tokens)
         partial = 1 if n % self.bs else 0
-        return -(-n // self.bs) + partial * (len(group) - 1)
+        hits = self._hits(group[0]) if hits is None else hits
+        new = -(-n // self.bs) - len(hits) + partial * (len(group) - 1)
+        return new + self.alloc.num_idle(hits)
+
+    def _register(self, s: Sequence) -> None:
+        """Put the sequence's full, computed blocks in the prefix cache."""
+        if self.alloc.prefix_cache:
+            full = min(s.num_cached, len(s.tokens)) // self.bs
+            for b, h in zip(s.blocks[:full], self._hashes(s)[:full]):
+                self.alloc.register(b, h)
 
     def schedule(self) -> Plan:
         plan = Plan([], [], [])
@@ -59,14 +89,15 @@ class Scheduler:
         seqs = len(self.running)
         while self.waiting:
             group = self.waiting[0]
-            need = self._blocks_for(group)
-            n_tok = len(group[0].tokens)
+            hits = self._hits(group[0])
+            need = self._blocks_for(group, hits)
+            n_tok = len(group[0].tokens) - len(hits) * self.bs
             if seqs + len(group) > self.max_num_seqs or need > self.alloc.num_free:
                 break
             if plan.prefill and tokens + n_tok > self.max_prefill_tokens:
                 break
             self.waiting.popleft()
-            self._place(group, plan)
+            self._place(group, plan, hits)
             plan.prefill.append(group)
             tokens += n_tok
             seqs += len(group)
@@ -84,10 +115,15 @@ class Scheduler:
         plan.decode = list(self.running)
         return plan
 
-    def _place(self, group: list[Sequence], plan: Plan) -> None:
-        """Blocks for the group's prompt; the other samples share full blocks, copy the last."""
+    def _place(self, group: list[Sequence], plan: Plan, hits: list[int]) -> None:
+        """Blocks for the group's prompt (cached hits first); the other samples share full
+        blocks and copy the last."""
         head = group[0]
-        head.blocks = self.alloc.allocate(-(-len(head.tokens) // self.bs))
+        self.alloc.share(hits)
+        head.blocks = hits + self.alloc.allocate(-(-len(head.tokens) // self.bs) - len(hits))
+        head.prefill_from = len(hits) * self.bs
+        if head.request.num_cached_tokens is None:  # first admission (not a recompute)
+            head.request.num_cached_tokens = head.prefill_from
         full = len(head.tokens) // self.bs
         for s in group[1:]:
             s.blocks = list(head.blocks[:full])
@@ -98,6 +134,7 @@ class Scheduler:
                 plan.copies.append((head.blocks[-1], dst))
         for s in group:
             s.num_cached = len(head.tokens)  # true once the prefill step has run
+        self._register(head)
         self.running.extend(group)
 
     def _grow_running(self) -> None:
@@ -133,6 +170,7 @@ class Scheduler:
 
     def preempt(self, s: Sequence) -> None:
         self.running.remove(s)
+        self._register(s)
         self.alloc.release(s.blocks)
         s.blocks, s.num_cached = [], 0
         s.epoch += 1
@@ -146,6 +184,7 @@ class Scheduler:
         s.finish_reason = reason
         if not s.blocks and any(s in g for g in self.waiting):
             self.waiting = deque(g for g in self.waiting if s not in g)
+        self._register(s)
         self.alloc.release(s.blocks)
         s.blocks = []
 

@@ -17,6 +17,8 @@ class Sequence:
     tokens: list[int]
     blocks: list[int] = field(default_factory=list)
     num_cached: int = 0  # leading tokens whose K/V are in the cache
+    prefill_from: int = 0  # first token the next prefill computes (the ones before: cache hits)
+    hashes: list[int] = field(default_factory=list)  # chained hash of each full block of tokens
     epoch: int = 0  # bumped when the blocks are taken away (preemption)
     npending: int = 0  # tokens sampled on the device but not yet appended (pipelined decode)
     logprobs: list[float] | None = None
@@ -47,6 +49,7 @@ class Request:
     params: SamplingParams
     seed: int  # the request's seed (drawn by the engine when params.seed is None)
     seqs: list[Sequence] = field(default_factory=list)
+    num_cached_tokens: int | None = None  # prompt tokens found in the prefix cache at admission
 
     def __post_init__(self) -> None:
         self.seqs = [

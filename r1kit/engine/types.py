@@ -38,6 +38,7 @@ class Sample:
 class RequestOutput:
     prompt_ids: list[int]
     samples: list[Sample] = field(default_factory=list)
+    num_cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache
 
 
 class Engine(Protocol):
