@@ -30,6 +30,7 @@ class Generation:
                  stop: tuple[str, ...]) -> None:  # fmt: skip
         self.gen, self.prompt_ids, self.params = gen, prompt_ids, params
         self.samples = [SampleText(gen.tok, think, stop) for _ in range(params.n)]
+        self.prompt_cache_hit_tokens = 0  # prompt tokens the engine's prefix cache had
         self._source = gen._open(prompt_ids, params)  # raises 503 now, before any response
 
     @property
@@ -47,6 +48,7 @@ class Generation:
     async def __aiter__(self) -> AsyncIterator[list[Delta]]:
         try:
             async for out, finished in self._source:
+                self.prompt_cache_hit_tokens = out.num_cached_tokens
                 deltas = []
                 for j, (s, o) in enumerate(zip(self.samples, out.samples)):
                     # an unfinished sample reads "length" until its request is done

@@ -78,11 +78,14 @@ def sse(obj: Any) -> bytes:
 
 
 def usage_of(g: Generation) -> dict:
-    p, c = g.prompt_tokens, g.completion_tokens
+    p, c, hit = g.prompt_tokens, g.completion_tokens, g.prompt_cache_hit_tokens
     return {
         "prompt_tokens": p,
         "completion_tokens": c,
         "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": hit},  # OpenAI's name; DeepSeek's two:
+        "prompt_cache_hit_tokens": hit,
+        "prompt_cache_miss_tokens": p - hit,
         "completion_tokens_details": {"reasoning_tokens": g.reasoning_tokens},
     }
 
