@@ -41,7 +41,9 @@ def test_no_answer_part_is_wrong():
     assert grade_one(None, "1").correct is False
     assert candidate(None) is None and candidate("   ") is None
     assert candidate("<answer> 52 </answer>", "r1zero") == "52"
-    assert candidate("The answer is 7.", "r1zero") == "The answer is 7."
+    # R1-Zero without <answer>: no answer, as the reward says (issue 15: eval used to grade the text)
+    assert candidate("The answer is 7.", "r1zero") is None
+    assert grade_one("The answer is 7.", "7", "r1zero").correct is False
 
 
 def test_split_output():
@@ -87,12 +89,12 @@ def test_timeout_in_a_thread_and_in_workers(grader):
     assert slow2.timed_out
 
 
-def stuck_task(text, gold, timeout):
+def stuck_task(text, gold, timeout, template):
     """Stands for an answer stuck where no signal reaches: the alarm is blocked."""
     if "stuck" in text:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         time.sleep(3600)
-    return grade_timed(text, gold, timeout)
+    return grade_timed(text, gold, timeout, template)
 
 
 class StuckGrader(Grader):

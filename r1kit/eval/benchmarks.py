@@ -4,10 +4,14 @@ Every row becomes a problem {"id", "question", "gold", "reference"}: `gold` is t
 samples are graded against (the answer field; GSM8K's text after `####`; the last `\\boxed{}` of
 a solution when a dataset has only solutions), `reference` is what `--gold` scores as if a model
 wrote it (the worked solution when the benchmark says so, else the reference answer, boxed).
+A row of a procedural task (a "task" field naming one of `r1kit.data.tasks`, as in the held-out
+file of `zero` and `pipeline`) is graded by that task's checker, as the accuracy reward grades
+it: the problem carries the row as "check" (Countdown rows need no answer field).
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -121,10 +125,13 @@ def _problem(b: Benchmark, row: dict[str, Any], where: str, index: int) -> dict:
     answer = row.get(b.answer_field) if b.answer_field else None
     solution = row.get(b.solution_field) if b.solution_field else None
     boxed = last_boxed(solution) if isinstance(solution, str) else None
+    task = _task(row)
     if answer is not None and str(answer).strip():
         gold = gold_of(str(answer))
     elif boxed is not None:
         gold = boxed
+    elif task is not None:
+        gold = ""  # the task's checker decides
     else:
         raise R1kitError(
             f"{where}: no answer field {b.answer_field!r} (fields: {fields}); map it with "
@@ -134,7 +141,19 @@ def _problem(b: Benchmark, row: dict[str, Any], where: str, index: int) -> dict:
     reference = solution if use_solution else _boxed_reference(str(answer or gold), gold)
     pid = next((row[f] for f in b.id_fields if row.get(f) is not None), None)
     pid = index if pid is None else pid
-    return {"id": str(pid), "question": q, "gold": gold, "reference": reference}
+    problem = {"id": str(pid), "question": q, "gold": gold, "reference": reference}
+    if task is not None:
+        reasoning, final = task.trace(row, random.Random(0), "careful")
+        problem.update(check=row, reference=f"{reasoning}\n\n\\boxed{{{final}}}")
+    return problem
+
+
+def _task(row: dict[str, Any]):
+    """The procedural task a row belongs to (its "task" field), or None."""
+    from r1kit.data.tasks import TASKS
+
+    name = row.get("task")
+    return TASKS.get(name) if isinstance(name, str) else None
 
 
 def gold_of(answer: str) -> str:

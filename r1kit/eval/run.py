@@ -15,7 +15,7 @@ from r1kit.eval.backends import GoldBackend, Params, Request, request_seed
 from r1kit.eval.benchmarks import get_benchmark, load_problems
 from r1kit.eval.metrics import cons_at_k, summarize
 from r1kit.eval.report import published_for
-from r1kit.eval.scoring import Grader, candidate
+from r1kit.eval.scoring import Grader
 from r1kit.eval.store import SampleStore
 
 
@@ -112,13 +112,14 @@ def _runs(idx: list[int]) -> list[tuple[int, int]]:
 
 
 def _grade(recs: list[list[dict]], problems: list[dict], template: str, timeout: float) -> None:
-    todo = [(r, p["gold"]) for p, rs in zip(problems, recs) for r in rs if "correct" not in r]
+    todo = [(r, p) for p, rs in zip(problems, recs) for r in rs if "correct" not in r]
     if not todo:
         return
-    with Grader(timeout) as grader:
-        grades = grader.grade([(candidate(r["answer"], template), gold) for r, gold in todo])
-    for (r, gold), g in zip(todo, grades):
-        r.update(gold=gold, parsed=g.parsed, correct=g.correct, vote_key=g.key)
+    # r1kit.grading's rule for the template; a procedural task's row goes to its checker
+    with Grader(timeout, template=template) as grader:
+        grades = grader.grade([(r["answer"], p.get("check", p["gold"])) for r, p in todo])
+    for (r, p), g in zip(todo, grades):
+        r.update(gold=p["gold"], parsed=g.parsed, correct=g.correct, vote_key=g.key)
         if g.timed_out:
             r["grade_timed_out"] = True
 

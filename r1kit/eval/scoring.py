@@ -1,12 +1,11 @@
-"""Grading sampled answers against gold with math-verify, with a per-answer timeout that works
-from any thread or process.
+"""Grading sampled answers against gold with `r1kit.grading` (the one grader, which the accuracy
+reward also calls), with a per-answer timeout that works from any thread or process.
 
-math-verify's own timeouts use SIGALRM, which works only on a process's main thread (so
-`rewards.math_grader.math_equal` runs it without one off the main thread). Here, plain numbers
-are compared exactly in the caller; everything else is graded in a small pool of *spawned*
-worker processes (safe beside CUDA and threads in the parent), each answer under its own
-SIGALRM timer, while the parent keeps a hard deadline per answer and replaces the pool when a
-worker is stuck where no signal reaches (a huge integer power inside C, say). A few answers on
+math-verify's own timeouts use SIGALRM, which works only on a process's main thread. Here,
+plain numbers are compared exactly in the caller; everything else is graded in a small pool of
+*spawned* worker processes (safe beside CUDA and threads in the parent), each answer under its
+own SIGALRM timer, while the parent keeps a hard deadline per answer and replaces the pool when
+a worker is stuck where no signal reaches (a huge integer power inside C, say). A few answers on
 the main thread (fewer than `inline_below`: a pool takes seconds to start), `workers=0`, or a
 daemon process (which may not start children) are graded in the caller instead: under the same
 timer on the main thread, without a timeout elsewhere. (Spawned workers import the main
@@ -15,28 +14,17 @@ module again: a script that grades many answers needs the usual `if __name__ == 
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import os
-import re
 import signal
 import threading
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 
+from r1kit import grading
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, extract_answer, last_boxed, split_reasoning
-from r1kit.rewards.math_grader import as_fraction, delimited
+from r1kit.grading import Grade, _load_math_verify
 
-
-@dataclass
-class Grade:
-    parsed: str | None  # the answer as read from the sample; None when it gave none
-    key: str | None  # canonical form of that answer, for majority voting (cons@k)
-    correct: bool
-    timed_out: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["Grade", "Grader", "candidate", "grade_one", "grade_timed", "split_output"]
 
 
 def split_output(text: str, in_think: bool) -> tuple[str, str | None]:
@@ -50,50 +38,39 @@ def split_output(text: str, in_think: bool) -> tuple[str, str | None]:
 
 
 def candidate(answer: str | None, template: str = "chat") -> str | None:
-    """The text to grade: a sample's answer part (after `</think>`; for the R1-Zero template the
-    inside of `<answer>` when present). None when there is no answer part, i.e. the reasoning
-    never closed: such a sample is wrong, as in the R1 protocol."""
+    """The answer to grade from a sample's answer part (after `</think>`), by `r1kit.grading`'s
+    rule: R1-Zero, the inside of `<answer>` (None without one); chat, the last `\\boxed{}`, else
+    the expression math-verify finds. None means no answer: wrong."""
+    return grading.extract(answer, template)
+
+
+def _cheap(answer: str | None, gold: str | Mapping, template: str) -> Grade | None:
+    """The grade when no math-verify is needed (no answer; both plain numbers), else None; in
+    the caller, before any worker. Only the cheap extractions are tried here: `<answer>` and the
+    last box (the chat fallback needs math-verify, so a worker does it)."""
     if answer is None or not answer.strip():
+        return Grade(None, None, False)
+    if isinstance(gold, Mapping):  # a task's checker: in a worker
         return None
     if template == "r1zero":
-        inner = extract_answer(answer, "r1zero")
-        return inner if inner is not None else answer
-    return answer
+        pred = extract_answer(answer, "r1zero")
+        pred = last_boxed(pred) or pred if pred else None
+    else:
+        pred = last_boxed(answer)
+        if pred is None:
+            return None
+    return grading.quick(pred, gold)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+def grade_one(text: str | None, gold: str | Mapping, template: str = "chat") -> Grade:
+    """Grade one sample's answer part (None: no `</think>`), no timeout: `r1kit.grading.grade`
+    against a gold answer, or for a procedural task's row (a mapping) its checker, exactly as the
+    accuracy reward does (`rewards.rules.grade_example`)."""
+    if isinstance(gold, Mapping):
+        from r1kit.rewards.rules import grade_example
 
-
-def _fast(text: str, gold: str) -> Grade | None:
-    """Exact comparison when the boxed answer and the gold are both plain numbers."""
-    boxed = last_boxed(text)
-    a, b = as_fraction(boxed) if boxed is not None else None, as_fraction(gold)
-    if a is None or b is None:
-        return None
-    return Grade(boxed, str(a), a == b)
-
-
-def grade_one(text: str | None, gold: str) -> Grade:
-    """Grade one answer text, no timeout: the last `\\boxed{}` if any, else whatever expression
-    math-verify finds last in the text. Where math-verify parses neither side, identical text
-    (whitespace aside) still counts as correct."""
-    if text is None:
-        return Grade(None, None, False)
-    fast = _fast(text, gold)
-    if fast is not None:
-        return fast
-    from math_verify import parse, verify
-
-    boxed = last_boxed(text)
-    gold_p = parse(delimited(gold), parsing_timeout=None)
-    pred_p = parse(delimited(boxed) if boxed is not None else text, parsing_timeout=None)
-    parsed = boxed if boxed is not None else (str(pred_p[1]) if len(pred_p) > 1 else None)
-    correct = bool(gold_p and pred_p and verify(gold_p, pred_p, timeout_seconds=None))
-    if not correct and parsed is not None and not (gold_p and pred_p):
-        correct = _norm(parsed) == _norm(gold)
-    key = _norm(str(pred_p[0])) if pred_p else (_norm(parsed) if parsed is not None else None)
-    return Grade(parsed, key, correct)
+        return grade_example(text, gold, template)
+    return grading.grade(text, gold, template)
 
 
 class _Timeout(BaseException):  # BaseException: math-verify swallows Exception
@@ -104,43 +81,43 @@ def _alarm(signum, frame):
     raise _Timeout
 
 
-def _load_math_verify() -> None:
-    """Import math-verify before any timer starts (the first import takes seconds), and quiet its
-    warning that its own timeouts are off: these functions time each answer themselves."""
-    import math_verify  # noqa: F401
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+def _timed_out(text: str | None, template: str) -> Grade:
+    pred = extract_answer(text, "r1zero") if template == "r1zero" else last_boxed(text or "")
+    return Grade(pred, None, False, timed_out=True)
 
 
-def grade_timed(text: str | None, gold: str, timeout: float) -> Grade:
-    """grade_one under a SIGALRM timer (main thread only); a timeout grades as wrong."""
+def grade_timed(
+    text: str | None, gold: str | Mapping, timeout: float, template: str = "chat"
+) -> Grade:
+    """grade_one under a SIGALRM timer (main thread only); a timeout grades as wrong.
+    (math-verify is loaded before the timer starts: its first import takes seconds.)"""
     _load_math_verify()
     old = signal.signal(signal.SIGALRM, _alarm)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            return grade_one(text, gold)
-        except Exception:  # math-verify or sympy failing on odd input: the answer is wrong
-            return Grade(last_boxed(text or ""), None, False)
+            return grade_one(text, gold, template)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Timeout:
-        return Grade(last_boxed(text or ""), None, False, timed_out=True)
+        return _timed_out(text, template)
     finally:
         signal.signal(signal.SIGALRM, old)
 
 
-def _grade_here(text: str | None, gold: str, timeout: float) -> Grade:
+def _grade_here(text: str | None, gold: str | Mapping, timeout: float, template: str) -> Grade:
     if threading.current_thread() is threading.main_thread():
-        return grade_timed(text, gold, timeout)
+        return grade_timed(text, gold, timeout, template)
     _load_math_verify()
-    return grade_one(text, gold)
+    return grade_one(text, gold, template)
 
 
 class Grader:
-    """Grades (answer text, gold) pairs; reuse one for a whole evaluation, then close it."""
+    """Grades (answer part, gold) pairs of one prompt format (`template`: what is graded in an
+    answer part, see `r1kit.grading`); reuse one for a whole evaluation, then close it."""
 
-    task = staticmethod(grade_timed)  # what a worker runs per answer: (text, gold, timeout)
+    # what a worker runs per answer: (text, gold, timeout, template)
+    task = staticmethod(grade_timed)
 
     def __init__(
         self,
@@ -148,8 +125,10 @@ class Grader:
         workers: int | None = None,
         hard_timeout: float | None = None,
         inline_below: int = 32,
+        template: str = "chat",
     ) -> None:
         self.timeout = timeout
+        self.template = template
         # a pool takes seconds to start: on the main thread, fewer answers are graded right here
         self.inline_below = inline_below
         # the parent's deadline for one answer, for when the worker's timer cannot fire
@@ -162,7 +141,7 @@ class Grader:
         out: list[Grade | None] = [None] * len(items)
         slow = []
         for i, (text, gold) in enumerate(items):
-            quick = Grade(None, None, False) if text is None else _fast(text, gold)
+            quick = _cheap(text, gold, self.template)
             if quick is not None:
                 out[i] = quick
             else:
@@ -171,7 +150,7 @@ class Grader:
         inline = main and len(slow) < self.inline_below
         if slow and (inline or self.workers == 0 or mp.current_process().daemon):
             for i in slow:
-                out[i] = _grade_here(*items[i], self.timeout)
+                out[i] = _grade_here(*items[i], self.timeout, self.template)
         elif slow:
             with self._lock:
                 self._grade_in_pool(items, slow, out)
@@ -182,7 +161,8 @@ class Grader:
             if self._pool is None:
                 ctx = mp.get_context("spawn")
                 self._pool = ctx.Pool(self.workers, initializer=_load_math_verify)
-            jobs = {i: self._pool.apply_async(self.task, (*items[i], self.timeout)) for i in todo}
+            args = {i: (*items[i], self.timeout, self.template) for i in todo}
+            jobs = {i: self._pool.apply_async(self.task, args[i]) for i in todo}
             stuck = None
             for i in todo:  # tasks start in order, so each wait below bounds a running task
                 try:
@@ -192,7 +172,7 @@ class Grader:
                     break
             if stuck is None:
                 return
-            out[stuck] = Grade(last_boxed(items[stuck][0] or ""), None, False, timed_out=True)
+            out[stuck] = _timed_out(items[stuck][0], self.template)
             for i in todo:
                 if out[i] is None and jobs[i].ready():
                     out[i] = jobs[i].get()

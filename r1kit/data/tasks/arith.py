@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from r1kit.data.tasks.base import Example, Task, off_by
-from r1kit.rewards.math_grader import math_equal
+from r1kit.grading import math_equal
 
 
 def generate(rng: random.Random) -> Example:
