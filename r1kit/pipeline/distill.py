@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from r1kit.chat import THINK_CLOSE, THINK_OPEN, extract_answer
+from r1kit.chat import THINK_CLOSE, THINK_OPEN
 from r1kit.config import DistillConfig, SFTConfig
 from r1kit.data.datasets import train_stream
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.store import SampleStore
+from r1kit.grading import extract
 from r1kit.pipeline.filters import FILTERS, Limits, failures
 from r1kit.rewards.rules import accuracy
 from r1kit.sft.data import r1zero_completion
@@ -104,7 +105,7 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
             removed[fails[0]] += 1
             continue
         seen.add(key)
-        final = extract_answer(r["answer"], template)
+        final = extract(r["answer"], template)  # what the reward graded
         content = (r1zero_completion(r["reasoning"], final) if cfg.template == "r1zero"
                    else f"{THINK_OPEN}\n{r['reasoning'].strip()}\n{THINK_CLOSE}\n\n{r['answer'].strip()}")  # fmt: skip
         rows.append({"messages": [{"role": "user", "content": ex["question"]},
