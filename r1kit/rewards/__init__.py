@@ -1,6 +1,6 @@
 """Rewards: plain callables `reward(completion, example) -> float`, a registry and plugins."""
 
-from r1kit.rewards import language, rules  # noqa: F401  (registers the built-ins)
+from r1kit.rewards import code, language, rules  # noqa: F401  (registers the built-ins)
 from r1kit.rewards.base import (
     REGISTRY,
     RewardFn,

@@ -1,0 +1,104 @@
+"""The code reward: run the model's program against the example's tests in the sandbox.
+
+The program is the last fenced Python block of the answer part (after `</think>`); for the
+R1-Zero template an unfenced `<answer>...</answer>` counts too. An example carries its tests as
+"tests" (Python statements, e.g. `assert f([1, 2]) == [2, 4]`, run one by one after the
+program in its namespace), optionally "entry_point" (the function the tests call) and "prefix"
+(HumanEval's prompt: put before a completion that does not define the entry point itself).
+
+    code           1 when every test passes, else 0
+    code_fraction  the share of tests that pass
+
+`prepare(completions, examples)` runs a whole batch in the sandbox's worker pool first (the
+rollout scorer calls it), so the per-completion calls that follow are cache look-ups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from r1kit.chat import extract_answer, split_reasoning
+from r1kit.rewards.base import register
+from r1kit.sandbox import ExecResult, Sandbox, shared
+
+# ```python ... ``` (or ```py, or a bare ```); an unclosed last fence runs to the end
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+
+
+def extract_code(completion: str, template: str = "r1zero") -> str | None:
+    """The program in a completion's answer part, or None when it has none."""
+    _, content = split_reasoning(completion)
+    if content is None:
+        return None
+    blocks = _FENCE.findall(content)
+    if blocks:
+        return blocks[-1]
+    if template == "r1zero":
+        inner = extract_answer(content, "r1zero")
+        return inner or None
+    return None
+
+
+def program_of(code: str, example: Mapping[str, Any]) -> str:
+    """The program to run: the code, after the example's prefix when the code does not define
+    the entry point itself (a HumanEval completion that continues the prompt's signature)."""
+    entry, prefix = example.get("entry_point"), example.get("prefix")
+    if prefix and entry and not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.M):
+        return prefix + code
+    return code
+
+
+def tests_of(example: Mapping[str, Any]) -> list[str]:
+    tests = example.get("tests") or []
+    return [tests] if isinstance(tests, str) else list(tests)
+
+
+class CodeReward:
+    """reward(completion, example): the sandboxed test result (all-pass, or the fraction)."""
+
+    def __init__(self, sandbox: Sandbox | None = None, fraction: bool = False) -> None:
+        self._sandbox = sandbox
+        self.fraction = fraction
+        self._cache: dict[tuple[str, tuple[str, ...]], ExecResult] = {}
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox or shared()
+
+    def job(self, completion: str, example: Mapping[str, Any]) -> tuple[str, tuple] | None:
+        """(program, tests) to run, or None when there is nothing to run (no code or no tests)."""
+        tests = tests_of(example)
+        code = extract_code(completion, example.get("template", "r1zero"))
+        if not tests or code is None:
+            return None
+        return program_of(code, example), tuple(tests)
+
+    def result(self, completion: str, example: Mapping[str, Any]) -> ExecResult | None:
+        job = self.job(completion, example)
+        if job is None:
+            return None
+        if job not in self._cache:
+            if len(self._cache) > 50_000:  # called without prepare(): keep memory bounded
+                self._cache.clear()
+            self._cache[job] = self.sandbox.run(*job)
+        return self._cache[job]
+
+    def prepare(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> None:
+        """Run every distinct (program, tests) of a batch in parallel; keep only these results."""
+        jobs = {j for c, e in zip(completions, examples) if (j := self.job(c, e)) is not None}
+        todo = [j for j in jobs if j not in self._cache]
+        results = self.sandbox.run_many(todo) if todo else []
+        self._cache = {j: self._cache[j] for j in jobs if j in self._cache}
+        self._cache.update(zip(todo, results))
+
+    def __call__(self, completion: str, example: Mapping[str, Any]) -> float:
+        res = self.result(completion, example)
+        if res is None:
+            return 0.0
+        return res.fraction if self.fraction else float(res.all_passed)
+
+
+CODE = register("code")(CodeReward())
+CODE_FRACTION = register("code_fraction")(CodeReward(fraction=True))
