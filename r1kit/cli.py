@@ -107,8 +107,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from r1kit.serve.app import serve
 
     serve(args.model, host=args.host, port=args.port, db=args.db, no_auth=args.no_auth,
-          engine=args.engine, max_waiting=args.max_waiting, rpm=args.rpm, name=args.name)  # fmt: skip
+          engine=args.engine, max_waiting=args.max_waiting, rpm=args.rpm, name=args.name,
+          max_body=_size(args.max_body), allow_origin=tuple(args.allow_origin or ()))  # fmt: skip
     return 0
+
+
+def _size(text: str) -> int:
+    """A byte count with an optional K/M/G suffix (powers of 1024): "4M" -> 4194304."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise R1kitError(f"--max-body: not a size: {text!r} (bytes, or 512K, 4M...)") from None
+
+
+def _prices(args: argparse.Namespace, currency: str):
+    """The rates the flags give, the others from DeepSeek's list prices in `currency`."""
+    from r1kit.serve.limits import DEFAULT_PRICES, Prices
+
+    base = DEFAULT_PRICES.get(currency)
+    flags = (args.price_prompt, args.price_cache_hit, args.price_completion)
+    if base is None and None in flags:
+        raise R1kitError(f"no default prices for {currency!r}: give all three --price-* flags")
+    return Prices(*(f if f is not None else b for f, b in zip(flags, base or flags)))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -116,7 +138,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = Store(args.db)
     if args.action == "create":
-        key, k = store.create_key(args.name or "", args.quota, args.rpm)
+        cur = args.currency.upper()
+        key, k = store.create_key(args.name or "", args.quota, args.rpm, credit=args.credit,
+                                  currency=cur, prices=_prices(args, cur))  # fmt: skip
         print(key)
         print(f"created key {k.id} in {store.path}; it is shown only now", file=sys.stderr)
     elif args.action == "list":
@@ -125,18 +149,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in store.list_keys():
             when = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M")
             state = "revoked" if k.revoked else "active"
-            print(f"{k.id}  {state:7}  {when}  quota={k.quota_tokens}  rpm={k.rpm}  {k.name}")
+            credit = f"  credit={k.credit:g} {k.currency}" if k.credit is not None else ""
+            print(f"{k.id}  {state:7}  {when}  quota={k.quota_tokens}  rpm={k.rpm}{credit}  "
+                  f"{k.name}")  # fmt: skip
     elif args.action == "revoke":
         if not args.id or not store.revoke(args.id):
             raise R1kitError(f"no active key with id {args.id!r} (see `r1kit keys list`)")
         print(f"revoked {args.id}")
     else:  # usage
-        p_in, p_out = args.price_prompt, args.price_completion
-        print("key       requests  prompt  completion  reasoning  cost_usd  name")
+        cur = args.currency.upper()
+        p = _prices(args, cur)  # cache hits at their own rate, as DeepSeek bills them
+        print(f"key       requests  prompt  cache_hit  completion  reasoning  cost_{cur.lower()}"
+              "  name")  # fmt: skip
         for u in store.usage():
-            cost = (u["prompt_tokens"] * p_in + u["completion_tokens"] * p_out) / 1e6
+            cost = p.cost(u["prompt_tokens"], u["cache_hit_tokens"], u["completion_tokens"])
             print(f"{u['id']:8}  {u['requests']:8}  {u['prompt_tokens']:6}  "
-                  f"{u['completion_tokens']:10}  {u['reasoning_tokens']:9}  {cost:8.4f}  {u['name']}")  # fmt: skip
+                  f"{u['cache_hit_tokens']:9}  {u['completion_tokens']:10}  "
+                  f"{u['reasoning_tokens']:9}  {cost:8.4f}  {u['name']}")  # fmt: skip
     return 0
 
 
@@ -287,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     sv.add_argument("--rpm", type=int, default=None, help="default requests/minute per key")
     sv.add_argument("--name", default=None, help="the model name clients see")
+    sv.add_argument("--max-body", default="4M", help="largest request body (bytes, 512K, 4M...)")
+    sv.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
+                    help="answer CORS requests from this origin (repeatable; default: none)")  # fmt: skip
     sv.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="API keys for `r1kit serve`: create | list | revoke | usage")
@@ -296,10 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default=None, help="a label for a new key")
     k.add_argument("--quota", type=int, default=None, help="tokens a new key may use (then 402)")
     k.add_argument("--rpm", type=int, default=None, help="requests per minute (then 429)")
-    k.add_argument("--price-prompt", type=float, default=0.55, help="USD per 1M prompt tokens")
-    k.add_argument(
-        "--price-completion", type=float, default=2.19, help="USD per 1M completion tokens"
-    )
+    k.add_argument("--credit", type=float, default=None,
+                   help="money a new key may spend at its rates (then 402; /user/balance)")  # fmt: skip
+    k.add_argument("--currency", default="USD", help="USD or CNY (DeepSeek's prices), or any")
+    k.add_argument("--price-prompt", type=float, default=None,
+                   help="per 1M prompt tokens, cache miss (USD 0.55, CNY 4)")  # fmt: skip
+    k.add_argument("--price-cache-hit", type=float, default=None,
+                   help="per 1M prompt tokens served from the context cache (USD 0.14, CNY 1)")  # fmt: skip
+    k.add_argument("--price-completion", type=float, default=None,
+                   help="per 1M completion tokens (USD 2.19, CNY 16)")  # fmt: skip
     k.set_defaults(func=cmd_keys)
 
     r = sub.add_parser("run", help="chat with a model in the terminal (like `ollama run`)")

@@ -23,7 +23,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, auth: bool = True, max_waiting: int | None = 64, **engine_kw) -> None:
+    def __init__(self, auth: bool = True, max_waiting: int | None = 64, app_kw: dict | None = None,
+                 **engine_kw) -> None:  # fmt: skip
         import uvicorn
 
         from r1kit.serve.app import create_app
@@ -35,7 +36,7 @@ class Server:
                              **{"kv_memory": 32 << 20, **engine_kw})  # fmt: skip
         self.store = Store(Path(self.dir) / "r1kit.db")
         self.key, _ = self.store.create_key("tests")
-        self.app = create_app(self.gen, self.store, auth=auth)
+        self.app = create_app(self.gen, self.store, auth=auth, **(app_kw or {}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(

@@ -15,27 +15,48 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from r1kit.errors import R1kitError
 from r1kit.serve import ollama_api, openai_api, web_api
 from r1kit.serve.auth import Auth
-from r1kit.serve.errors import APIError, api_error_handler, server_error_handler
+from r1kit.serve.errors import (
+    APIError,
+    api_error_handler,
+    http_error_handler,
+    server_error_handler,
+)
 from r1kit.serve.generation import Generator
+from r1kit.serve.security import DEFAULT_MAX_BODY, BodyLimit, LocalOnly
 from r1kit.serve.store import Store
 
 WEB = Path(__file__).parent / "web"
 
 
 def create_app(gen: Generator, store: Store, auth: bool = True, rpm: int | None = None,
-               model_path: str = "") -> FastAPI:  # fmt: skip
+               model_path: str = "", max_body: int = DEFAULT_MAX_BODY, host: str = "127.0.0.1",
+               allow_origins: tuple[str, ...] = (), keepalive_s: float = 10.0) -> FastAPI:  # fmt: skip
+    """`max_body`: bytes per request body (413 past it); with auth off, requests must address
+    `host` (or a loopback name) and come from it or one of `allow_origins`; CORS answers only
+    `allow_origins`; SSE streams send `: keep-alive` every `keepalive_s` while they wait."""
     app = FastAPI(title="r1kit", docs_url=None, redoc_url=None, openapi_url=None)
     s = app.state
     s.gen, s.store, s.auth = gen, store, Auth(store, enabled=auth, default_rpm=rpm)
+    s.keepalive_s = keepalive_s
+    # outermost last: CORS (preflights), then the Host/Origin guard, then the body cap
+    app.add_middleware(BodyLimit, max_body=max_body)
+    if not auth:
+        app.add_middleware(LocalOnly, host=host, allow_origins=tuple(allow_origins))
+    if allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
+                           allow_headers=["*"])  # fmt: skip
     s.model_names = {gen.name, gen.name + ":latest"}
     s.created = int(time.time())
     s.model_path = model_path or gen.name
     s.digest = hashlib.sha256(s.model_path.encode()).hexdigest()
     app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, server_error_handler)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
@@ -65,16 +86,21 @@ def is_loopback(host: str) -> bool:
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           db: str | None = None, no_auth: bool = False, engine: str = "auto",
           max_waiting: int = 256, rpm: int | None = None, name: str | None = None,
-          device: str | None = None) -> None:  # fmt: skip
+          device: str | None = None, max_body: int = DEFAULT_MAX_BODY,
+          allow_origin: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Load the model and serve it until interrupted (the `r1kit serve` job)."""
     import uvicorn
 
     if no_auth and not is_loopback(host):
         raise R1kitError(f"--no-auth is allowed only on a loopback address, not {host}")
+    if max_body < 1024:
+        raise R1kitError(f"--max-body must be at least 1024 bytes, not {max_body}")
     gen, path = make_generator(model, engine, max_waiting, name, device)
     name = gen.name
     store = Store(db)
-    app = create_app(gen, store, auth=not no_auth, rpm=rpm, model_path=path)
+    store.clear_reservations()  # left by a server killed mid-request
+    app = create_app(gen, store, auth=not no_auth, rpm=rpm, model_path=path, max_body=max_body,
+                     host=host, allow_origins=tuple(allow_origin))  # fmt: skip
     auth_note = "no auth" if no_auth else f"keys in {store.path} (`r1kit keys create`)"
     print(f"r1kit: serving {name} on http://{host}:{port} ({auth_note}); web chat at /")
     try:

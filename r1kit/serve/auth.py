@@ -1,8 +1,10 @@
 """Bearer keys, token quota (402) and a per-key request-rate limit (429).
 
 Keys are looked up in the store (hashed); a revoked or unknown key is a 401. The rate limit is
-a sliding window of 60 s over the key's requests, kept in memory; the quota counts prompt plus
-completion tokens recorded in the store. With auth off every request is served as key `-`.
+a sliding window of 60 s over the key's requests, kept in memory; the quota (tokens) and
+credit (money) are checked against the key's running totals and the reservations of its
+requests in flight (one row, never a scan of the usage rows; serve/admission.py reserves and
+settles). With auth off every request is served as key `-`.
 """
 
 from __future__ import annotations
@@ -34,16 +36,25 @@ class Auth:
             return h[7:].strip()
         return request.headers.get("x-api-key") or None
 
-    def check(self, request: Request) -> str:
-        """The key id this request is served under; raises 401, 402 or 429."""
+    def check(self, request: Request, quota: bool = True, rate: bool = True) -> str:
+        """The key id this request is served under; raises 401, 402 (unless `quota` is
+        False: a spent key may still read its balance) or 429 (unless `rate` is False). The
+        key's record goes to `request.state.key` (None with auth off)."""
+        request.state.key = None
         if not self.enabled:
             return NO_KEY
         key = self.identify(request)
-        if key.quota_tokens is not None and self.store.tokens_used(key.id) >= key.quota_tokens:
-            raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
-                           code="insufficient_quota")  # fmt: skip
+        request.state.key = key
+        if quota:
+            left, money = key.tokens_left(), key.money_left()
+            if left is not None and left <= 0:
+                raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
+                               code="insufficient_quota")  # fmt: skip
+            if money is not None and money <= 0:
+                raise APIError(402, f"credit of {key.credit:g} {key.currency} exhausted for this "
+                               "key", code="insufficient_quota")  # fmt: skip
         rpm = key.rpm if key.rpm is not None else self.default_rpm
-        if rpm is not None:
+        if rate and rpm is not None:
             self._rate(key.id, rpm)
         return key.id
 

@@ -1,23 +1,33 @@
 """Errors as `{"error": {"message", "type", "param", "code"}}` with DeepSeek's status codes.
 
-400 invalid format (malformed JSON, invalid UTF-8, wrong types, a prompt longer than the
-context), 401 authentication, 402 quota exhausted, 422 invalid parameters, 429 rate limit,
-500 server error, 503 overloaded. Ollama routes use the same codes with Ollama's `{"error": str}`.
+400 invalid format (malformed JSON, invalid UTF-8 or a lone surrogate, wrong types, a prompt
+longer than the context: code `context_length_exceeded`, an unsupported parameter), 401
+authentication, 402 quota exhausted, 403 Host/Origin refused (`--no-auth`), 404/405 unknown
+route or method, 413 body over `--max-body`, 415 a non-JSON body (`--no-auth`), 422 invalid
+parameters, 429 rate limit, 500 server error, 503 overloaded. Ollama routes use the same codes
+with Ollama's `{"error": str}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "insufficient_quota",
+    403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -78,21 +88,54 @@ def validation_error(err: ValidationError) -> APIError:
     return invalid_param(msg, loc)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads only a lone one is left
+THREAD_PARSE = 256 << 10  # bodies past 256 KiB are parsed off the event loop
+
+
+def _parse(raw: bytes):
+    data = json.loads(raw.decode("utf-8"))
+    if _has_surrogate(data):
+        raise UnicodeError("lone surrogate")
+    return data
+
+
+def _has_surrogate(x) -> bool:
+    if isinstance(x, str):
+        return _SURROGATE.search(x) is not None
+    if isinstance(x, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in x.items())
+    if isinstance(x, list):
+        return any(_has_surrogate(v) for v in x)
+    return False
+
+
 async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
-    """The request body as `model`: 400 for invalid UTF-8, malformed JSON or wrong types."""
+    """The request body as `model`: 400 for invalid UTF-8 (a lone surrogate like "\\ud800"
+    included: no tokenizer can encode it), malformed JSON or wrong types."""
     raw = await request.body()
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = await asyncio.to_thread(_parse, raw) if len(raw) > THREAD_PARSE else _parse(raw)
     except UnicodeDecodeError:
         raise bad_request("the body is not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise bad_request(f"the body is not valid JSON: {e.msg} at {e.pos}") from None
+    except UnicodeError:
+        raise bad_request("the body has a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise validation_error(e) from None
+
+
+async def http_error_handler(request: Request, err: HTTPException) -> JSONResponse:
+    """Starlette's own 404 (no route) and 405 (wrong method) in the API's error shape."""
+    msg = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on "
+           f"{request.url.path}"}.get(err.status_code, str(err.detail))  # fmt: skip
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+    return error_response(request, APIError(err.status_code, msg, code=code,
+                                            headers=dict(err.headers or {})))  # fmt: skip
 
 
 async def server_error_handler(request: Request, err: Exception) -> JSONResponse:

@@ -1,6 +1,12 @@
 """The Ollama contract: `/api/chat`, `/api/generate` (NDJSON streaming, `think` -> `thinking`),
 `/api/tags`, `/api/show`, `/api/version`. Errors are `{"error": "..."}` with the same status
-codes as the OpenAI routes; an unknown model is a 404, as Ollama answers it."""
+codes as the OpenAI routes; an unknown model is a 404, as Ollama answers it. `tags` and `show`
+need a key like `/v1/models`; `show` names the model, never a path on the server.
+
+Durations are measured, in ns: load_duration from the request's arrival to the engine taking it
+(parsing, template, tokenizing: the model stays loaded), prompt_eval_duration from then to the
+first token (queue and prefill), eval_duration the decode time: (last - first token time) x
+eval_count / (eval_count - 1), so eval_count / eval_duration is the decode rate."""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from r1kit.serve.admission import Ticket, encode, run_or_abort
+from r1kit.serve.compat import unsupported
 from r1kit.serve.errors import APIError, bad_request, read_json
 
 router = APIRouter()
@@ -68,19 +76,40 @@ def _check_model(state, name: str) -> None:
         raise APIError(404, f"model '{name}' not found", "model", "model_not_found")
 
 
-def _run(request: Request, state, key_id: str, body: _Base, messages: list[dict] | None,
-         prompt: str | None, key: str):  # fmt: skip
+def _reject_unsupported(body: _Base, messages: list[OllamaMessage] = ()) -> None:
+    extra = body.model_extra or {}
+    for name in ("format", "tools", "images"):
+        if extra.get(name) not in (None, "", [], {}):
+            raise unsupported(name)
+    for i, m in enumerate(messages):
+        if (m.model_extra or {}).get("images"):
+            raise unsupported(f"messages[{i}].images", "is not supported: text only")
+
+
+async def _run(request: Request, state, body: _Base, messages: list[dict] | None,
+               prompt: str | None, key: str):  # fmt: skip
     """Start the generation; answer NDJSON lines, or one JSON object when stream is false."""
+    t0 = request.state.t0
     gen = state.gen
     think = body.think is not False
-    text = gen.render(messages, think) if messages is not None else prompt
-    ids = gen.encode(text)
+    if messages is not None:
+        chars = sum(len(m["content"]) for m in messages)
+        ids = await encode(gen, chars, lambda: gen.encode(gen.render(messages, think)), "messages")
+    else:
+        ids = await encode(gen, len(prompt), lambda: gen.encode(prompt), "prompt")
     o = body.options
     mt = o.num_predict if o.num_predict and o.num_predict > 0 else None
     params = gen.params(len(ids), mt, 1, o.temperature, o.top_p, o.seed)
-    g = gen.start(ids, params, think if messages is not None or not body.raw else None,
-                  tuple(o.stop or ()))  # fmt: skip
-    t0 = time.perf_counter_ns()
+    ticket = Ticket(request, len(ids), params)
+    stops = tuple(o.stop or ())
+    g = ticket.start(lambda p: gen.start(ids, p, think if messages is not None or not body.raw
+                                         else None, stops))  # fmt: skip
+    t_start = time.perf_counter_ns()  # the engine has the request
+    times: list[int] = []  # first and latest token times
+
+    def seen() -> None:
+        now = time.perf_counter_ns()
+        times[:] = [times[0] if times else now, now]
 
     def line(content: str, thinking: str, done: bool) -> dict:
         if key == "message":
@@ -94,23 +123,28 @@ def _run(request: Request, state, key_id: str, body: _Base, messages: list[dict]
         out = {"model": body.model, "created_at": _now(), **part, "done": done}
         if done:
             s = g.samples[0]
-            dur = time.perf_counter_ns() - t0
-            out.update(done_reason=s.finish_reason, total_duration=dur, load_duration=0,
-                       prompt_eval_count=g.prompt_tokens, prompt_eval_duration=0,
-                       eval_count=g.completion_tokens, eval_duration=dur)  # fmt: skip
+            end = time.perf_counter_ns()
+            first, last = times if times else (end, end)
+            n = g.completion_tokens
+            decode = (last - first) * n // (n - 1) if n > 1 else last - first
+            out.update(done_reason=s.finish_reason, total_duration=end - t0,
+                       load_duration=t_start - t0, prompt_eval_count=g.prompt_tokens,
+                       prompt_eval_duration=first - t_start, eval_count=n,
+                       eval_duration=decode)  # fmt: skip
         return out
 
-    def record() -> None:
-        state.store.record(key_id, gen.name, "ollama", g.prompt_tokens, g.completion_tokens,
-                           g.reasoning_tokens)  # fmt: skip
+    async def timed():
+        async for deltas in g:
+            seen()
+            yield deltas
 
     if not body.stream:
 
         async def whole():
             try:
-                await g.run()
+                await run_or_abort(request, _Drain(timed()))
             finally:
-                record()
+                ticket.settle(g, "ollama")
             s = g.samples[0]
             return line(s.content.strip() if think else s.content, s.reasoning, True)
 
@@ -118,48 +152,63 @@ def _run(request: Request, state, key_id: str, body: _Base, messages: list[dict]
 
     async def lines():
         try:
-            async for deltas in g:
+            async for deltas in timed():
                 for d in deltas:
                     if d.reasoning or d.content:
                         yield json.dumps(line(d.content, d.reasoning, False)) + "\n"
             yield json.dumps(line("", "", True)) + "\n"
         finally:
-            record()
+            ticket.settle(g, "ollama")
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+class _Drain:
+    """An async iterable with the `run()` that run_or_abort awaits."""
+
+    def __init__(self, it) -> None:
+        self.it = it
+
+    async def run(self) -> None:
+        async for _ in self.it:
+            pass
+
+
 @router.post("/api/chat")
 async def chat(request: Request):
+    request.state.t0 = time.perf_counter_ns()
     state = request.app.state
-    key_id = state.auth.check(request)
+    state.auth.check(request)
     body: ChatRequest = await read_json(request, ChatRequest)
     _check_model(state, body.model)
+    _reject_unsupported(body, body.messages)
     if not body.messages:  # Ollama loads the model and answers done for an empty chat
         return {"model": body.model, "created_at": _now(),
                 "message": {"role": "assistant", "content": ""}, "done": True,
                 "done_reason": "load"}  # fmt: skip
     msgs = [{"role": m.role, "content": m.content} for m in body.messages]
-    out = _run(request, state, key_id, body, msgs, None, "message")
+    out = await _run(request, state, body, msgs, None, "message")
     return out if body.stream else await out
 
 
 @router.post("/api/generate")
 async def generate(request: Request):
+    request.state.t0 = time.perf_counter_ns()
     state = request.app.state
-    key_id = state.auth.check(request)
+    state.auth.check(request)
     body: GenerateRequest = await read_json(request, GenerateRequest)
     _check_model(state, body.model)
+    _reject_unsupported(body)
     if not body.prompt:
         return {"model": body.model, "created_at": _now(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
     if body.raw:
-        out = _run(request, state, key_id, body, None, body.prompt, "response")
+        out = await _run(request, state, body, None, body.prompt, "response")
     else:
         msgs = ([{"role": "system", "content": body.system}] if body.system else []) + [
             {"role": "user", "content": body.prompt}
         ]
-        out = _run(request, state, key_id, body, msgs, None, "response")
+        out = await _run(request, state, body, msgs, None, "response")
     return out if body.stream else await out
 
 
@@ -174,6 +223,7 @@ def _details(state) -> dict:
 @router.get("/api/tags")
 async def tags(request: Request):
     state = request.app.state
+    state.auth.check(request)
     size = state.gen.describe()["size"]
     name = state.gen.name if ":" in state.gen.name else state.gen.name + ":latest"
     ts = datetime.fromtimestamp(state.created, timezone.utc).isoformat()
@@ -184,14 +234,17 @@ async def tags(request: Request):
 @router.post("/api/show")
 async def show(request: Request):
     state = request.app.state
+    state.auth.check(request)
     body: ShowRequest = await read_json(request, ShowRequest)
     name = body.model or body.name
     if not name:
         raise bad_request("model is required", "model")
     _check_model(state, name)
-    info = state.gen.describe()["model_info"]
+    # no server paths: config entries such as `_name_or_path` name where the weights live
+    info = {k: v for k, v in state.gen.describe()["model_info"].items()
+            if "path" not in k and not (isinstance(v, str) and ("/" in v or "\\" in v))}  # fmt: skip
     return {
-        "modelfile": f"FROM {state.model_path}\n",
+        "modelfile": f"FROM {state.gen.name}\n",
         "parameters": "temperature 0.6\ntop_p 0.95",
         "template": getattr(state.gen.tok, "chat_template", "") or "",
         "details": _details(state),

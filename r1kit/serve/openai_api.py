@@ -1,9 +1,13 @@
 """The OpenAI/DeepSeek contract (DESIGN.md section 5): `/v1/chat/completions` (JSON or SSE),
 `/v1/completions`, `/v1/models`, with `reasoning_content` (alias `reasoning`) beside `content`.
 
-Sampling defaults follow DeepSeek's advice for R1 (temperature 0.6, top-p 0.95). Extensions:
-`think: false` (or `chat_template_kwargs: {"enable_thinking": false}`) answers without
-reasoning; `ignore_eos: true` generates max_tokens tokens (benchmarks).
+Sampling defaults follow DeepSeek's advice for R1 (temperature 0.6, top-p 0.95). DeepSeek's
+base URL without `/v1` works too, as do its model names (`deepseek-reasoner` thinks,
+`deepseek-chat` does not), its `thinking: {"type": "enabled" | "disabled"}` and
+`GET /user/balance`. Extensions: `think: false` (or `chat_template_kwargs:
+{"enable_thinking": false}`) answers without reasoning; `ignore_eos: true` generates
+max_tokens tokens (benchmarks). Parameters r1kit does not implement are a 400 naming them
+(serve/compat.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from r1kit.serve.admission import Ticket, encode, keepalive, run_or_abort
+from r1kit.serve.compat import (
+    DEEPSEEK_MODELS,
+    reject_parts,
+    reject_unsupported,
+    thinking_of,
+)
 from r1kit.serve.errors import APIError, bad_request, read_json
 from r1kit.serve.generation import Generation
 
@@ -53,6 +64,7 @@ class Sampling(BaseModel):
 class ChatRequest(Sampling):
     messages: list[Message]
     think: bool | None = None
+    thinking: dict[str, Any] | None = None  # DeepSeek's {"type": "enabled" | "disabled"}
     chat_template_kwargs: dict[str, Any] | None = None
 
 
@@ -67,10 +79,14 @@ def text_of(content) -> str:
     return "".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
-def check_model(state, name: str | None) -> str:
+def check_model(state, name: str | None) -> tuple[str, bool | None]:
+    """The model name to answer with and whether it thinks by default (None: the request
+    decides): DeepSeek's names stand for the served model."""
+    if name in DEEPSEEK_MODELS:
+        return name, DEEPSEEK_MODELS[name]
     if name and name not in state.model_names:
         raise bad_request("Model Not Exist", "model")
-    return state.gen.name
+    return state.gen.name, None
 
 
 def sse(obj: Any) -> bytes:
@@ -90,22 +106,18 @@ def usage_of(g: Generation) -> dict:
     }
 
 
-def record(state, key_id: str, g: Generation, endpoint: str) -> None:
-    state.store.record(key_id, state.gen.name, endpoint, g.prompt_tokens, g.completion_tokens,
-                       g.reasoning_tokens)  # fmt: skip
-
-
-def respond(state, key_id: str, g: Generation, stream: bool, chunk_fn, final_fn, usage: bool,
-            endpoint: str):  # fmt: skip
-    """JSON after the whole generation, or SSE: chunks, [usage], [DONE]. Usage is recorded
-    either way, also for a client that left mid-stream (its request was aborted)."""
+def respond(request: Request, ticket: Ticket, g: Generation, stream: bool, chunk_fn, final_fn,
+            usage: bool, endpoint: str):  # fmt: skip
+    """JSON after the whole generation, or SSE: chunks (`: keep-alive` comments while the
+    request waits), [usage], [DONE]. Usage is settled either way, also for a client that left
+    (its request was aborted, streaming or not)."""
     if not stream:
 
         async def whole():
             try:
-                await g.run()
+                await run_or_abort(request, g)
             finally:
-                record(state, key_id, g, endpoint)
+                ticket.settle(g, endpoint)
             return final_fn(g)
 
         return whole()
@@ -114,14 +126,17 @@ def respond(state, key_id: str, g: Generation, stream: bool, chunk_fn, final_fn,
         try:
             for chunk in chunk_fn(None):
                 yield sse(chunk)
-            async for deltas in g:
+            async for deltas in keepalive(g, request.app.state.keepalive_s):
+                if deltas is None:
+                    yield b": keep-alive\n\n"
+                    continue
                 for chunk in chunk_fn(deltas):
                     yield sse(chunk)
             if usage:
                 yield sse(chunk_fn.usage_chunk(usage_of(g)))
             yield b"data: [DONE]\n\n"
         finally:
-            record(state, key_id, g, endpoint)
+            ticket.settle(g, endpoint)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"cache-control": "no-cache"})  # fmt: skip
@@ -173,6 +188,7 @@ class _Chunks:
 
 
 @router.get("/v1/models")
+@router.get("/models")
 async def models(request: Request):
     state = request.app.state
     state.auth.check(request)
@@ -181,23 +197,32 @@ async def models(request: Request):
 
 
 @router.post("/v1/chat/completions")
+@router.post("/chat/completions")
 async def chat_completions(request: Request):
     state = request.app.state
-    key_id = state.auth.check(request)
+    state.auth.check(request)
     body: ChatRequest = await read_json(request, ChatRequest)
     if not body.messages:
         raise bad_request("messages must not be empty", "messages")
-    model = check_model(state, body.model)
+    reject_unsupported(body.model_extra or {}, chat=True)
+    reject_parts(body.messages)
+    model, model_think = check_model(state, body.model)
     think = body.think
+    if think is None:
+        think = thinking_of(body.thinking)
     if think is None and body.chat_template_kwargs:
         think = body.chat_template_kwargs.get("enable_thinking")
+    if think is None:
+        think = model_think
     think = True if think is None else bool(think)
     msgs = [{"role": m.role, "content": text_of(m.content)} for m in body.messages]
-    gen = state.gen
-    ids = gen.encode(gen.render(msgs, think))
+    gen, stops = state.gen, body.stops()
+    chars = sum(len(m["content"]) for m in msgs)
+    ids = await encode(gen, chars, lambda: gen.encode(gen.render(msgs, think)), "messages")
     params = gen.params(len(ids), body.max_completion_tokens or body.max_tokens, body.n,
                         body.temperature, body.top_p, body.seed, body.ignore_eos)  # fmt: skip
-    g = gen.start(ids, params, think, body.stops())
+    ticket = Ticket(request, len(ids), params)
+    g = ticket.start(lambda p: gen.start(ids, p, think, stops))
     chunks = _Chunks(g, model, "chat.completion.chunk", chat=True)
     include = bool((body.stream_options or {}).get("include_usage"))
 
@@ -212,24 +237,27 @@ async def chat_completions(request: Request):
         return {"id": chunks.id, "object": "chat.completion", "created": chunks.created,
                 "model": model, "choices": choices, "usage": usage_of(g)}  # fmt: skip
 
-    out = respond(state, key_id, g, body.stream, chunks, final, include, "chat")
+    out = respond(request, ticket, g, body.stream, chunks, final, include, "chat")
     return out if body.stream else await out
 
 
 @router.post("/v1/completions")
+@router.post("/completions")
 async def completions(request: Request):
     state = request.app.state
-    key_id = state.auth.check(request)
+    state.auth.check(request)
     body: CompletionRequest = await read_json(request, CompletionRequest)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1 or not prompts[0]:
         raise bad_request("prompt must be one non-empty string", "prompt")
-    model = check_model(state, body.model)
-    gen = state.gen
-    ids = gen.encode(prompts[0])
+    reject_unsupported(body.model_extra or {}, chat=False)
+    model, _ = check_model(state, body.model)
+    gen, stops = state.gen, body.stops()
+    ids = await encode(gen, len(prompts[0]), lambda: gen.encode(prompts[0]), "prompt")
     params = gen.params(len(ids), body.max_tokens, body.n, body.temperature, body.top_p,
                         body.seed, body.ignore_eos)  # fmt: skip
-    g = gen.start(ids, params, None, body.stops())
+    ticket = Ticket(request, len(ids), params)
+    g = ticket.start(lambda p: gen.start(ids, p, None, stops))
     chunks = _Chunks(g, model, "text_completion", chat=False)
     include = bool((body.stream_options or {}).get("include_usage"))
 
@@ -239,5 +267,29 @@ async def completions(request: Request):
         return {"id": chunks.id, "object": "text_completion", "created": chunks.created,
                 "model": model, "choices": choices, "usage": usage_of(g)}  # fmt: skip
 
-    out = respond(state, key_id, g, body.stream, chunks, final, include, "completions")
+    out = respond(request, ticket, g, body.stream, chunks, final, include, "completions")
     return out if body.stream else await out
+
+
+@router.get("/user/balance")
+async def balance(request: Request):
+    """DeepSeek's balance: what is left of the key's credit (money, its currency) and, an
+    r1kit extension, of its token quota. A spent key may still ask (no 402, no rpm)."""
+    state = request.app.state
+    state.auth.check(request, quota=False, rate=False)
+    key = request.state.key
+    key = state.store.get_key(key.id) if key is not None else None
+    if key is None:  # auth off: nothing is metered
+        return {"is_available": True, "balance_infos": []}
+    infos, available = [], True
+    if key.credit is not None:
+        left = f"{max(0.0, key.credit - key.spent):.2f}"
+        infos.append({"currency": key.currency, "total_balance": left, "granted_balance": left,
+                      "topped_up_balance": "0.00"})  # fmt: skip
+        available = key.money_left() > 0
+    out = {"is_available": available, "balance_infos": infos}
+    if key.quota_tokens is not None:
+        out["token_quota"] = {"total": key.quota_tokens, "used": key.used_tokens,
+                              "left": max(0, key.quota_tokens - key.used_tokens)}  # fmt: skip
+        out["is_available"] = available and key.tokens_left() > 0
+    return out

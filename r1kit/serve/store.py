@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1kit.errors import R1kitError
+from r1kit.serve.limits import DEFAULT_PRICES, Prices, grant
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, salt TEXT NOT NULL, hash TEXT NOT NULL,
@@ -31,6 +34,24 @@ CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY, key_id TEXT NOT NULL, title TEXT NOT NULL, created REAL NOT NULL,
   updated REAL NOT NULL, messages TEXT NOT NULL);
 """
+# Columns added after the first release, so older files gain them on open. Per key: running
+# totals (tokens used, money spent) so a quota check reads one row, never the usage rows; what
+# requests in flight have reserved (settled when they finish); an optional money credit, its
+# currency and the key's rates (per 1M tokens). Per usage row: prompt tokens served from cache.
+COLUMNS = {
+    "keys": {
+        "used_tokens": "INTEGER NOT NULL DEFAULT 0",
+        "spent": "REAL NOT NULL DEFAULT 0",
+        "reserved_tokens": "INTEGER NOT NULL DEFAULT 0",
+        "reserved_money": "REAL NOT NULL DEFAULT 0",
+        "credit": "REAL",
+        "currency": "TEXT NOT NULL DEFAULT 'USD'",
+        "price_prompt": "REAL",
+        "price_cache_hit": "REAL",
+        "price_completion": "REAL",
+    },
+    "usage": {"cache_hit_tokens": "INTEGER NOT NULL DEFAULT 0", "cost": "REAL NOT NULL DEFAULT 0"},
+}
 NO_KEY = "-"  # the key id recorded when auth is off
 
 
@@ -50,6 +71,30 @@ class Key:
     revoked: float | None
     quota_tokens: int | None
     rpm: int | None
+    used_tokens: int = 0
+    spent: float = 0.0
+    reserved_tokens: int = 0
+    reserved_money: float = 0.0
+    credit: float | None = None
+    currency: str = "USD"
+    prices: Prices = DEFAULT_PRICES["USD"]
+
+    def tokens_left(self) -> int | None:
+        """Tokens the quota still allows, reservations of requests in flight taken off."""
+        if self.quota_tokens is None:
+            return None
+        return self.quota_tokens - self.used_tokens - self.reserved_tokens
+
+    def money_left(self) -> float | None:
+        if self.credit is None:
+            return None
+        return self.credit - self.spent - self.reserved_money
+
+
+def _worst(prices: Prices, prompt_tokens: int, n: int, max_tokens: int) -> tuple[int, float]:
+    """Tokens and money a request reserves: its prompt, every sample at max_tokens, and the
+    prompt priced as a cache miss."""
+    return prompt_tokens + n * max_tokens, prices.cost(prompt_tokens, 0, n * max_tokens)
 
 
 def _hash(salt: str, key: str) -> str:
@@ -62,11 +107,27 @@ class Store:
         self.path = Path(path) if path else default_db_path()
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # keys' hashes, usage and conversations: readable by the owner only (0600)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        for table, cols in COLUMNS.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for col, decl in cols.items():
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
+                    if col == "used_tokens":  # a file from before the running totals
+                        self._db.execute(
+                            "UPDATE keys SET used_tokens = (SELECT COALESCE(SUM("
+                            "prompt_tokens + completion_tokens), 0) FROM usage "
+                            "WHERE usage.key_id = keys.id)"
+                        )
 
     def _q(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock, self._db:
@@ -74,21 +135,50 @@ class Store:
 
     # ------------------------------------------------------------------ keys
     def create_key(
-        self, name: str = "", quota_tokens: int | None = None, rpm: int | None = None
+        self,
+        name: str = "",
+        quota_tokens: int | None = None,
+        rpm: int | None = None,
+        credit: float | None = None,
+        currency: str = "USD",
+        prices: Prices | None = None,
     ) -> tuple[str, Key]:
+        """A new key; raises R1kitError for a limit that could never serve a request."""
+        if quota_tokens is not None and quota_tokens < 1:
+            raise R1kitError(f"--quota must be at least 1 token, not {quota_tokens}")
+        if rpm is not None and rpm < 1:
+            raise R1kitError(f"--rpm must be at least 1 request per minute, not {rpm}")
+        if credit is not None and not credit > 0:
+            raise R1kitError(f"--credit must be a positive amount, not {credit}")
+        if prices is None:
+            if currency not in DEFAULT_PRICES:
+                raise R1kitError(f"no default prices for {currency!r}: give --price-* flags")
+            prices = DEFAULT_PRICES[currency]
+        if any(not p >= 0 for p in prices):
+            raise R1kitError("prices must be >= 0")
         kid = secrets.token_hex(4)
         key = f"sk-r1-{kid}-{secrets.token_urlsafe(24)}"
         salt = secrets.token_hex(16)
         now = time.time()
         self._q(
-            "INSERT INTO keys VALUES (?,?,?,?,?,?,?,?)",
-            (kid, name, salt, _hash(salt, key), now, None, quota_tokens, rpm),
-        )
-        return key, Key(kid, name, now, None, quota_tokens, rpm)
+            "INSERT INTO keys (id, name, salt, hash, created, revoked, quota_tokens, rpm, credit, "
+            "currency, price_prompt, price_cache_hit, price_completion) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (kid, name, salt, _hash(salt, key), now, None, quota_tokens, rpm, credit, currency,
+             *prices),
+        )  # fmt: skip
+        return key, self._key(self._q("SELECT * FROM keys WHERE id = ?", (kid,))[0])
 
     def _key(self, row: sqlite3.Row) -> Key:
+        prices = (row["price_prompt"], row["price_cache_hit"], row["price_completion"])
         return Key(row["id"], row["name"], row["created"], row["revoked"], row["quota_tokens"],
-                   row["rpm"])  # fmt: skip
+                   row["rpm"], row["used_tokens"], row["spent"], row["reserved_tokens"],
+                   row["reserved_money"], row["credit"], row["currency"],
+                   Prices(*prices) if None not in prices else DEFAULT_PRICES["USD"])  # fmt: skip
+
+    def get_key(self, key_id: str) -> Key | None:
+        rows = self._q("SELECT * FROM keys WHERE id = ?", (key_id,))
+        return self._key(rows[0]) if rows else None
 
     def list_keys(self) -> list[Key]:
         return [self._key(r) for r in self._q("SELECT * FROM keys ORDER BY created")]
@@ -112,26 +202,80 @@ class Store:
             return cur.rowcount > 0
 
     # ------------------------------------------------------------------ usage
+    def reserve(self, key_id: str, prompt_tokens: int, n: int, max_tokens: int) -> int:
+        """Reserve a request's worst case against the key's quota and credit in one write
+        transaction (so concurrent requests, from any process, see each other) and return the
+        max_tokens granted per sample (clamped to what is left; 0 when nothing is). Release it
+        with `settle(..., reserved=(n, granted))`."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchall()
+            if not rows:
+                return max_tokens
+            k = self._key(rows[0])
+            granted = grant(k.tokens_left(), k.money_left(), k.prices, prompt_tokens, n, max_tokens)
+            if granted > 0:
+                toks, money = _worst(k.prices, prompt_tokens, n, granted)
+                self._db.execute(
+                    "UPDATE keys SET reserved_tokens = reserved_tokens + ?, "
+                    "reserved_money = reserved_money + ? WHERE id = ?",
+                    (toks, money, key_id),
+                )
+            return granted
+
+    def settle(self, key_id: str, model: str, endpoint: str, prompt: int, completion: int,
+               reasoning: int, cache_hit: int = 0, reserved: tuple[int, int] | None = None) -> None:  # fmt: skip
+        """One usage row, the key's running totals, and the release of the request's
+        reservation (`(n, max_tokens)` as granted by `reserve`), in one transaction."""
+        with self._lock, self._db:
+            rows = self._db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchall()
+            prices = self._key(rows[0]).prices if rows else DEFAULT_PRICES["USD"]
+            cost = prices.cost(prompt, cache_hit, completion)
+            self._db.execute(
+                "INSERT INTO usage (key_id, ts, model, endpoint, prompt_tokens, completion_tokens,"
+                " reasoning_tokens, cache_hit_tokens, cost) VALUES (?,?,?,?,?,?,?,?,?)",
+                (key_id, time.time(), model, endpoint, prompt, completion, reasoning, cache_hit,
+                 cost),
+            )  # fmt: skip
+            toks, money = _worst(prices, prompt, *reserved) if reserved else (0, 0.0)
+            self._db.execute(
+                "UPDATE keys SET used_tokens = used_tokens + ?, spent = spent + ?, "
+                "reserved_tokens = MAX(0, reserved_tokens - ?), "
+                "reserved_money = MAX(0, reserved_money - ?) WHERE id = ?",
+                (prompt + completion, cost, toks, money, key_id),
+            )
+
+    def release(self, key_id: str, prompt: int, reserved: tuple[int, int]) -> None:
+        """Give back a reservation of a request that never started (no usage row)."""
+        with self._lock, self._db:
+            rows = self._db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchall()
+            if rows:
+                toks, money = _worst(self._key(rows[0]).prices, prompt, *reserved)
+                self._db.execute(
+                    "UPDATE keys SET reserved_tokens = MAX(0, reserved_tokens - ?), "
+                    "reserved_money = MAX(0, reserved_money - ?) WHERE id = ?",
+                    (toks, money, key_id),
+                )
+
     def record(self, key_id: str, model: str, endpoint: str, prompt: int, completion: int,
-               reasoning: int) -> None:  # fmt: skip
-        self._q(
-            "INSERT INTO usage VALUES (?,?,?,?,?,?,?)",
-            (key_id, time.time(), model, endpoint, prompt, completion, reasoning),
-        )
+               reasoning: int, cache_hit: int = 0) -> None:  # fmt: skip
+        """Usage of a request that reserved nothing."""
+        self.settle(key_id, model, endpoint, prompt, completion, reasoning, cache_hit)
+
+    def clear_reservations(self) -> None:
+        """At server start: reservations left by a server that was killed mid-request."""
+        self._q("UPDATE keys SET reserved_tokens = 0, reserved_money = 0")
 
     def tokens_used(self, key_id: str) -> int:
-        rows = self._q(
-            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS t FROM usage "
-            "WHERE key_id = ?",
-            (key_id,),
-        )
-        return int(rows[0]["t"])
+        rows = self._q("SELECT used_tokens FROM keys WHERE id = ?", (key_id,))
+        return int(rows[0]["used_tokens"]) if rows else 0
 
     def usage(self) -> list[dict]:
-        """Per key: requests and prompt, completion, reasoning tokens."""
+        """Per key: requests and prompt, cache-hit, completion, reasoning tokens."""
         rows = self._q(
             "SELECT k.id, k.name, k.revoked, COUNT(u.ts) AS requests, "
             "COALESCE(SUM(u.prompt_tokens), 0) AS prompt_tokens, "
+            "COALESCE(SUM(u.cache_hit_tokens), 0) AS cache_hit_tokens, "
             "COALESCE(SUM(u.completion_tokens), 0) AS completion_tokens, "
             "COALESCE(SUM(u.reasoning_tokens), 0) AS reasoning_tokens "
             "FROM keys k LEFT JOIN usage u ON u.key_id = k.id GROUP BY k.id ORDER BY k.created"
