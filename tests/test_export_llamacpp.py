@@ -131,7 +131,8 @@ def test_serve_gguf_same_answers_as_pytorch_server(ggufs, tiny_model_base, tiny_
     gens = {"torch": Generator(tiny_model_base, tiny_tokenizer, "m", engine="hf"),
             "gguf": GGUFGenerator(str(ggufs["f16"]), "m", n_threads=1)}  # fmt: skip
     for kind, gen in gens.items():
-        with TestClient(create_app(gen, Store(":memory:"), auth=False)) as c:
+        app = create_app(gen, Store(":memory:"), auth=False)  # --no-auth: loopback Host only
+        with TestClient(app, base_url="http://127.0.0.1") as c:
             r = c.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, r.text
             answers[kind] = r.json()
