@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from numerics import adam_grad_bound, adam_step_tol, assert_within, decoder_terms, diff_tol
 
 from r1kit.config import SFTConfig
+from r1kit.modeling import load_model
+from r1kit.rl.checkpoint import load_trainer_state
 from r1kit.sft.data import encode, load_conversations
 from r1kit.sft.train import make_optimizer, train_step
 
@@ -25,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("dist_sft_worker.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 LR = 1e-3
-ATOL = 1e-5  # 1% of an Adam step of 1e-3 (float32 sums in another order; see test_dist.py)
 
 
 def _torchrun(args: list[str], timeout: int = 300) -> None:
@@ -55,16 +57,33 @@ def test_sharded_sft_step_equals_single_process(tmp_path, tiny_model_base, tiny_
     for (cfg_d, lr, rows), ((loss2, tok2, gn2), w2) in zip(cases, res["cases"]):
         model = copy.deepcopy(tiny_model_base).train()
         cfg = SFTConfig(**cfg_d)
-        loss1, tok1, gn1 = train_step(model, make_optimizer(model, cfg), rows, cfg,
-                                      tok.pad_token_id, lr)  # fmt: skip
+        opt = make_optimizer(model, cfg)
+        loss1, tok1, gn1 = train_step(model, opt, rows, cfg, tok.pad_token_id, lr)
         assert tok1 == tok2 == sum(len(e.completion_ids) for e in rows)
-        assert loss2 == pytest.approx(loss1, rel=1e-5), cfg_d
-        assert gn2 == pytest.approx(gn1, rel=1e-5), cfg_d
+        # float32 sums in another order (shards, micro-batches, packed rows): the loss is a mean
+        # of log-probs, the norm a sum of squared gradients over every weight
+        T = max(len(e.prompt_ids) + len(e.completion_ids) for e in rows)
+        fwd = decoder_terms(model.config, T) + tok1
+        bwd = decoder_terms(model.config, T, backward=True, tokens=tok1) + 2  # + the all-reduce
+        n_w = sum(p.numel() for p in model.parameters())
+        assert abs(loss2 - loss1) <= diff_tol(torch.float32, abs(loss1), fwd), cfg_d
+        assert abs(gn2 - gn1) <= diff_tol(torch.float32, gn1, bwd + n_w), cfg_d
         w1 = model.state_dict()
         assert w1.keys() == w2.keys()
         assert max((w1[k] - base[k]).abs().max() for k in w1) > 1e-4  # the step moved weights
+        params = dict(model.named_parameters(remove_duplicate=False))  # the tied head too
+        hp = opt.param_groups[0]
+        loose = 0
         for k in w1:
-            torch.testing.assert_close(w2[k], w1[k], atol=ATOL, rtol=0, msg=f"{cfg_d}: {k}")
+            g = params[k].grad  # clipped, as Adam took it
+            g_tol = diff_tol(torch.float32, g.abs().max(), bwd)
+            bound = adam_step_tol(opt.state[params[k]], g_tol, w1[k], lr, hp["betas"], hp["eps"])
+            assert_within(w2[k], w1[k], bound, f"{cfg_d}: {k}")
+            loose += int(((bound > lr / 10) & (g != 0)).sum())
+        # a gradient within its rounding of zero may step either way (so may an unused
+        # embedding row's, exactly 0 on both sides); two thirds of the weights are held to a tenth of a step
+        n_all = sum(v.numel() for v in w1.values())
+        assert loose < n_all / 3, (cfg_d, loose, n_all)
 
 
 def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
@@ -96,8 +115,26 @@ def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
     a = load_file(run / "final" / "model.safetensors")  # a plain HF model
     b = load_file(cut / "final" / "model.safetensors")
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=ATOL, rtol=0, msg=k)
     hist_b = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in hist_b] == [1, 2]
-    assert hist_b[1]["loss"] == pytest.approx(hist[1]["loss"], rel=1e-5)
+    # step 2 ran on 2 ranks in one run and in one process in the other: float32 sums in another
+    # order, bounded through the 2-rank run's optimizer state after step 2 (read back here)
+    model = load_model(None).train()
+    cfg = SFTConfig(**json.loads((run / "config.json").read_text()))
+    opt = make_optimizer(model, cfg)
+    load_trainer_state(run / "checkpoints" / "step-000002", opt, model)
+    n_tok, lr = hist[1]["tokens"], hist[1]["lr"]
+    fwd = decoder_terms(model.config, cfg.max_len) + n_tok
+    bwd = decoder_terms(model.config, cfg.max_len, backward=True, tokens=n_tok) + 2
+    assert abs(hist_b[1]["loss"] - hist[1]["loss"]) <= diff_tol(torch.float32, hist[1]["loss"], fwd)
+    hp = opt.param_groups[0]
+    params = dict(model.named_parameters())  # the tied LM head is saved as the embedding
+    assert a.keys() == params.keys()
+    loose = 0
+    for k, p in params.items():
+        state = opt.state[p]
+        g_tol = diff_tol(torch.float32, adam_grad_bound(state, hp["betas"][1]), bwd)
+        bound = adam_step_tol(state, g_tol, a[k], lr, hp["betas"], hp["eps"])
+        assert_within(b[k], a[k], bound, k)
+        loose += int((bound > lr / 10).sum())
+    assert loose < sum(v.numel() for v in a.values()) / 3, loose  # most held to a tenth of a step
