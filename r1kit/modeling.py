@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
+from r1kit.chat import template_of
 from r1kit.errors import R1kitError
 
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "tiny"
@@ -43,6 +45,64 @@ def resolve_model(spec: str | None) -> str:
     return spec  # a hub id such as Qwen/Qwen2.5-0.5B
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # one request, no retries: an unreachable hub is one line within 5 s
+
+
+@functools.cache
+def hub_check(name: str, repo_type: str = "model") -> None:
+    """Before `from_pretrained` (or `datasets.load_dataset`) of hub id `name`: one quick request
+    to the hub instead of a minute of retries. A missing or gated repo is one line now. An
+    unreachable hub turns the process offline (HF_HUB_OFFLINE), so a cached copy loads from the
+    cache at once; a model that is not cached is one line naming what to do (a dataset's loader
+    then fails at once with its own message)."""
+    from huggingface_hub import constants, repo_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    what = "model" if repo_type == "model" else "dataset"
+    cached = repo_type != "model" or isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        if not cached:
+            raise R1kitError(
+                f"{name!r} is not in the local Hugging Face cache and the hub is offline "
+                "(HF_HUB_OFFLINE): download it elsewhere and pass its local directory instead"
+            )
+        return
+    try:
+        repo_info(name, repo_type=repo_type, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError:
+        raise R1kitError(
+            f"{name!r} is gated on the Hugging Face hub: accept its terms on its page and log "
+            "in (`hf auth login`), or pass a local copy"
+        ) from None
+    except RepositoryNotFoundError:
+        raise R1kitError(
+            f"no {what} {name!r} on the Hugging Face hub (if it is private, log in with "
+            "`hf auth login`)"
+        ) from None
+    except HfHubHTTPError:
+        return  # the hub answered: the loader says what it has to say
+    except Exception as err:  # DNS, refused, timeout, proxy: the hub is unreachable
+        if cached:
+            _go_offline()
+            return
+        raise R1kitError(
+            f"cannot reach the Hugging Face hub for {name!r} ({type(err).__name__}: offline?) "
+            "and it is not in the local cache: download it elsewhere and pass its local directory"
+        ) from None
+
+
+def _go_offline() -> None:
+    """HF_HUB_OFFLINE for the rest of the process, as the loaders read it (after import)."""
+    import sys
+
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"  # for what imports later (datasets reads it then)
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
+
+
 def _hub_error(spec: str, err: Exception) -> R1kitError:
     if Path(spec).exists():
         return R1kitError(f"cannot load the model in {spec}: {str(err).splitlines()[0]}")
@@ -59,9 +119,11 @@ def _quiet_transformers() -> None:
 
 
 def load_tokenizer(spec: str | None) -> Any:
+    name = resolve_model(spec)
+    if not Path(name).exists():
+        hub_check(name)  # before the heavy import: a bad id fails at once
     from transformers import AutoTokenizer
 
-    name = resolve_model(spec)
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
@@ -73,11 +135,13 @@ def load_tokenizer(spec: str | None) -> Any:
 
 def load_model(spec: str | None, dtype: Any = None, device: str = "cpu") -> Any:
     """A causal LM in train-ready precision: float32 on CPU, bfloat16 on GPU unless told."""
+    name = resolve_model(spec)
+    if not Path(name).exists():
+        hub_check(name)  # before the heavy imports: a bad id fails at once
     import torch
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
-    name = resolve_model(spec)
     dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
@@ -98,13 +162,19 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     save_tokenizer(tokenizer, out)
 
 
+NOTE_FILE = "r1kit.json"  # r1kit's note of the prompt format a model was trained with
+
+
 def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
     """save_pretrained, plus an explicit `"unk_token": null` for byte-level tokenizers without
     one: transformers 5 loads a qwen2-typed dir as Qwen2Tokenizer, which otherwise adds its
-    default `<|endoftext|>` as a new id past the model's vocabulary."""
+    default `<|endoftext|>` as a new id past the model's vocabulary. Beside it, `r1kit.json`
+    notes the prompt format (`chat.template_of`), which the chat template itself carries."""
     import json
 
     tokenizer.save_pretrained(out_dir)
+    note = {"template": template_of(tokenizer)}
+    (Path(out_dir) / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
     if tokenizer.unk_token is None:
         path = Path(out_dir) / "tokenizer_config.json"
         cfg = json.loads(path.read_text())

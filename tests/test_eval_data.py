@@ -100,7 +100,11 @@ def test_jsonl_without_the_mapped_fields(tmp_path, capsys):
     assert "--answer-field" in err
     rc, _, err = _eval(["--gold", "--data", str(f), "--question-field", "prompt"], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert f"{f}:1: no question field 'prompt' (fields: question, answer)" in err
+    # a named field that no row has: the fields the file has (not a row's)
+    assert (
+        f"--question-field 'prompt': no such field in {f} (its fields: question, answer, result)"
+        in err
+    )
     rc, _, err = _eval(["--gold", "--data", str(tmp_path / "missing.jsonl")], capsys)
     assert rc == 2 and "data file not found" in err
 

@@ -20,6 +20,7 @@ from typing import Any
 from r1kit.chat import last_boxed
 from r1kit.data.datasets import jsonl_objects
 from r1kit.errors import R1kitError
+from r1kit.modeling import hub_check
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Benchmark:
     id_fields: tuple[str, ...] = ("unique_id", "id")
     reference: str = "answer"  # --gold scores the "solution" (its boxed answer) or the "answer"
     k: int = 4  # samples per problem in the R1 protocol
+    named: tuple[tuple[str, str], ...] = ()  # (flag, field) the user named: the data must have it
 
 
 BENCHMARKS = {
@@ -76,12 +78,18 @@ def get_benchmark(
         b = replace(b, answer_field=answer_field)
     if solution_field:
         b = replace(b, solution_field=solution_field)
-    return b
+    flags = [
+        ("question-field", question_field),
+        ("answer-field", answer_field),
+        ("solution-field", solution_field),
+    ]
+    return replace(b, named=tuple((flag, f) for flag, f in flags if f))
 
 
 def load_problems(b: Benchmark, data: str | None = None, limit: int | None = None) -> list[dict]:
     """The first `limit` problems of the benchmark, from `data` (JSONL) or the hub."""
     rows = _read_jsonl(data) if data else _load_hub(b)
+    _check_named_fields(b, rows, data or b.hub_id or b.name)
     if limit is not None:
         rows = rows[:limit]
     problems = [_problem(b, row, where, i) for i, (row, where) in enumerate(rows)]
@@ -90,6 +98,20 @@ def load_problems(b: Benchmark, data: str | None = None, limit: int | None = Non
         for i, p in enumerate(problems):
             p["id"] = str(i)
     return problems
+
+
+def _check_named_fields(b: Benchmark, rows: list[tuple[dict, str]], source: str) -> None:
+    """A field named with --question-field/--answer-field/--solution-field that no row has (a
+    misspelling) is an error naming the fields the data has, not a silent fallback."""
+    have: dict[str, None] = {}
+    for row, _ in rows:
+        have.update(dict.fromkeys(row))
+    for flag, field in b.named:
+        if field not in have:
+            raise R1kitError(
+                f"--{flag} {field!r}: no such field in {source} (its fields: "
+                f"{', '.join(map(str, have)) or 'none'})"
+            )
 
 
 def _read_jsonl(path: str) -> list[tuple[dict, str]]:
@@ -104,6 +126,7 @@ def _load_hub(b: Benchmark) -> list[tuple[dict, str]]:
             "loading benchmarks from the hub needs `datasets` (pip install datasets); "
             "or pass --data FILE.jsonl"
         ) from None
+    hub_check(b.hub_id, "dataset")  # unreachable hub: offline at once, not a minute of retries
     try:
         ds = datasets.load_dataset(b.hub_id, b.config, split=b.split)
     except Exception as err:  # offline, renamed, gated: all end here, in one line
