@@ -41,14 +41,16 @@ def max_token_chars(tok) -> int | None:
 
 
 def context_error(max_len: int, tokens: int, param: str, at_least: bool = False) -> APIError:
-    """OpenAI's wording and code, which LiteLLM (ContextWindowExceededError) and LangChain
-    (its context-overflow error) recognise."""
+    """OpenAI's wording and code, which LiteLLM (ContextWindowExceededError) recognises; with
+    openai>=3 an exception's text is the message alone, so LangChain, which looks for the
+    code there, finds its other marker instead: "prompt is too long" (ContextOverflowError)."""
     what = "messages" if param == "messages" else "prompt"
     n = f"at least {tokens}" if at_least else str(tokens)
     return APIError(
         400,
         f"This model's maximum context length is {max_len} tokens. However, your {what} "
-        f"resulted in {n} tokens. Please reduce the length of the {what}.",
+        f"resulted in {n} tokens: the prompt is too long. Please reduce the length of the "
+        f"{what}.",
         param,
         "context_length_exceeded",
     )
@@ -134,14 +136,22 @@ async def run_or_abort(request: Request, g):
     return run.result()
 
 
-async def keepalive(source: AsyncIterator, interval: float) -> AsyncIterator:
+async def keepalive(
+    source: AsyncIterator, interval: float, request: Request | None = None
+) -> AsyncIterator:
     """The items of `source`, and None each time `interval` seconds pass without one (the
-    caller sends an SSE `: keep-alive` comment then, as DeepSeek does while a request waits)."""
+    caller sends an SSE `: keep-alive` comment then, as DeepSeek does while a request waits).
+    With `request`, a client that disconnects ends the iteration at once (closing `source`
+    aborts its engine request), also while the stream has nothing to send."""
     it = source.__aiter__()
     nxt = asyncio.ensure_future(it.__anext__())
+    gone = asyncio.ensure_future(_client_gone(request)) if request is not None else None
     try:
         while True:
-            done, _ = await asyncio.wait({nxt}, timeout=interval)
+            waiting = {nxt} if gone is None else {nxt, gone}
+            done, _ = await asyncio.wait(waiting, timeout=interval, return_when="FIRST_COMPLETED")
+            if gone is not None and gone in done:
+                return
             if not done:
                 yield None
                 continue
@@ -152,6 +162,8 @@ async def keepalive(source: AsyncIterator, interval: float) -> AsyncIterator:
             yield item
             nxt = asyncio.ensure_future(it.__anext__())
     finally:
+        if gone is not None:
+            gone.cancel()
         if not nxt.done():
             nxt.cancel()
             await asyncio.gather(nxt, return_exceptions=True)
