@@ -44,6 +44,25 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
 )
 
+# The R1-Zero template above as a Jinja chat template, so a model trained on it carries it in its
+# tokenizer (DESIGN.md section 3) and every consumer renders it the same way. The marker comment
+# says which format this is (`template_of`). A system message goes after the preamble; an earlier
+# assistant turn is rendered without its reasoning (its content as sent: with its answer tags).
+R1ZERO_MARKER = "r1kit:r1zero"
+R1ZERO_CHAT_TEMPLATE = (
+    "{#- " + R1ZERO_MARKER + ": the R1-Zero plain-text prompt (R1 paper, Table 1) -#}"
+    "{{ bos_token or '' }}" + R1_ZERO_TEMPLATE.split("User:")[0] + "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] | trim }}\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] | trim }}\n"
+    "{% elif message['role'] == 'assistant' %}"
+    "{% set content = message['content'] %}"
+    "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
+    "Assistant: <think> </think> {{ content | trim }}\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: <think>{% endif %}"
+)
+
 TEMPLATES = ("r1zero", "chat")
 
 
@@ -64,6 +83,66 @@ def build_prompt(template: str, question: str, tokenizer: Any = None) -> str:
     if template == "chat":
         return chat_prompt(tokenizer, question)
     raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+def template_of(tokenizer: Any) -> str:
+    """The prompt format a model was trained with, read from its tokenizer: "r1zero" for r1kit's
+    R1-Zero chat template or a tokenizer without any chat template (a base model), else "chat"."""
+    tpl = getattr(tokenizer, "chat_template", None)
+    if isinstance(tpl, dict):  # several named templates: the default one speaks for the model
+        tpl = tpl.get("default")
+    if not tpl or R1ZERO_MARKER in tpl:
+        return "r1zero"
+    return "chat"
+
+
+def resolve_template(tokenizer: Any, template: str | None) -> str:
+    """`template` as asked ("r1zero" | "chat"), or the model's own when None or "auto"."""
+    if template in (None, "auto"):
+        return template_of(tokenizer)
+    if template not in TEMPLATES:
+        raise ValueError(
+            f"unknown template {template!r}; choose one of auto, {', '.join(TEMPLATES)}"
+        )
+    return template
+
+
+def set_template(tokenizer: Any, template: str) -> None:
+    """Make `template` the tokenizer's chat template, so the model saved with it carries it.
+
+    r1zero: r1kit's R1-Zero Jinja template. chat: the tokenizer's own chat template when it has
+    one that is not the R1-Zero one (an instruct model's), else the DeepSeek-R1 template."""
+    if template == "r1zero":
+        tokenizer.chat_template = R1ZERO_CHAT_TEMPLATE
+    elif template == "chat":
+        if template_of(tokenizer) == "r1zero":
+            tokenizer.chat_template = CHAT_TEMPLATE
+    else:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, with the start-of-sequence token the tokenizer puts before
+    plain text exactly once, whether the text came from a chat template that writes it
+    (`{{ bos_token }}`) or from a plain string (the R1-Zero prompt, `/v1/completions`): every
+    path that turns text into a prompt calls this, so they all see the same ids."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = _auto_bos(tokenizer)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    return ids
+
+
+def _auto_bos(tokenizer: Any) -> int | None:
+    """The BOS id the tokenizer adds on its own to plain text, or None when it adds none."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    try:
+        probe = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    except TypeError:  # a tokenizer without the flag adds nothing of its own
+        return None
+    return bos if probe and probe[0] == bos else None
 
 
 def split_reasoning(text: str) -> tuple[str, str | None]:
@@ -119,8 +198,27 @@ def parse_completion(text: str, template: str = "r1zero") -> dict[str, str | Non
     return {"reasoning": reasoning, "content": content, "answer": extract_answer(content, template)}
 
 
-def render_messages(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+R1ZERO_THINK = "Assistant: " + THINK_OPEN  # how the R1-Zero generation prompt ends
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], think: bool = True) -> str:
+    """A chat as the prompt for the next assistant turn, in the tokenizer's chat template:
+    earlier reasoning stripped, generation prompt added; with think off, the think block is
+    opened and closed empty so the model answers directly (R1-Zero: `<think> </think>`)."""
+    msgs = []
+    for m in messages:
+        content = m.get("content") or ""
+        if m.get("role") == "assistant" and THINK_CLOSE in content:
+            content = split_reasoning(content)[1] or ""
+        msgs.append({"role": m["role"], "content": content})
+    prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if not think and prompt.endswith(R1ZERO_THINK):
+        return prompt + " " + THINK_CLOSE
+    if not think:
+        prompt = prompt + ("" if prompt.endswith("\n") else "\n") + THINK_CLOSE + "\n\n"
+        if THINK_OPEN not in prompt[-40:]:
+            prompt = prompt[: -len(THINK_CLOSE) - 2]  # the template does not think
+    return prompt
 
 
 class ReasoningStream:
@@ -196,3 +294,79 @@ def _partial_suffix(text: str, tag: str) -> int:
         if text.endswith(tag[:k]):
             return k
     return 0
+
+
+class AnswerTagStream:
+    """The answer part of an R1-Zero completion without its `<answer>` tags, incrementally.
+
+    For a model in the R1-Zero format the API's `content` is the text inside `<answer>` and
+    `</answer>` (DESIGN.md section 3 keeps the reasoning apart; this keeps the tags out). Fed the
+    answer part as it streams (after `</think>`): a leading `<answer>` is dropped, the text up to
+    `</answer>` goes out, and what follows the closing tag is dropped. An answer part that does
+    not open with the tag goes out as it is. As in `ReasoningStream`, a tag cut across chunks
+    is held back until it is whole, and surrounding whitespace is stripped.
+    """
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._state = "pre"  # pre -> inside | raw -> post
+        self._pending = ""  # whitespace held until non-space text follows
+        self._emitted = False
+
+    def feed(self, text: str) -> str:
+        self._buf += text
+        if self._state == "pre":
+            body = self._buf.lstrip()
+            if not body or (ANSWER_OPEN.startswith(body) and body != ANSWER_OPEN):
+                return ""  # maybe the start of <answer>: wait
+            if body.startswith(ANSWER_OPEN):
+                self._buf, self._state = body[len(ANSWER_OPEN) :], "inside"
+            else:
+                self._buf, self._state = body, "raw"
+        if self._state == "raw":
+            out, self._buf = self._buf, ""
+            return self._put(out)
+        if self._state == "inside":
+            i = self._buf.find(ANSWER_CLOSE)
+            if i >= 0:
+                out = self._put(self._buf[:i])
+                self._buf, self._state, self._pending = "", "post", ""
+                return out
+            keep = _partial_suffix(self._buf, ANSWER_CLOSE)
+            out = self._buf[: len(self._buf) - keep]
+            self._buf = self._buf[len(self._buf) - keep :]
+            return self._put(out)
+        self._buf = ""  # post: text after </answer> is not part of the answer
+        return ""
+
+    @property
+    def done(self) -> bool:
+        """The answer closed: what the model writes after `</answer>` is not part of it."""
+        return self._state == "post"
+
+    def close(self) -> str:
+        """Flush what was held back: an unfinished tag is plain text."""
+        if self._state == "post":
+            return ""
+        out, self._buf = self._buf.lstrip() if self._state == "pre" else self._buf, ""
+        return self._put(out)
+
+    def _put(self, text: str) -> str:
+        if not text:
+            return ""
+        text = self._pending + text
+        if not self._emitted:
+            text = text.lstrip()
+        stripped = text.rstrip()
+        self._pending = text[len(stripped) :]
+        if stripped:
+            self._emitted = True
+        return stripped
+
+
+def answer_content(content: str | None) -> str | None:
+    """`AnswerTagStream` over a whole answer part: the R1-Zero answer without its tags."""
+    if content is None:
+        return None
+    s = AnswerTagStream()
+    return s.feed(content) + s.close()

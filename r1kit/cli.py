@@ -21,6 +21,13 @@ from r1kit.cli_flags import (
 )
 from r1kit.errors import R1kitError
 
+# --template of the commands that use a model as it is (serve, run, export)
+TEMPLATE_FLAG = {
+    "default": "auto",
+    "choices": ["auto", "r1zero", "chat"],
+    "help": "prompt format: auto (the model's own, from its tokenizer), r1zero or chat",
+}
+
 
 def cmd_zero(args: argparse.Namespace) -> int:
     from r1kit.config import ZeroConfig
@@ -108,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.model, host=args.host, port=args.port, db=args.db, no_auth=args.no_auth,
           engine=args.engine, max_waiting=args.max_waiting, rpm=args.rpm, name=args.name,
-          max_body=_size(args.max_body), allow_origin=tuple(args.allow_origin or ()))  # fmt: skip
+          max_body=_size(args.max_body), allow_origin=tuple(args.allow_origin or ()),
+          template=args.template, prefix_cache=not args.no_prefix_cache)  # fmt: skip
     return 0
 
 
@@ -173,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from r1kit.serve.term import run
 
     return run(args.model, base_url=args.base_url, api_key=args.api_key,
-               think=not args.nothink, engine=args.engine)  # fmt: skip
+               think=not args.nothink, engine=args.engine, template=args.template)  # fmt: skip
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -243,7 +251,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "gguf":
         from r1kit.export.gguf import export_gguf
 
-        r = export_gguf(args.model, args.outtype, args.out, args.name)
+        r = export_gguf(args.model, args.outtype, args.out, args.name, args.template)
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(r.types.items()))
         print(f"wrote {r.path} ({r.size_bytes / 2**20:.2f} MiB; {r.arch}, {r.params:,} params; "
               f"tensors: {kinds})")  # fmt: skip
@@ -252,7 +260,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     from r1kit.export.modelfile import export_ollama
 
-    o = export_ollama(args.model, args.outtype, args.out, args.name)
+    o = export_ollama(args.model, args.outtype, args.out, args.name, args.template)
     print(f"wrote {o.gguf} and {o.modelfile}")
     if not o.r1_template:
         print("  the tokenizer's chat template is not R1-style: no TEMPLATE written, Ollama "
@@ -313,9 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--db", default=None, help="SQLite file (default: the user's data dir)")
     sv.add_argument("--no-auth", action="store_true", help="no keys (loopback addresses only)")
     sv.add_argument("--engine", default="auto", help="auto | paged | hf")
+    sv.add_argument("--no-prefix-cache", action="store_true",
+                    help="do not keep prompt KV blocks for reuse by later requests")  # fmt: skip
     sv.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     sv.add_argument("--rpm", type=int, default=None, help="default requests/minute per key")
     sv.add_argument("--name", default=None, help="the model name clients see")
+    sv.add_argument("--template", **TEMPLATE_FLAG)
     sv.add_argument("--max-body", default="4M", help="largest request body (bytes, 512K, 4M...)")
     sv.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
                     help="answer CORS requests from this origin (repeatable; default: none)")  # fmt: skip
@@ -345,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api-key", default=None, help="the endpoint's key ($R1KIT_API_KEY)")
     r.add_argument("--nothink", action="store_true", help="start with thinking off")
     r.add_argument("--engine", default="auto", help="auto | paged | hf")
+    r.add_argument("--template", **TEMPLATE_FLAG)
     r.set_defaults(func=cmd_run)
 
     from r1kit.config import DistillConfig, SampleConfig, SFTConfig
@@ -384,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gguf: a .gguf path or a directory (default .); ollama: a directory "
                     "(default ./NAME-ollama)")  # fmt: skip
     ex.add_argument("--name", default=None, help="model name in the file (default: from MODEL)")
+    ex.add_argument("--template", **TEMPLATE_FLAG)
     ex.set_defaults(func=cmd_export)
 
     inf = sub.add_parser("info", help="parameters, context, and memory to run or train a model")

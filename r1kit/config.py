@@ -30,6 +30,16 @@ ZERO_PRESETS: dict[str, dict[str, Any]] = {
                       max_new_tokens=256, lr=5e-5, micro_batch=128, pack_tokens=8192,
                       eval_problems=500, eval_k=4, save_every=20, device="cuda", dtype="float32"),
 }  # fmt: skip
+# code reasoning: write f(xs) from a description, the reward runs hidden tests in the sandbox
+ZERO_PRESETS["gpu-code"] = dict(
+    ZERO_PRESETS["gpu-small"],
+    pretrain="gpu-code",
+    dataset="code",
+    rewards="code=1,format=0.5",
+    steps=40,
+    max_new_tokens=160,
+    eval_problems=200,
+)
 
 
 def apply_preset(cfg: ZeroConfig, name: str, explicit: set[str]) -> str | None:
@@ -114,6 +124,7 @@ class ZeroConfig:
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16
     engine: str = "auto"  # auto (paged where supported) | paged | hf (plain transformers)
     time_limit_s: float = 0.0  # > 0: stop training after this many seconds (then evaluate)
+    unsafe_exec: bool = False  # run model-written code without a sandbox when none works here
 
     def validate(self) -> None:
         for name in (
@@ -199,9 +210,12 @@ class EvalConfig:
     retries: int = 5  # per request, on 429 / 5xx / connection errors, with backoff
     gold: bool = False  # score the reference solutions/answers instead of a model
     engine: str = "auto"  # local engine kind, passed to r1kit.engine.make_engine
-    template: str = "auto"  # auto (chat if the tokenizer has a template) | chat | r1zero
+    template: str = "auto"  # auto (the model's own format, from its tokenizer) | chat | r1zero
     seed: int | None = None  # local default 0; sent to an endpoint only when given
     grade_timeout: float = 5.0  # seconds per answer for math-verify
+    tests_field: str | None = None  # --data: the tests of a programming problem (code benchmark)
+    entry_point_field: str | None = None  # --data: the function the tests call
+    unsafe_exec: bool = False  # run model-written code without a sandbox when none works here
 
     def validate(self) -> None:
         for name in ("k", "max_tokens", "limit", "concurrency"):
@@ -287,7 +301,7 @@ class SampleConfig:
     dataset: str = "mix"  # task spec or .jsonl with question + answer (train split is used)
     prompts: int = 500
     k: int = 4
-    template: str = "r1zero"
+    template: str = "auto"  # auto (the model's own format) | r1zero | chat
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 128
@@ -297,6 +311,7 @@ class SampleConfig:
     max_repeats: int = 3  # a word 4-gram seen more often than this is repetition
     max_paragraph_words: int = 200
     max_code_lines: int = 30
+    unsafe_exec: bool = False  # run model-written code (code problems) without a sandbox
     out: str = "runs/sample"
     seed: int = 0
     device: str = "auto"
@@ -327,7 +342,9 @@ class DistillConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 128
-    template: str = "r1zero"  # the local teacher's and the student's prompt format
+    # the local teacher's and the student's prompt format; auto: the teacher's own (an endpoint
+    # speaks chat), and the student learns in it
+    template: str = "auto"
     concurrency: int = 8
     retries: int = 5
     price_prompt: float = 0.55  # USD per 1M prompt tokens (DeepSeek-reasoner list price)
@@ -350,8 +367,8 @@ class DistillConfig:
             raise R1kitError("--epochs must be >= 0 (0: collect the traces only)")
         if self.retries < 0 or self.price_prompt < 0 or self.price_completion < 0:
             raise R1kitError("--retries and prices must be >= 0")
-        if self.template not in ("r1zero", "chat"):
-            raise R1kitError("--template must be r1zero or chat")
+        if self.template not in ("auto", "r1zero", "chat"):
+            raise R1kitError("--template must be auto, r1zero or chat")
 
     @property
     def url(self) -> str | None:

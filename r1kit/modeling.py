@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1kit.chat import template_of
 from r1kit.errors import R1kitError
 
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "tiny"
@@ -161,13 +162,19 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     save_tokenizer(tokenizer, out)
 
 
+NOTE_FILE = "r1kit.json"  # r1kit's note of the prompt format a model was trained with
+
+
 def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
     """save_pretrained, plus an explicit `"unk_token": null` for byte-level tokenizers without
     one: transformers 5 loads a qwen2-typed dir as Qwen2Tokenizer, which otherwise adds its
-    default `<|endoftext|>` as a new id past the model's vocabulary."""
+    default `<|endoftext|>` as a new id past the model's vocabulary. Beside it, `r1kit.json`
+    notes the prompt format (`chat.template_of`), which the chat template itself carries."""
     import json
 
     tokenizer.save_pretrained(out_dir)
+    note = {"template": template_of(tokenizer)}
+    (Path(out_dir) / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n")
     if tokenizer.unk_token is None:
         path = Path(out_dir) / "tokenizer_config.json"
         cfg = json.loads(path.read_text())

@@ -9,9 +9,14 @@ import subprocess
 
 import pytest
 
-from r1kit.chat import BOS, CHAT_TEMPLATE, THINK_CLOSE
+from r1kit.chat import BOS, CHAT_TEMPLATE, R1ZERO_CHAT_TEMPLATE
 from r1kit.cli import main
-from r1kit.export.modelfile import OLLAMA_TEMPLATE, STOPS, build_modelfile
+from r1kit.export.modelfile import (
+    OLLAMA_R1ZERO_TEMPLATE,
+    OLLAMA_TEMPLATE,
+    STOPS,
+    build_modelfile,
+)
 
 # Ollama's template data for a chat: Messages (Role, Content, Thinking), Think, IsThinkSet
 GO_RENDER = """package main
@@ -59,29 +64,49 @@ CONVERSATIONS = [
 ]
 
 
-def _jinja(messages: list[dict], think: bool) -> str:
-    """r1kit's prompt (Generator.render), less the BOS text Ollama adds as a token instead."""
-    from jinja2 import Template
+def _jinja(template: str, messages: list[dict], think: bool) -> str:
+    """r1kit's prompt (Generator.render, through the model's own template), less the BOS text
+    Ollama adds as a token instead."""
+    from r1kit.serve.generation import Generator
 
-    text = Template(CHAT_TEMPLATE).render(messages=messages, bos_token=BOS,
-                                          add_generation_prompt=True)  # fmt: skip
-    if not think:
-        text += THINK_CLOSE + "\n\n"
-    return text.removeprefix(BOS)
+    gen = Generator.__new__(Generator)  # render() needs only the tokenizer
+    gen.tok = _Tok(template)
+    return gen.render(messages, think).removeprefix(BOS)
+
+
+class _Tok:
+    """The one thing Generator.render asks of a tokenizer: apply_chat_template, as transformers
+    renders it (its sandboxed Jinja environment, the BOS text as `bos_token`)."""
+
+    def __init__(self, template: str) -> None:
+        self.chat_template = template
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        out, _ = render_jinja_template(
+            conversations=[messages], chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt, bos_token=BOS,
+        )  # fmt: skip
+        return out[0]
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="needs Go (apt-get install golang-go)")
-def test_ollama_template_renders_like_r1kit_chat_template(tmp_path):
+@pytest.mark.parametrize(
+    "jinja, go", [(CHAT_TEMPLATE, OLLAMA_TEMPLATE), (R1ZERO_CHAT_TEMPLATE, OLLAMA_R1ZERO_TEMPLATE)]
+)
+def test_ollama_template_renders_like_the_models_template(tmp_path, jinja, go):
+    """Both formats: the Modelfile's Go TEMPLATE gives the text r1kit's server renders."""
     cases, want = [], []
     for msgs in CONVERSATIONS:
         go_msgs = [{"Role": m["role"], "Content": m["content"], "Thinking": ""} for m in msgs]
         for think_set, think in ((False, True), (True, True), (True, False)):
             cases.append({"Messages": go_msgs, "IsThinkSet": think_set, "Think": think})
-            want.append(_jinja(msgs, think))
+            want.append(_jinja(jinja, msgs, think))
     src = tmp_path / "render.go"
     src.write_text(GO_RENDER)
     env = {"GOCACHE": str(tmp_path / "gocache"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    res = subprocess.run(["go", "run", str(src)], input=json.dumps({"Template": OLLAMA_TEMPLATE,
+    res = subprocess.run(["go", "run", str(src)], input=json.dumps({"Template": go,
                          "Cases": cases}), capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == want

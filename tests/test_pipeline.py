@@ -16,9 +16,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOY = """\
 out: {out}
-eval: {{dataset: arith, problems: 6, k: 2, max_new_tokens: 48}}
+eval: {{dataset: arith, problems: 6, k: 2, max_new_tokens: 80}}
 stages:
-  - {{name: cold_start, kind: sft, data: "traces:arith", max_examples: 48, batch_size: 24}}
+  - {{name: cold_start, kind: sft, data: "traces:arith", max_examples: 96, batch_size: 24,
+      epochs: 2}}
   - name: reasoning_rl
     kind: rl
     rewards: "accuracy=1,format=0.5,language=0.5"
@@ -26,9 +27,9 @@ stages:
     steps: 2
     prompts_per_step: 4
     group_size: 4
-    max_new_tokens: 48
+    max_new_tokens: 80
   - {{name: rejection_sampling, kind: sample, dataset: arith, prompts: 24, k: 4,
-      max_new_tokens: 48}}
+      max_new_tokens: 80}}
   - {{name: sft, kind: sft, model: base, data: "@rejection_sampling", batch_size: 16}}
   - {{name: reward_model, kind: reward_model, model: base, data: "@rejection_sampling",
       epochs: 1}}
@@ -40,7 +41,7 @@ stages:
     steps: 2
     prompts_per_step: 4
     group_size: 4
-    max_new_tokens: 48
+    max_new_tokens: 80
 """
 
 

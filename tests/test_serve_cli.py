@@ -10,8 +10,9 @@ import sqlite3
 import pytest
 from serve_server import MODEL, shared
 
-from r1kit.chat import ReasoningStream, split_reasoning
+from r1kit.chat import ReasoningStream, render_chat, set_template, split_reasoning
 from r1kit.cli import main
+from r1kit.modeling import load_tokenizer
 from r1kit.serve.app import is_loopback
 from r1kit.serve.generation import SampleText
 from r1kit.serve.store import Store
@@ -104,7 +105,13 @@ def test_sample_text_stop_and_utf8(tiny_tokenizer):
 
 
 @pytest.mark.parametrize("think", [True, False])
-def test_render_think_switch(think):
-    gen = shared().gen
-    p = gen.render([{"role": "user", "content": "hi"}], think)
-    assert p.endswith("<think>\n") if think else p.endswith("<think>\n</think>\n\n")
+@pytest.mark.parametrize("template", ["r1zero", "chat"])
+def test_render_think_switch(template, think):
+    """Thinking off closes the think block empty, in the spacing of each format."""
+    tok = load_tokenizer(None)
+    set_template(tok, template)
+    p = render_chat(tok, [{"role": "user", "content": "hi"}], think)
+    if template == "r1zero":
+        assert p.endswith("User: hi\nAssistant: <think>" + ("" if think else " </think>"))
+    else:
+        assert p.endswith("<think>\n") if think else p.endswith("<think>\n</think>\n\n")

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from r1kit.chat import THINK_OPEN, build_prompt
+from r1kit.chat import THINK_OPEN, build_prompt, encode_prompt, resolve_template, set_template
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, engine_kind
 from r1kit.eval.scoring import split_output
@@ -51,8 +51,8 @@ class LocalBackend:
         self.path = resolve_model(spec)
         self.name = "r1kit-tiny" if Path(self.path) == EMBEDDED_DIR else self.path.rstrip("/")
         self.tokenizer = load_tokenizer(spec)
-        has_chat = bool(getattr(self.tokenizer, "chat_template", None))
-        self.template = ("chat" if has_chat else "r1zero") if template == "auto" else template
+        self.template = resolve_template(self.tokenizer, template)
+        set_template(self.tokenizer, self.template)
         self.engine_kind = engine_kind(engine)
         self.devices = devices or default_devices()
         self.chunk_samples = chunk_samples
@@ -71,9 +71,7 @@ class LocalBackend:
         """The prompt as text and token ids: the chat template with R1's single user message (no
         system prompt), or the R1-Zero template for a base model."""
         text = build_prompt(self.template, question, self.tokenizer)
-        # the chat template writes its own BOS; the plain R1-Zero prompt gets the tokenizer's
-        ids = self.tokenizer(text, add_special_tokens=self.template != "chat").input_ids
-        return text, ids
+        return text, encode_prompt(self.tokenizer, text)
 
     def generate(self, requests: list[Request], params: Params) -> Iterator[list[dict]]:
         from r1kit.engine import SamplingParams

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from r1kit.chat import TEMPLATES, set_template
 from r1kit.errors import R1kitError
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -201,10 +202,19 @@ def read_weights(
             yield key, shape, (lambda f=f, key=key: f.get_tensor(key))
 
 
-def export_gguf(model: str | None = None, outtype: str = "f16", out: str | Path | None = None,
-                name: str | None = None) -> ExportResult:  # fmt: skip
-    """Write MODEL as a GGUF file; `out` is a .gguf path or a directory (default: here)."""
+def export_gguf(
+    model: str | None = None,
+    outtype: str = "f16",
+    out: str | Path | None = None,
+    name: str | None = None,
+    template: str = "auto",
+) -> ExportResult:
+    """Write MODEL as a GGUF file; `out` is a .gguf path or a directory (default: here). Its
+    `tokenizer.chat_template` is the model's own (the format it was trained in), or the one
+    `template` ("r1zero" | "chat") names."""
     check_outtype(outtype)
+    if template not in ("auto", *TEMPLATES):
+        raise R1kitError(f"--template must be auto, {' or '.join(TEMPLATES)}, not {template!r}")
     from transformers import AutoConfig
 
     src = model_dir(model)
@@ -227,11 +237,11 @@ def export_gguf(model: str | None = None, outtype: str = "f16", out: str | Path 
     path.parent.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
-        return _write(src, cfg, arch, rp, name, outtype, path, stack)
+        return _write(src, cfg, arch, rp, name, outtype, path, stack, template)
 
 
 def _write(src: Path, cfg: Any, arch: str, rp: dict, name: str, outtype: str, path: Path,
-           stack: contextlib.ExitStack) -> ExportResult:  # fmt: skip
+           stack: contextlib.ExitStack, template: str = "auto") -> ExportResult:  # fmt: skip
     import gguf
 
     from r1kit.export.vocab import vocab_from_tokenizer, write_vocab
@@ -259,7 +269,10 @@ def _write(src: Path, cfg: Any, arch: str, rp: dict, name: str, outtype: str, pa
     _hparams(w, cfg, arch, rp)
     w.add_sampling_temp(0.6)  # R1's recommended sampling, read by llama.cpp as defaults
     w.add_sampling_top_p(0.95)
-    write_vocab(w, vocab_from_tokenizer(load_tokenizer(str(src)), cfg.vocab_size))
+    tok = load_tokenizer(str(src))
+    if template != "auto":
+        set_template(tok, template)
+    write_vocab(w, vocab_from_tokenizer(tok, cfg.vocab_size))
 
     extra = []
     if rp["rope_type"] == "llama3":

@@ -49,7 +49,7 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
 
     teacher = make_teacher(cfg)
     setup = {"backend": teacher.kind, "model": teacher.name, "base_url": cfg.url,
-             "data": cfg.dataset, "template": "chat" if cfg.url else cfg.template,
+             "data": cfg.dataset, "template": teacher.template,
              "temperature": cfg.temperature, "top_p": cfg.top_p,
              "max_tokens": cfg.max_tokens, "seed": cfg.seed}  # fmt: skip
     try:
@@ -83,9 +83,15 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
     return recs, usage
 
 
+def student_template_of(cfg: DistillConfig, teacher_template: str) -> str:
+    """The student learns in --template, or by default in the teacher's own format."""
+    return teacher_template if cfg.template == "auto" else cfg.template
+
+
 def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], template: str) -> tuple:
     """Verify and filter teacher answers; return (SFT rows in the student's template, stats)."""
     by_id = {p["id"]: p for p in problems}
+    student_template = student_template_of(cfg, template)
     removed = dict.fromkeys(["no_reasoning", *FILTERS, "duplicate"], 0)
     rows, seen = [], set()
     for r in recs:
@@ -106,7 +112,7 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
             continue
         seen.add(key)
         final = extract(r["answer"], template)  # what the reward graded
-        content = (r1zero_completion(r["reasoning"], final) if cfg.template == "r1zero"
+        content = (r1zero_completion(r["reasoning"], final) if student_template == "r1zero"
                    else f"{THINK_OPEN}\n{r['reasoning'].strip()}\n{THINK_CLOSE}\n\n{r['answer'].strip()}")  # fmt: skip
         rows.append({"messages": [{"role": "user", "content": ex["question"]},
                                   {"role": "assistant", "content": content}],
@@ -129,7 +135,8 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         from r1kit.sft.train import run_sft
 
         sft = SFTConfig(model=student, data=str(out / "traces.jsonl"), out=str(out / "student"),
-                        template=cfg.template, epochs=cfg.epochs, lr=cfg.lr,
+                        template=student_template_of(cfg, summary["usage"]["teacher_template"]),
+                        epochs=cfg.epochs, lr=cfg.lr,
                         batch_size=cfg.batch_size, micro_batch=cfg.batch_size, seed=cfg.seed,
                         eval_dataset=cfg.dataset, eval_problems=cfg.eval_problems,
                         eval_k=cfg.eval_k, max_new_tokens=cfg.max_tokens, device=cfg.device,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from r1kit.chat import resolve_template, set_template
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.pipeline.filters import READABILITY, Limits, failures
 from r1kit.rewards.language import language_consistency
@@ -32,8 +33,10 @@ def evaluate_model(
     limits: Limits | None = None,
 ) -> tuple[dict[str, float], list]:
     """(summary, rollouts). Same problems, seed and settings give the same samples, so stages
-    are compared on equal terms."""
+    are compared on equal terms. `template` auto: the model's own format."""
     limits = limits or Limits()
+    template = resolve_template(tokenizer, template)
+    set_template(tokenizer, template)
     eng = make_engine(model, pad_token_id=tokenizer.pad_token_id, kind=engine,
                       **({} if engine == "hf" else {"max_num_seqs": min(512, len(problems) * k)}))  # fmt: skip
     params = SamplingParams(n=k, temperature=0.6, top_p=0.95, max_tokens=max_new_tokens,

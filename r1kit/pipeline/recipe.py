@@ -2,7 +2,7 @@
 
     out: runs/pipeline          # each stage writes OUT/NN-NAME/
     model: null                 # the base model (null: the embedded default)
-    template: r1zero
+    template: chat              # the format every stage trains in (R1 ends in a chat model)
     eval: {dataset: mix, problems: 100, k: 4, max_new_tokens: 128}
     stages:
       - {name: cold_start, kind: sft, data: "traces:mix", max_examples: 1500}
@@ -48,7 +48,7 @@ class Recipe:
     path: str
     out: str = "runs/pipeline"
     model: str | None = None
-    template: str = "r1zero"
+    template: str = "chat"  # DeepSeek-R1 ends in a chat model: every stage trains in this format
     seed: int = 0
     eval: dict[str, Any] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)

@@ -39,7 +39,8 @@ def stage_dir(rec: Recipe, i: int, st: Stage) -> Path:
 
 def _eval_kw(rec: Recipe) -> dict[str, Any]:
     ev = rec.eval
-    return {"template": rec.template, "k": ev.get("k", 4),
+    # every model is evaluated in its own format: the base in R1-Zero's, the stages in the recipe's
+    return {"template": "auto", "k": ev.get("k", 4),
             "max_new_tokens": ev.get("max_new_tokens", 128), "seed": ev.get("seed", 1)}  # fmt: skip
 
 

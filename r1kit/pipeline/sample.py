@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from r1kit.chat import resolve_template, set_template
 from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
 from r1kit.engine import SamplingParams, make_engine
@@ -86,6 +87,8 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
     examples = list({ex["question"]: ex for ex in examples}.values())
     model = load_model(cfg.model, device=device_of(cfg.device)).eval()
     tok = load_tokenizer(cfg.model)
+    cfg.template = resolve_template(tok, cfg.template)  # auto: the model's own format
+    set_template(tok, cfg.template)
     engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine,
                          **({} if cfg.engine == "hf" else {"max_num_seqs": 512}))  # fmt: skip
     params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from r1kit.chat import split_reasoning
+from r1kit.chat import resolve_template, set_template, split_reasoning
 from r1kit.eval.backends import Params, Request
 
 
@@ -24,9 +24,10 @@ class LocalTeacher:
         from r1kit.pipeline.evaluate import device_of
 
         self.name = resolve_model(spec)
-        self.template = template
         self.model = load_model(spec, device=device_of(device)).eval()
         self.tok = load_tokenizer(spec)
+        self.template = resolve_template(self.tok, template)  # auto: the teacher's own format
+        set_template(self.tok, self.template)
         self.engine = make_engine(self.model, pad_token_id=self.tok.pad_token_id, kind=engine,
                                   **({} if engine == "hf" else {"max_num_seqs": 256}))  # fmt: skip
 

@@ -15,7 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from r1kit.chat import set_template
 from r1kit.data.corpus import documents
+from r1kit.data.tasks import MIX_TASKS
 from r1kit.modeling import save_model
 from r1kit.pretrain.tokenizer import train_tokenizer
 
@@ -39,6 +41,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     threads: int = 2
     device: str = "cpu"  # the shipped weights are built on CPU; "cuda" for quick experiments
+    tasks: tuple[str, ...] = MIX_TASKS  # the procedural tasks whose worked traces make the corpus
 
 
 PRESETS = {
@@ -54,6 +57,12 @@ PRESETS = {
         intermediate_size=1536, block_len=512, batch_size=64, steps=3000, lr=1.5e-3, warmup=100,
         device="cuda",
     ),
+    # the base for `r1kit zero --preset gpu-code`: gpu-small's shape on worked code traces only
+    "gpu-code": PretrainConfig(
+        out="runs/pretrain-gpu-code", hidden_size=512, layers=8, heads=8, kv_heads=4,
+        intermediate_size=1536, block_len=512, batch_size=64, steps=1500, lr=1.5e-3, warmup=100,
+        device="cuda", tasks=("code",),
+    ),
 }  # fmt: skip
 
 
@@ -64,11 +73,11 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def packed_blocks(tok, seed: int, block_len: int, batch_size: int):
+def packed_blocks(tok, seed: int, block_len: int, batch_size: int, tasks=MIX_TASKS):
     """Endless [batch, block_len] LongTensors of packed documents."""
     import torch
 
-    docs, buf = documents(seed + 1), []
+    docs, buf = documents(seed + 1, tasks), []
     while True:
         while len(buf) < block_len * batch_size:
             texts = list(itertools.islice(docs, 256))
@@ -110,12 +119,13 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
     torch.use_deterministic_algorithms(cfg.device == "cpu")
     t0 = time.time()
     out = Path(cfg.out)
-    tok = train_tokenizer(itertools.islice(documents(cfg.seed), cfg.tokenizer_docs), cfg.vocab_size)
+    corpus = documents(cfg.seed, tuple(cfg.tasks))
+    tok = train_tokenizer(itertools.islice(corpus, cfg.tokenizer_docs), cfg.vocab_size)
     model = build_model(cfg, tok).to(cfg.device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
     )
-    batches = packed_blocks(tok, cfg.seed, cfg.block_len, cfg.batch_size)
+    batches = packed_blocks(tok, cfg.seed, cfg.block_len, cfg.batch_size, tuple(cfg.tasks))
     losses = []
     with Progress(disable=not progress) as bar:
         task = bar.add_task("pretrain", total=cfg.steps)
@@ -132,6 +142,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
             losses.append(loss.item())
             bar.update(task, advance=1, description=f"pretrain loss {losses[-1]:.3f}")
     model.generation_config.do_sample = True
+    set_template(tok, "r1zero")  # the corpus is R1-Zero prompts and completions
     save_model(model.cpu(), tok, out)
     summary = {
         "config": asdict(cfg),

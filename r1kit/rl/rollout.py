@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1kit.chat import build_prompt
+from r1kit.chat import build_prompt, encode_prompt
 from r1kit.engine import Engine, SamplingParams
 from r1kit.rewards.base import WeightedReward
 
@@ -32,8 +32,7 @@ class Rollout:
 
 def encode_prompts(tokenizer: Any, examples: Sequence[dict], template: str) -> list[list[int]]:
     texts = [build_prompt(template, ex["question"], tokenizer) for ex in examples]
-    # the chat template writes its own BOS; the plain R1-Zero prompt gets the tokenizer's
-    return [tokenizer(t, add_special_tokens=template != "chat").input_ids for t in texts]
+    return [encode_prompt(tokenizer, t) for t in texts]
 
 
 def generate(
@@ -59,6 +58,7 @@ def generate(
 
 
 def score(rollouts: Sequence[Rollout], reward: WeightedReward) -> None:
+    reward.prepare([r.text for r in rollouts], [r.example for r in rollouts])
     for r in rollouts:
         r.rewards = reward.components(r.text, r.example)
         r.reward = reward.total(r.rewards)

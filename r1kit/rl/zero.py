@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from r1kit import dist
+from r1kit import dist, sandbox
+from r1kit.chat import set_template
 from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.engine import SamplingParams, make_engine
@@ -144,12 +145,16 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
             f"no held-out problems in {cfg.eval_data or cfg.dataset}; pass --eval-data FILE.jsonl"
         )
     stream = train_stream(cfg.dataset, cfg.seed)
+    sandbox.configure(unsafe=cfg.unsafe_exec)
+    if any(n.startswith("code") for n in reward.weights) or any("tests" in p for p in problems):
+        sandbox.shared()  # no sandbox works here and no --unsafe-exec: stop before any loading
     resolve_model(cfg.model)  # a bad model path fails here, before anything heavy loads
     t0 = time.time()
     ckpt = latest_checkpoint(out) if resume else None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(str(ckpt) if ckpt else cfg.model)
+    set_template(tok, cfg.template)  # the model is saved with the format it is trained in
     dtype = None if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
     if cfg.lora_rank:  # adapters on the base; a checkpoint holds them in its trainer state
         model = load_model(cfg.model, dtype=dtype, device=device)

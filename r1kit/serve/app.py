@@ -86,8 +86,8 @@ def is_loopback(host: str) -> bool:
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           db: str | None = None, no_auth: bool = False, engine: str = "auto",
           max_waiting: int = 256, rpm: int | None = None, name: str | None = None,
-          device: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-          allow_origin: tuple[str, ...] = ()) -> None:  # fmt: skip
+          device: str | None = None, template: str = "auto", max_body: int = DEFAULT_MAX_BODY,
+          allow_origin: tuple[str, ...] = (), prefix_cache: bool = True) -> None:  # fmt: skip
     """Load the model and serve it until interrupted (the `r1kit serve` job)."""
     import uvicorn
 
@@ -95,7 +95,7 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
         raise R1kitError(f"--no-auth is allowed only on a loopback address, not {host}")
     if max_body < 1024:
         raise R1kitError(f"--max-body must be at least 1024 bytes, not {max_body}")
-    gen, path = make_generator(model, engine, max_waiting, name, device)
+    gen, path = make_generator(model, engine, max_waiting, name, device, template, prefix_cache)
     name = gen.name
     store = Store(db)
     store.clear_reservations()  # left by a server killed mid-request
@@ -109,14 +109,32 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
         gen.close()
 
 
-def make_generator(model: str | None, engine: str = "auto", max_waiting: int | None = 256,
-                   name: str | None = None, device: str | None = None) -> tuple[Generator, str]:  # fmt: skip
+def make_generator(
+    model: str | None,
+    engine: str = "auto",
+    max_waiting: int | None = 256,
+    name: str | None = None,
+    device: str | None = None,
+    template: str = "auto",
+    prefix_cache: bool = True,
+) -> tuple[Generator, str]:
     """The Generator for a model spec and the path it was loaded from: a `.gguf` file runs on
-    llama.cpp (serve/llamacpp.py), anything else on r1kit's engine over the torch model."""
+    llama.cpp (serve/llamacpp.py), anything else on r1kit's engine over the torch model.
+    `template` auto renders chats in the model's own format (its chat template); r1zero or
+    chat overrides it."""
+    gen, path = _generator(model, engine, max_waiting, name, device, prefix_cache)
+    if template != "auto":
+        gen.use_template(template)
+    return gen, path
+
+
+def _generator(
+    model, engine, max_waiting, name, device, prefix_cache=True
+) -> tuple[Generator, str]:
     if model is not None and model.endswith(".gguf"):
         from r1kit.serve.llamacpp import GGUFGenerator
 
-        return GGUFGenerator(model, name or Path(model).stem, max_waiting=max_waiting), model
+        return GGUFGenerator(model, name, max_waiting=max_waiting), model
     import torch
 
     from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
@@ -125,7 +143,7 @@ def make_generator(model: str | None, engine: str = "auto", max_waiting: int | N
     path = resolve_model(model)
     name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
     gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
-                    engine=engine, max_waiting=max_waiting)  # fmt: skip
+                    engine=engine, max_waiting=max_waiting, prefix_cache=prefix_cache)  # fmt: skip
     return gen, path
 
 

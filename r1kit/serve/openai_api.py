@@ -126,7 +126,7 @@ def respond(request: Request, ticket: Ticket, g: Generation, stream: bool, chunk
         try:
             for chunk in chunk_fn(None):
                 yield sse(chunk)
-            async for deltas in keepalive(g, request.app.state.keepalive_s):
+            async for deltas in keepalive(g, request.app.state.keepalive_s, request):
                 if deltas is None:
                     yield b": keep-alive\n\n"
                     continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1kit.chat import THINK_CLOSE, THINK_OPEN, ReasoningStream
+from r1kit.chat import THINK_CLOSE, THINK_OPEN, AnswerTagStream, ReasoningStream
 
 
 @dataclass
@@ -24,6 +24,8 @@ class SampleText:
     tok: Any
     think: bool | None  # True: split reasoning; False: answer only; None: raw text
     stop: tuple[str, ...]
+    answer_tags: bool = False  # an R1-Zero model: the answer is what it writes inside <answer>
+    stop_at_answer: bool = True  # with answer_tags: `</answer>` ends the sample (a stop)
     ids: list[int] = field(default_factory=list)
     text: str = ""  # decoded so far (cut at a stop string)
     fed: int = 0  # chars of `text` handed to the splitter
@@ -33,6 +35,7 @@ class SampleText:
 
     def __post_init__(self) -> None:
         self.split = ReasoningStream()
+        self.tags = AnswerTagStream() if self.answer_tags else None
         self.reasoning, self.content = "", ""
 
     def _decode(self, ids: list[int]) -> str:
@@ -59,9 +62,13 @@ class SampleText:
         self.finish_reason = finish
         r, c = self._feed(self.text[self.fed : safe])
         self.fed = safe
+        if not finish and self.stop_at_answer and self.tags is not None and self.tags.done:
+            finish = self.finish_reason = "stop"  # the R1-Zero answer is complete
         if finish:
             r2, c2 = self.split.close() if self.think else ("", "")
-            r, c = r + r2, c + c2
+            r, c = r + r2, c + self._tag(c2)
+            if self.tags is not None and self.think is not None:
+                c += self.tags.close()
         self.reasoning += r
         self.content += c
         return Delta(0, r, c) if r or c or finish else None
@@ -70,8 +77,14 @@ class SampleText:
         if self.think is None:  # raw text (/v1/completions)
             return "", text
         if not self.think:
-            return "", (text.lstrip() if not self.content else text)
-        return self.split.feed(text)
+            return "", self._tag(text.lstrip() if not self.content else text)
+        r, c = self.split.feed(text)
+        return r, self._tag(c)
+
+    def _tag(self, content: str) -> str:
+        if self.tags is None or self.think is None or not content:
+            return content
+        return self.tags.feed(content)
 
     @property
     def answer(self) -> str | None:

@@ -16,14 +16,15 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 HELP = "commands: /set think, /set nothink, /clear, /bye"
 
 
-def start_local(model: str | None, engine: str = "auto"):
+def start_local(model: str | None, engine: str = "auto", template: str = "auto"):
     """Serve `model` on a free loopback port in a daemon thread; returns (base_url, name)."""
     import uvicorn
 
     from r1kit.serve.app import create_app, make_generator
     from r1kit.serve.store import Store
 
-    gen, _ = make_generator(model, engine, max_waiting=64)  # a .gguf runs on llama.cpp
+    # a .gguf runs on llama.cpp; the chat is rendered in the model's own format unless told
+    gen, _ = make_generator(model, engine, max_waiting=64, template=template)
     name = gen.name
     app = create_app(gen, Store(":memory:"), auth=False)
     with socket.socket() as s:
@@ -115,12 +116,12 @@ def _ask(client, model, history, think: bool, out, dim: str, reset: str, max_tok
 
 
 def run(model: str | None = None, base_url: str | None = None, api_key: str | None = None,
-        think: bool = True, engine: str = "auto") -> int:  # fmt: skip
+        think: bool = True, engine: str = "auto", template: str = "auto") -> int:  # fmt: skip
     import os
 
     name = None
     if base_url is None:
-        base_url, name = start_local(model, engine)
+        base_url, name = start_local(model, engine, template)
     elif model:
         name = model
     key = api_key or os.environ.get("R1KIT_API_KEY") or os.environ.get("OPENAI_API_KEY", "")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r1kit.chat import THINK_OPEN, build_prompt
+from r1kit.chat import CHAT_TEMPLATE, THINK_OPEN, build_prompt, encode_prompt, template_of
 from r1kit.data.datasets import jsonl_objects, task_names, task_spec
 from r1kit.data.tasks import TASKS, stream, zh
 from r1kit.errors import R1kitError
@@ -51,9 +51,18 @@ def r1zero_completion(reasoning: str, answer: str) -> str:
     return f"{THINK_OPEN} {reasoning.strip()} </think> <answer> {answer.strip()} </answer>"
 
 
-def trace_rows(spec: str, n: int, seed: int) -> list[Conversation]:
+def chat_completion(reasoning: str, answer: str, language: str | None = None) -> str:
+    """The assistant text of the chat format (R1's cold-start data: reasoning in the think block,
+    then a readable summary that ends in the boxed answer)."""
+    boxed = f"$\\boxed{{{answer.strip()}}}$"
+    summary = f"答案是 {boxed}。" if language == "zh" else f"The answer is {boxed}."
+    return f"{THINK_OPEN}\n{reasoning.strip()}\n</think>\n\n{summary}"
+
+
+def trace_rows(spec: str, n: int, seed: int, template: str = "r1zero") -> list[Conversation]:
     """n readable cold-start examples: careful (and some self-correcting) worked traces of the
-    tasks' train split, in the R1-Zero answer format (the role of R1's cold-start data)."""
+    tasks' train split (the role of R1's cold-start data), in the answer format of `template`:
+    `<answer>` tags for R1-Zero, a summary ending in `\\boxed{}` for the chat format."""
     names = task_names(spec)
     if names is None:
         raise R1kitError(f"unknown tasks in {TRACES}{spec}; known: {', '.join(TASKS)}, mix")
@@ -67,8 +76,14 @@ def trace_rows(spec: str, n: int, seed: int) -> list[Conversation]:
         reasoning, answer = TASKS[ex["task"]].trace(ex, rng, rng.choices(styles, weights)[0])
         if language:
             ex, reasoning = zh.localize(ex, language), zh.reasoning(reasoning, language)
-        msgs = [{"role": "user", "content": ex["question"]},
-                {"role": "assistant", "content": r1zero_completion(reasoning, answer)}]  # fmt: skip
+        if template == "chat":
+            content = chat_completion(reasoning, answer, language)
+        else:
+            content = r1zero_completion(reasoning, answer)
+        msgs = [
+            {"role": "user", "content": ex["question"]},
+            {"role": "assistant", "content": content},
+        ]
         rows.append(Conversation(msgs, f"{TRACES}{spec}#{i}"))
     return rows
 
@@ -81,7 +96,9 @@ def _conversations(rows: list[tuple[dict[str, Any], str]]) -> list[Conversation]
     return [Conversation(to_messages(r, fmt, w), w) for r, w in rows]
 
 
-def load_conversations(spec: str, split: str = "train", limit: int = 0, seed: int = 0) -> list:
+def load_conversations(
+    spec: str, split: str = "train", limit: int = 0, seed: int = 0, template: str = "r1zero"
+) -> list:
     """Conversations from `traces:TASKS`, a .jsonl file, or a hub dataset id; several sources
     joined by ',' are concatenated (R1's second SFT mixes sampled reasoning with other data),
     `limit` applying to each."""
@@ -89,10 +106,10 @@ def load_conversations(spec: str, split: str = "train", limit: int = 0, seed: in
         return [
             c
             for part in spec.split(",")
-            for c in load_conversations(part.strip(), split, limit, seed)
+            for c in load_conversations(part.strip(), split, limit, seed, template)
         ]
     if spec.startswith(TRACES):
-        return trace_rows(spec[len(TRACES) :], limit or 2000, seed)
+        return trace_rows(spec[len(TRACES) :], limit or 2000, seed, template)
     if spec.endswith(".jsonl") or Path(spec).exists():
         rows = jsonl_objects(spec, "SFT data file")
     else:
@@ -134,13 +151,15 @@ def encode_turns(conv: Conversation, tokenizer: Any, template: str) -> list[Enco
                 f"{conv.where}: the r1zero template takes one question and one answer; this "
                 f"example has {what} (train it with --template chat)"
             )
+    # a tokenizer that carries the R1-Zero template (a model trained on it) gets the R1 chat one
+    chat_tpl = None if template_of(tokenizer) == "chat" else CHAT_TEMPLATE
     out = []
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
         if template == "chat":
             prompt = tokenizer.apply_chat_template(
-                msgs[:i], tokenize=False, add_generation_prompt=True
+                msgs[:i], tokenize=False, add_generation_prompt=True, chat_template=chat_tpl
             )
         else:
             prompt = build_prompt("r1zero", msgs[0]["content"])
@@ -149,7 +168,7 @@ def encode_turns(conv: Conversation, tokenizer: Any, template: str) -> list[Enco
             text = text.lstrip()[len(THINK_OPEN) :]  # the prompt already opened the think block
             if template == "chat":
                 text = text.lstrip()
-        p_ids = tokenizer(prompt, add_special_tokens=template != "chat").input_ids
+        p_ids = encode_prompt(tokenizer, prompt)
         c_ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         out.append(Encoded(p_ids, c_ids))
     return out

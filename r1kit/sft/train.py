@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from r1kit import dist
+from r1kit.chat import set_template
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
 from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
@@ -125,7 +126,8 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = load_tokenizer(cfg.model)
-    convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.seed)
+    set_template(tok, cfg.template)  # the model is saved with the format it is trained in
+    convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.seed, cfg.template)
     encoded = [e for c in convs for e in encode_turns(c, tok, cfg.template)]  # every reply
     data = [e for e in encoded if len(e.prompt_ids) + len(e.completion_ids) <= cfg.max_len]
     dropped = len(encoded) - len(data)
