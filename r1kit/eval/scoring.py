@@ -161,6 +161,7 @@ class Grader:
             if self._pool is None:
                 ctx = mp.get_context("spawn")
                 self._pool = ctx.Pool(self.workers, initializer=_load_math_verify)
+                self._warm_up()
             args = {i: (*items[i], self.timeout, self.template) for i in todo}
             jobs = {i: self._pool.apply_async(self.task, args[i]) for i in todo}
             stuck = None
@@ -178,6 +179,16 @@ class Grader:
                     out[i] = jobs[i].get()
             self.close()  # a worker is stuck beyond signals: replace the pool, redo the rest
             todo = [i for i in todo if out[i] is None]
+
+    def _warm_up(self, limit: float = 120.0) -> None:
+        """Wait until a worker has started and run the task once (on an empty answer): starting
+        a process and its imports take seconds on a busy machine, which is no answer's time, so
+        the per-answer deadlines start after it. A pool that does not start within `limit`
+        seconds is left to those deadlines."""
+        try:
+            self._pool.apply_async(self.task, ("", "0", self.timeout, self.template)).get(limit)
+        except mp.TimeoutError:
+            pass
 
     def close(self) -> None:
         if self._pool is not None:
