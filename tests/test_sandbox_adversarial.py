@@ -75,15 +75,15 @@ def env():
     sb.close()
 
 
-def _sandbox_processes() -> list[int]:
+def _sandbox_processes(sb: Sandbox) -> list[int]:
     """Processes running under the sandbox's worker uids (root only: else there are none)."""
-    if os.geteuid() != 0:
+    if not sb.root:
         return []
-    lo, hi = backends.UID_BASE, backends.UID_BASE + 64
+    uids = {sb.uid(slot) for slot in range(sb.workers)}
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if lo <= os.stat(f"/proc/{pid}").st_uid < hi:
+            if os.stat(f"/proc/{pid}").st_uid in uids:
                 pids.append(int(pid))
         except OSError:
             pass
@@ -99,7 +99,7 @@ def attack(env, code: str, monkeypatch=None, tmp_path=None, **extra):
     res = reward.result(completion(code), ex)
     assert reward(completion(code), ex) == 0.0, res
     assert env["bystander"].poll() is None  # our own process lives
-    assert _sandbox_processes() == []  # nothing of the program is left running
+    assert _sandbox_processes(env["sandbox"]) == []  # nothing of the program is left running
     if tmp_path is not None:
         assert not list(tmp_path.glob("r1kit-sandbox-*"))  # scratch removed
     assert reward(completion(GOOD), example()) == 1.0  # the next program runs normally

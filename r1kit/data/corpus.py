@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 
 from r1kit.chat import r1zero_prompt
-from r1kit.data.tasks import TASKS, stream
+from r1kit.data.tasks import MIX_TASKS, TASKS, stream
 
 # Style mix: near-balanced between working and guessing, so sampling at low temperature still
 # leaves the base model undecided (a decisive majority would be sharpened away by T=0.6).
@@ -35,7 +35,7 @@ def completion(example: dict, rng: random.Random) -> str:
     return " " + reasoning + fmt.format(a=answer)
 
 
-def documents(seed: int, tasks: tuple[str, ...] = tuple(TASKS)) -> Iterator[str]:
+def documents(seed: int, tasks: tuple[str, ...] = MIX_TASKS) -> Iterator[str]:
     """Endless prompt+completion documents over the given tasks, reproducible from the seed."""
     rng = random.Random(seed)
     streams = [stream(TASKS[t], "train", seed + i) for i, t in enumerate(tasks)]

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from r1kit.data.tasks import TASKS, Example, split_of, stream
+from r1kit.data.tasks import MIX_TASKS, TASKS, Example, split_of, stream
 from r1kit.errors import R1kitError
 
 QUESTION_FIELDS = ("question", "problem", "prompt")
@@ -43,7 +43,7 @@ def task_names(spec: str) -> list[str] | None:
     """'arith+linear' -> ['arith', 'linear']; 'mix' -> all; None when spec is not task names."""
     spec = _language_suffix(spec)[0]
     if spec == MIX:
-        return list(TASKS)
+        return list(MIX_TASKS)
     names = spec.split("+")
     return names if all(n in TASKS for n in names) else None
 

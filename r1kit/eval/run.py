@@ -9,10 +9,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from r1kit import sandbox
 from r1kit.config import EvalConfig
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import GoldBackend, Params, Request, request_seed
 from r1kit.eval.benchmarks import get_benchmark, load_problems
+from r1kit.eval.code import get_code_benchmark, grade_code, is_code, load_code_problems
 from r1kit.eval.metrics import cons_at_k, summarize
 from r1kit.eval.report import published_for
 from r1kit.eval.scoring import Grader
@@ -40,10 +42,19 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
     """Evaluate, resuming from `cfg.out`; returns the summary (also written to summary.json)."""
     cfg.validate()
     t0 = time.time()
-    bench = get_benchmark(
-        cfg.benchmark, cfg.data, cfg.question_field, cfg.answer_field, cfg.solution_field
-    )
-    problems = load_problems(bench, cfg.data, cfg.limit)
+    code = is_code(cfg.benchmark, cfg.tests_field)
+    if code:  # programs run against tests in the sandbox (eval/code.py)
+        sandbox.configure(unsafe=cfg.unsafe_exec)
+        sandbox.shared()  # none works here and no --unsafe-exec: stop before sampling
+        bench = get_code_benchmark(cfg.benchmark, cfg.data, cfg.question_field, cfg.solution_field)
+        problems = load_code_problems(
+            bench, cfg.data, cfg.limit, cfg.tests_field, cfg.entry_point_field
+        )
+    else:
+        bench = get_benchmark(
+            cfg.benchmark, cfg.data, cfg.question_field, cfg.answer_field, cfg.solution_field
+        )
+        problems = load_problems(bench, cfg.data, cfg.limit)
     k = 1 if cfg.gold else (cfg.k or bench.k)
     out = Path(cfg.out or f"runs/eval/{bench.name}{'-gold' if cfg.gold else ''}")
     backend = backend or make_backend(cfg)
@@ -87,7 +98,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
                 store.add(batch)
                 advance(len(batch))
         recs = [[store.records[(p["id"], j)] for j in range(k)] for p in problems]
-        _grade(recs, problems, backend.template, cfg.grade_timeout)
+        if code:
+            grade_code(recs, problems, backend.template)
+        else:
+            _grade(recs, problems, backend.template, cfg.grade_timeout)
         store.rewrite({p["id"]: i for i, p in enumerate(problems)})
     finally:
         store.close()

@@ -22,7 +22,7 @@ for it and are not computed, so every completion of a prompt still shares one re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from r1kit.errors import R1kitError
@@ -94,6 +94,13 @@ class WeightedReward:
             name: float(fn(completion, example)) if applies_to(name, applies) else 0.0
             for name, fn in self.fns.items()
         }
+
+    def prepare(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> None:
+        """Let rewards that work better in batches (a `prepare` method: the sandboxed code
+        reward runs programs in parallel) do a whole batch before the per-completion calls."""
+        for fn in self.fns.values():
+            if hasattr(fn, "prepare"):
+                fn.prepare(completions, examples)
 
     def total(self, parts: Mapping[str, float]) -> float:
         return sum(self.weights[k] * v for k, v in parts.items())

@@ -29,7 +29,11 @@ _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | 
 
 def extract_code(completion: str, template: str = "r1zero") -> str | None:
     """The program in a completion's answer part, or None when it has none."""
-    _, content = split_reasoning(completion)
+    return code_in(split_reasoning(completion)[1], template)
+
+
+def code_in(content: str | None, template: str = "r1zero") -> str | None:
+    """The program in an answer part (the text after `</think>`; None: there is none)."""
     if content is None:
         return None
     blocks = _FENCE.findall(content)
@@ -69,14 +73,28 @@ class CodeReward:
 
     def job(self, completion: str, example: Mapping[str, Any]) -> tuple[str, tuple] | None:
         """(program, tests) to run, or None when there is nothing to run (no code or no tests)."""
+        content = split_reasoning(completion)[1]
+        return self.job_of(content, example, example.get("template", "r1zero"))
+
+    def job_of(self, content: str | None, example: Mapping[str, Any], template: str):
         tests = tests_of(example)
-        code = extract_code(completion, example.get("template", "r1zero"))
+        code = code_in(content, template)
         if not tests or code is None:
             return None
         return program_of(code, example), tuple(tests)
 
     def result(self, completion: str, example: Mapping[str, Any]) -> ExecResult | None:
-        job = self.job(completion, example)
+        return self.run(self.job(completion, example))
+
+    def grade(self, content: str | None, example: Mapping[str, Any], template: str):
+        """(the program, whether every test passed) for an answer part; the accuracy reward and
+        `r1kit eval` grade programming problems with this."""
+        job = self.job_of(content, example, template)
+        res = self.run(job)
+        return (None if job is None else job[0]), bool(res and res.all_passed)
+
+    def run(self, job: tuple[str, tuple] | None) -> ExecResult | None:
+        """The result of a (program, tests) job, from the cache or run now."""
         if job is None:
             return None
         if job not in self._cache:
@@ -87,10 +105,13 @@ class CodeReward:
 
     def prepare(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> None:
         """Run every distinct (program, tests) of a batch in parallel; keep only these results."""
-        jobs = {j for c, e in zip(completions, examples) if (j := self.job(c, e)) is not None}
-        todo = [j for j in jobs if j not in self._cache]
+        self.prepare_jobs([j for c, e in zip(completions, examples) if (j := self.job(c, e))])
+
+    def prepare_jobs(self, jobs: Sequence[tuple[str, tuple]]) -> None:
+        distinct = set(jobs)
+        todo = [j for j in distinct if j not in self._cache]
         results = self.sandbox.run_many(todo) if todo else []
-        self._cache = {j: self._cache[j] for j in jobs if j in self._cache}
+        self._cache = {j: self._cache[j] for j in distinct if j in self._cache}
         self._cache.update(zip(todo, results))
 
     def __call__(self, completion: str, example: Mapping[str, Any]) -> float:

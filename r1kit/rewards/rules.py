@@ -10,6 +10,7 @@ from r1kit import grading
 from r1kit.chat import split_reasoning
 from r1kit.grading import Grade
 from r1kit.rewards.base import register
+from r1kit.rewards.code import CODE
 
 # R1-Zero: reasoning, </think>, then exactly one <answer>...</answer> and nothing after it
 _R1ZERO_FORMAT = re.compile(
@@ -29,6 +30,9 @@ def grade_example(content: str | None, example: Mapping[str, Any], template: str
     `r1kit eval` (for rows of a procedural task) both call this."""
     from r1kit.data.tasks import TASKS
 
+    if example.get("tests"):  # a programming problem: its tests run in the sandbox
+        program, ok = CODE.grade(content, example, template)
+        return Grade(program, None, ok)
     task = TASKS.get(example.get("task", ""))
     if task is not None:
         try:
@@ -48,6 +52,9 @@ def accuracy(completion: str, example: Mapping[str, Any]) -> float:
     """1 when the final answer is right, graded as `r1kit eval` grades it (`grade_example`)."""
     _, content = split_reasoning(completion)
     return float(grade_example(content, example, example.get("template", "r1zero")).correct)
+
+
+accuracy.prepare = CODE.prepare  # a batch's programs run in the sandbox in parallel first
 
 
 @register("format")

@@ -27,7 +27,8 @@ from pathlib import Path
 from r1kit.errors import R1kitError
 
 BACKENDS = ("bwrap", "unshare")
-UID_BASE = 61000  # as root, worker slot i runs as uid/gid UID_BASE + i
+UID_BASE = 61000  # as root, each worker slot runs as a uid/gid of its own from here up
+PROBE_UID = UID_BASE - 1  # the availability probe's, never a worker's (workers' get swept)
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ENV = {  # the whole environment a sandboxed program sees
     "PATH": PATH,
@@ -127,7 +128,7 @@ def _probe(backend: str) -> bool:
     argv = command(backend, interpreter(), 8) + ["import socket; socket.socket().close()"]
     kw = {}
     if os.geteuid() == 0:
-        kw = dict(user=UID_BASE, group=UID_BASE, extra_groups=[])
+        kw = dict(user=PROBE_UID, group=PROBE_UID, extra_groups=[])
     try:
         r = subprocess.run(argv, capture_output=True, timeout=30, env=ENV, **kw)
     except (OSError, subprocess.SubprocessError):

@@ -8,6 +8,7 @@ the worker's own uid), then the host's scratch directory is removed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from r1kit.errors import R1kitError
 from r1kit.sandbox import backends
 
 HARNESS = (Path(__file__).parent / "harness.py").read_text()
@@ -129,6 +131,8 @@ class Sandbox:
         for i in range(self.workers):
             self._slots.put(i)
         self._pool: ThreadPoolExecutor | None = None
+        self._uids: list[int] = []  # as root: one uid per worker slot, claimed on first use
+        self._locks: list[int] = []
 
     def run(self, program: str, tests: Sequence[str]) -> ExecResult:
         """Run `program`, then each test (Python source, e.g. `assert f(1) == 2`) after it in the
@@ -151,6 +155,17 @@ class Sandbox:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        for fd in self._locks:  # the uids are free for other sandboxes again
+            os.close(fd)
+        self._uids, self._locks = [], []
+
+    def uid(self, slot: int) -> int:
+        """The uid worker `slot` runs as (root only). Uids are claimed with a lock file each, so
+        sandboxes in other processes on this host (a test run beside an eval) never share one:
+        a shared uid would share RLIMIT_NPROC and be swept by the other's clean-up."""
+        if not self._uids:
+            self._uids, self._locks = claim_uids(self.workers)
+        return self._uids[slot]
 
     def __enter__(self) -> Sandbox:
         return self
@@ -161,7 +176,7 @@ class Sandbox:
     def _user(self, slot: int) -> dict:
         if not self.root:
             return {}
-        uid = backends.UID_BASE + slot
+        uid = self.uid(slot)
         return {"user": uid, "group": uid, "extra_groups": []}
 
     def _nproc_base(self) -> int:
@@ -243,7 +258,28 @@ class Sandbox:
             pass
         proc.wait()
         if self.root:
-            _reap(backends.UID_BASE + slot)
+            _reap(self.uid(slot))
+
+
+LOCK_DIR = Path("/tmp/r1kit-sandbox-uids")  # fixed: every process must see the same locks
+
+
+def claim_uids(n: int, span: int = 4096) -> tuple[list[int], list[int]]:
+    """n uids from UID_BASE.. that no other live sandbox holds, and their lock fds."""
+    LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    uids, fds = [], []
+    for uid in range(backends.UID_BASE, backends.UID_BASE + span):
+        fd = os.open(LOCK_DIR / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        uids.append(uid)
+        fds.append(fd)
+        if len(uids) == n:
+            return uids, fds
+    raise R1kitError(f"no free sandbox uid in {backends.UID_BASE}..{backends.UID_BASE + span}")
 
 
 def _processes_of(uid: int) -> list[int]:
