@@ -45,14 +45,14 @@ $$
 \int_0^1 x^2\,dx = \frac{1}{3}
 \]
 
+So the answer is \boxed{42}.
+
 ```python
 def square(x):
     return x * x
 ```
 
-<img src=x onerror="window.pwned=1"> [click](javascript:window.pwned=2)
-
-So the answer is \boxed{42}."""
+<img src=x onerror="window.pwned=1"> [click](javascript:window.pwned=2)"""
 
 SAVED = [
     {"role": "user", "content": "Show me a table, some math and code"},
@@ -100,12 +100,12 @@ class Chat:
     """One signed-in page (its own browser context and key) at one viewport size."""
 
     def __init__(self, browser, srv, size: str, query: str = "", key: str | None = None,
-                 **key_kw) -> None:  # fmt: skip
+                 scheme: str = "light", **key_kw) -> None:  # fmt: skip
         self.srv, self.size = srv, size
         self.key = key or srv.store.create_key("web", **key_kw)[0]
         self.key_id = self.key.split("-")[2]
         w, h = SIZES[size]
-        self.ctx = browser.new_context(viewport={"width": w, "height": h})
+        self.ctx = browser.new_context(viewport={"width": w, "height": h}, color_scheme=scheme)
         self.ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
         self.page = self.ctx.new_page()
         self.errors: list[str] = []
@@ -214,8 +214,11 @@ def test_sign_in_and_layout(browser, srv, size):
 def test_rendering(browser, srv, size):
     from playwright.sync_api import expect
 
-    chat = Chat(browser, srv, size)
-    conv_id = srv.store.save_conversation(chat.key_id, None, "Rendering", SAVED)
+    scheme = "dark" if size == "phone" else "light"  # dark mode follows the system
+    chat = Chat(browser, srv, size, scheme=scheme)
+    for title in ("Prime factors of 360", "Rust borrow checker"):
+        srv.store.save_conversation(chat.key_id, None, title, SAVED[:2])
+    conv_id = srv.store.save_conversation(chat.key_id, None, "Table, math and code", SAVED)
     page = chat.page
     page.goto(f"{srv.url}/#{conv_id}")
     page.reload()
@@ -236,15 +239,20 @@ def test_rendering(browser, srv, size):
     assert answer.locator("img").count() == 0
     assert answer.locator("a[href^='javascript']").count() == 0
     assert page.evaluate("window.pwned") is None
+    # a finished reasoning block comes folded, with its time
+    expect(first.locator("details.thinking")).not_to_have_attribute("open", "")
+    expect(first.locator("details.thinking summary")).to_have_text("Thought for 3 seconds")
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == ("rgb(22, 24, 29)" if scheme == "dark" else "rgb(255, 255, 255)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    first.locator("details.thinking summary").click()  # unfold, for the screenshot
+    page.screenshot(path=str(ARTIFACTS / f"webchat-{size}.png"))
     # copy a code block and the whole answer
     answer.locator(".copy-code").click()
     assert chat.clipboard() == "def square(x):\n    return x * x\n"
     first.locator("button.copy").click()
     assert chat.clipboard() == RICH
-    # a finished reasoning block is folded with its time; the cut answer says why it is empty
-    thinking = first.locator("details.thinking")
-    expect(thinking.locator("summary")).to_have_text("Thought for 3 seconds")
-    expect(thinking).not_to_have_attribute("open", "")
+    # the answer cut by the length limit inside its reasoning says why it is empty
     notice = page.locator(".msg.assistant").nth(1).locator(".notice")
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("length limit")
@@ -252,10 +260,6 @@ def test_rendering(browser, srv, size):
     expect(first.locator(".notice")).to_be_hidden()
     w = SIZES[size][0]
     assert page.evaluate("document.documentElement.scrollWidth") <= w
-    ARTIFACTS.mkdir(exist_ok=True)
-    first.locator("details.thinking summary").click()
-    page.locator("#messages").evaluate("e => e.scrollTop = 0")
-    page.screenshot(path=str(ARTIFACTS / f"webchat-{size}.png"))
     chat.close()
 
 
