@@ -1,5 +1,6 @@
-"""Load on `r1kit serve`: throughput and time-to-first-token at 1, 8, 32, 128 concurrent
-streaming chat requests.
+"""Load on `r1kit serve`: throughput and time-to-first-token at 1 to 512 concurrent streaming
+chat requests, the same load on the bare engine, and a multi-turn workload with and without the
+prefix cache.
 
     python bench/serve_load.py                       # CPU, embedded model -> serve_load_cpu.json
     python bench/serve_load.py --model-shape 0.5B    # GPU, random-init Qwen2.5-0.5B shape (bf16)
@@ -11,6 +12,16 @@ does not share the server's interpreter. Every request streams `--max-tokens` to
 request to the first chunk that carries text (reasoning or answer). For the random-init shape,
 the embedded tokenizer is extended with one added token per id of the 151,936-token vocabulary
 so that every sampled id decodes to text.
+
+`bare` runs the same requests (same prompts, seeds, sampling, token counts) on a PagedEngine
+stepped directly in a process of its own, so `server_share` is the server's tokens/s over the
+engine's. `multi_turn`: `--convs` conversations, each a unique system prompt of about
+`--history` tokens; turn 1 asks a question, turn 2 resends the history (plus a fixed assistant
+reply) with a new question. Turn 2's TTFT is measured on the server with the prefix cache and
+on a second one started with `--no-prefix-cache`; the hits each response reports
+(`usage.prompt_cache_hit_tokens`) are checked against the count the cache must give: the
+longest common token prefix of the two turns' prompts, cut to whole 32-token blocks, leaving
+the last prompt token to compute.
 """
 
 from __future__ import annotations
@@ -35,15 +46,14 @@ SHAPES = {
 }  # fmt: skip
 
 
-def serve_here(port: int, shape: str | None, device: str = "cuda") -> None:
-    """The server process: embedded model on CPU, or a random-init shape on the GPU."""
+BLOCK = 32  # the paged engine's default block size
+
+
+def model_here(shape: str | None, device: str):
+    """(model, tokenizer, name): the embedded model on CPU, or a random-init shape."""
     import torch
-    import uvicorn
 
     from r1kit.modeling import load_model, load_tokenizer
-    from r1kit.serve.app import create_app
-    from r1kit.serve.generation import Generator
-    from r1kit.serve.store import Store
 
     tok = load_tokenizer(None)
     if shape:
@@ -58,31 +68,98 @@ def serve_here(port: int, shape: str | None, device: str = "cuda") -> None:
         name = f"random-qwen2.5-{shape}"
     else:
         model, name = load_model(None).eval(), "r1kit-tiny"
-    gen = Generator(model, tok, name, max_waiting=1024)
+    return model, tok, name
+
+
+def serve_here(port: int, shape: str | None, device: str = "cuda", cache: bool = True) -> None:
+    """The server process."""
+    import uvicorn
+
+    from r1kit.serve.app import create_app
+    from r1kit.serve.generation import Generator
+    from r1kit.serve.store import Store
+
+    model, tok, name = model_here(shape, device)
+    gen = Generator(model, tok, name, max_waiting=1024, prefix_cache=cache)
     app = create_app(gen, Store(":memory:"), auth=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        gen.close()
 
 
-async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str) -> dict:
+def question(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"What is {i} + {i % 7}?"}]
+
+
+def bare_here(shape: str | None, device: str, levels: list[int], max_tokens: int) -> None:
+    """The bare engine: the levels' requests stepped directly; one JSON line per level."""
+    from r1kit.engine import SamplingParams
+    from r1kit.engine.paged import PagedEngine
+
+    model, tok, _ = model_here(shape, device)
+    eng = PagedEngine(model)
+
+    def ids(i: int) -> list[int]:
+        text = tok.apply_chat_template(question(i), tokenize=False, add_generation_prompt=True)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    def run(n: int, tokens: int) -> dict:
+        ps = [SamplingParams(temperature=0.6, top_p=0.95, max_tokens=tokens, seed=i)
+              for i in range(n)]  # fmt: skip
+        prompts = [ids(i) for i in range(n)]
+        t0 = time.perf_counter()
+        reqs = [eng.requests[eng.add_request(p, sp)] for p, sp in zip(prompts, ps)]
+        first: dict[int, float] = {}
+        while eng.has_work:
+            eng.step()
+            now = time.perf_counter() - t0
+            for k, r in enumerate(reqs):
+                if k not in first and r.seqs[0].num_output:
+                    first[k] = now
+        eng.flush()
+        wall = time.perf_counter() - t0
+        toks = sum(r.seqs[0].num_output for r in reqs)
+        ttfts = sorted(first.values())
+        return {"concurrency": n, "wall_s": round(wall, 3), "tokens": toks,
+                "tokens_per_s": round(toks / wall, 1), **_pcts(ttfts)}  # fmt: skip
+
+    run(1, 4)  # warm-up
+    for n in levels:
+        print(json.dumps(run(n, max_tokens)), flush=True)
+
+
+def _pcts(ttfts: list[float]) -> dict:
+    ttfts = sorted(ttfts)
+    return {
+        "ttft_mean_s": round(statistics.mean(ttfts), 4),
+        "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
+        "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))], 4),
+    }
+
+
+async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
+              messages: list[dict] | None = None) -> dict:  # fmt: skip
     body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
-            "seed": i, "messages": [{"role": "user", "content": f"What is {i} + {i % 7}?"}],
+            "seed": i, "messages": messages or question(i), "temperature": 0.6, "top_p": 0.95,
             "stream_options": {"include_usage": True}}  # fmt: skip
     t0 = time.perf_counter()
-    ttft, tokens = None, 0
+    ttft, usage = None, {}
     async with c.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
-            return {"error": r.status_code}
+            return {"error": r.status_code, "body": (await r.aread())[:300].decode()}
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+                usage = chunk["usage"]
             for ch in chunk["choices"]:
                 d = ch["delta"]
                 if ttft is None and (d.get("reasoning_content") or d.get("content")):
                     ttft = time.perf_counter() - t0
-    return {"ttft": ttft, "tokens": tokens, "wall": time.perf_counter() - t0}
+    return {"ttft": ttft, "tokens": usage.get("completion_tokens", 0), "usage": usage,
+            "wall": time.perf_counter() - t0}  # fmt: skip
 
 
 async def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dict:
@@ -104,10 +181,87 @@ async def level(url: str, key: str | None, n: int, max_tokens: int, model: str) 
         "tokens": tokens,
         "tokens_per_s": round(tokens / wall, 1),
         "per_stream_tokens_per_s": round(statistics.mean(r["tokens"] / r["wall"] for r in ok), 1),
-        "ttft_mean_s": round(statistics.mean(ttfts), 4),
-        "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
-        "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))], 4),
+        **_pcts(ttfts),
     }
+
+
+def _history(k: int, tokens: int, tok) -> str:
+    """A unique system prompt of about `tokens` tokens (conversation k)."""
+    text, i = f"Context for chat {k}.", 0
+    while len(tok(text, add_special_tokens=False)["input_ids"]) < tokens:
+        text += f" Note {i}: {(k * 7919 + i * 104729) % 100000}."
+        i += 1
+    return text
+
+
+def _prompt_ids(tok, messages: list[dict]) -> list[int]:
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+async def multi_turn(url: str, key: str | None, model: str, convs: int, history: int,
+                     max_tokens: int) -> dict:  # fmt: skip
+    """Turn 1 then turn 2 of `convs` concurrent conversations; turn 2's TTFT and hits."""
+    from r1kit.modeling import load_tokenizer
+
+    tok = load_tokenizer(None)  # the prompts' text needs none of the bench's added tokens
+    first = [[{"role": "system", "content": _history(k, history, tok)},
+              {"role": "user", "content": "Summarise the notes in one line."}]
+             for k in range(convs)]  # fmt: skip
+    second = [m + [{"role": "assistant", "content": "The notes list values."},
+                   {"role": "user", "content": "Which value is the largest?"}] for m in first]  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    limits = httpx.Limits(max_connections=convs + 8, max_keepalive_connections=convs + 8)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as c:
+        t1 = await asyncio.gather(*[one(c, 1000 + k, max_tokens, model, m)
+                                    for k, m in enumerate(first)])  # fmt: skip
+        t2 = await asyncio.gather(*[one(c, 2000 + k, max_tokens, model, m)
+                                    for k, m in enumerate(second)])  # fmt: skip
+    failed = [r for r in t1 + t2 if "error" in r]
+    if failed:
+        raise SystemExit(f"multi-turn requests failed: {failed[0]}")
+    hits, want = [], []
+    for a, b, r in zip(first, second, t2):
+        ia, ib = _prompt_ids(tok, a), _prompt_ids(tok, b)
+        lcp = next((i for i, (x, y) in enumerate(zip(ia, ib)) if x != y), min(len(ia), len(ib)))
+        p2 = r["usage"]["prompt_tokens"]
+        off = p2 - len(ib)  # tokens the server adds in front (a BOS), the same in both turns
+        want.append(min(lcp + off, p2 - 1) // BLOCK * BLOCK)
+        hits.append(r["usage"].get("prompt_cache_hit_tokens", 0))
+    return {
+        "convs": convs,
+        "turn1_prompt_tokens": [r["usage"]["prompt_tokens"] for r in t1],
+        "turn2_prompt_tokens": [r["usage"]["prompt_tokens"] for r in t2],
+        "turn1": _pcts([r["ttft"] for r in t1]),
+        "turn2": _pcts([r["ttft"] for r in t2]),
+        "turn2_hit_tokens": hits,
+        "turn2_expected_hit_tokens": want,
+        "turn1_hit_tokens": [r["usage"].get("prompt_cache_hit_tokens", 0) for r in t1],
+    }
+
+
+def start_server(args: list[str]) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, __file__, "--_serve", str(port), *args])
+    t0 = time.time()
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() - t0 > 600:
+            raise SystemExit("the server did not start")
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -115,56 +269,88 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="a running server (default: start one here)")
     ap.add_argument("--key", default=os.environ.get("R1KIT_API_KEY"))
     ap.add_argument("--model-shape", choices=sorted(SHAPES), default=None)
-    ap.add_argument("--levels", default="1,8,32,128")
+    ap.add_argument("--levels", default=None, help="default 1,8,32,128,256 CPU, +512 GPU")
     ap.add_argument("--max-tokens", type=int, default=None, help="default 64 CPU, 256 GPU")
+    ap.add_argument("--convs", type=int, default=None, help="multi-turn: default 4 CPU, 16 GPU")
+    ap.add_argument("--history", type=int, default=None, help="default 700 CPU, 2000 GPU")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare engine")
+    ap.add_argument("--no-multi-turn", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda", help="for --model-shape (cpu: a smoke test)")
     ap.add_argument("--_serve", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_bare", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_no-cache", dest="_no_cache", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a._serve:
-        return serve_here(a._serve, a.model_shape, a.device)
+    gpu = bool(a.model_shape) and a.device == "cuda"
+    levels = [
+        int(x) for x in (a.levels or ("1,8,32,128,256,512" if gpu else "1,8,32,128,256")).split(",")
+    ]  # noqa: E501
     max_tokens = a.max_tokens or (256 if a.model_shape else 64)
+    if a._serve:
+        return serve_here(a._serve, a.model_shape, a.device, cache=not a._no_cache)
+    if a._bare:
+        return bare_here(a.model_shape, a.device, levels, max_tokens)
     out = Path(a.out or RESULTS / f"serve_load_{'gpu' if a.model_shape else 'cpu'}.json")
-    proc, url = None, a.url
-    if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, __file__, "--_serve", str(port)]
-        cmd += ["--model-shape", a.model_shape, "--device", a.device] if a.model_shape else []
-        proc = subprocess.Popen(cmd)
-        t0 = time.time()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() - t0 > 600:
-                raise SystemExit("the server did not start")
-            time.sleep(0.5)
-    try:
-        headers = {"Authorization": f"Bearer {a.key}"} if a.key else {}
-        model = httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
-        import torch
+    shape_args = ["--model-shape", a.model_shape, "--device", a.device] if a.model_shape else []
+    import torch
 
-        res = {"model": model, "max_tokens": max_tokens, "url": url if a.url else "local",
-               "device": torch.cuda.get_device_name() if a.model_shape and a.device == "cuda"
-               else "cpu",
-               "cpu_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "levels": []}  # fmt: skip
-        for n in (int(x) for x in a.levels.split(",")):
+    res = {"max_tokens": max_tokens, "url": a.url or "local",
+           "device": torch.cuda.get_device_name() if gpu else "cpu",
+           "cpu_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "levels": [],
+           "bare": [], "multi_turn": {}}  # fmt: skip
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+
+    if a.url is None and not a.no_bare:  # the bare engine first, alone on the machine
+        cmd = [sys.executable, __file__, "--_bare", "--levels", ",".join(map(str, levels)),
+               "--max-tokens", str(max_tokens), *shape_args]  # fmt: skip
+        for line in subprocess.run(
+            cmd, check=True, capture_output=True, text=True
+        ).stdout.splitlines():  # noqa: E501
+            if line.startswith("{"):
+                res["bare"].append(json.loads(line))
+                print("bare", line, flush=True)
+        save()
+    proc, url = (None, a.url) if a.url else start_server(shape_args)
+    headers = {"Authorization": f"Bearer {a.key}"} if a.key else {}
+    convs = a.convs or (16 if gpu else 4)
+    history = a.history or (2000 if a.model_shape else 700)
+    try:
+        model = httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
+        res["model"] = model
+        bare = {b["concurrency"]: b["tokens_per_s"] for b in res["bare"]}
+        for n in levels:
             r = asyncio.run(level(url, a.key, n, max_tokens, model))
+            if n in bare:
+                r["server_share"] = round(r["tokens_per_s"] / bare[n], 3)
             print(json.dumps(r), flush=True)
             res["levels"].append(r)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {out}")
+            save()
+        if not a.no_multi_turn:
+            mt = asyncio.run(multi_turn(url, a.key, model, convs, history, 16))
+            res["multi_turn"]["cache"] = mt
+            print("multi-turn, cache:", json.dumps(mt), flush=True)
+            save()
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(proc)
+    if not a.no_multi_turn and a.url is None:
+        proc, url = start_server([*shape_args, "--_no-cache"])
+        try:
+            mt = asyncio.run(multi_turn(url, None, model, convs, history, 16))
+        finally:
+            stop(proc)
+        res["multi_turn"]["no_cache"] = mt
+        print("multi-turn, no cache:", json.dumps(mt), flush=True)
+        on, off = res["multi_turn"]["cache"], mt
+        res["multi_turn"]["turn2_ttft_p50_speedup"] = round(
+            off["turn2"]["ttft_p50_s"] / on["turn2"]["ttft_p50_s"], 2
+        )
+        res["multi_turn"]["hits_exact"] = on["turn2_hit_tokens"] == on["turn2_expected_hit_tokens"]
+        save()
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

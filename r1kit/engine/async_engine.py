@@ -1,8 +1,10 @@
-"""Async streaming over the paged engine, for the server.
+"""Async streaming over the paged engine on a thread of this process (a `StreamingEngine`).
 
 One background thread owns the engine and steps it while there is work; asyncio callers add
 requests and receive deltas through per-request queues. Leaving the `stream()` iterator early
-(a client disconnect cancels the task) aborts the request, which frees its KV blocks.
+(a client disconnect cancels the task) aborts the request, which frees its KV blocks. The
+server runs the engine in a process of its own instead (core.py): here the stepping thread
+shares the GIL with the caller's event loop.
 
     aeng = AsyncEngine(PagedEngine(model))
     async for delta in aeng.stream(prompt_ids, SamplingParams(max_tokens=64)):
@@ -17,12 +19,18 @@ from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
 from r1kit.engine.sequence import Request
+from r1kit.engine.streaming import Delta, drain, merge, next_delta
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
+
+__all__ = ["AsyncEngine", "next_delta"]
 
 
 class AsyncEngine:
+    kind = "paged"
+
     def __init__(self, engine: PagedEngine, max_waiting: int | None = None) -> None:
         self.engine = engine
+        self.max_model_len, self.max_num_seqs = engine.max_model_len, engine.max_num_seqs
         self.max_waiting = max_waiting  # None = unbounded; else add() raises when full
         self._lock = threading.Lock()
         # A Lock is not fair: the stepping thread would re-take it at once after each step and
@@ -101,20 +109,33 @@ class AsyncEngine:
             self._subs.pop(request_id, None)
             self.engine.abort(request_id)
 
+    def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        """StreamingEngine: queue now, iterate for (delta, finished)."""
+        rid, q = self.add(prompt_ids, params)
+        return drain(q, lambda: self.abort(rid))
+
+    def stats(self) -> dict:
+        e = self.engine
+        return {
+            "engine": "paged",
+            "running": self.num_running,
+            "waiting": self.num_waiting,
+            "requests": len(e.requests),
+            "free_blocks": e.alloc.num_free,
+            "total_blocks": e.alloc.num_blocks,
+            "cached_blocks": e.alloc.num_cached,
+        }
+
     async def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[RequestOutput]:
         rid, q = self.add(prompt_ids, params, request_id)
-        done = False
+        src = drain(q, lambda: self.abort(rid))
         try:
-            while not done:
-                item, done = await next_delta(q)
-                if isinstance(item, Exception):
-                    raise item
+            async for item, _ in src:
                 yield item
         finally:
-            if not done:
-                self.abort(rid)
+            await src.aclose()  # aborts the request when left early
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None
@@ -122,7 +143,7 @@ class AsyncEngine:
         """The whole output of one request (deltas joined)."""
         out: RequestOutput | None = None
         async for d in self.stream(prompt_ids, params, request_id):
-            out = d if out is None else _merge(out, d)
+            out = d if out is None else merge(out, d)
         assert out is not None
         return out
 
@@ -130,24 +151,3 @@ class AsyncEngine:
         self._closed = True
         self._work.set()
         self._thread.join(timeout=5)
-
-
-async def next_delta(q: asyncio.Queue) -> tuple[RequestOutput | Exception, bool]:
-    """The next (delta, finished) of a request's queue. Under load the consumer falls behind
-    the engine: every delta already queued is taken and merged into one (fewer detokenize
-    calls and SSE events per token); an error ends the merge."""
-    item, done = await q.get()
-    while not done and not isinstance(item, Exception) and not q.empty():
-        nxt, done = q.get_nowait()
-        item = nxt if isinstance(nxt, Exception) else _merge(item, nxt)
-    return item, done
-
-
-def _merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
-    """Two consecutive deltas of one request as one (b's tokens after a's; b's finish reason)."""
-    for s, n in zip(a.samples, b.samples):
-        s.token_ids += n.token_ids
-        if s.logprobs is not None and n.logprobs is not None:
-            s.logprobs += n.logprobs
-        s.finish_reason = n.finish_reason
-    return a

@@ -1,22 +1,24 @@
 """From chat messages to streamed reasoning and answer text, over one shared engine.
 
 Messages -> prompt text through the tokenizer's chat template (earlier assistant turns without
-their reasoning; `reasoning_content` sent back is ignored) -> token ids -> the engine: a
-PagedEngine behind an AsyncEngine (continuous batching; leaving a stream aborts the request and
-frees its KV blocks), or for architectures the paged engine does not support, HFEngine.generate
-in a worker thread behind a lock. Tokens are detokenized incrementally (never half a UTF-8
-character), cut at stop strings (held back while they may still be forming) and split into
-reasoning and answer by `r1kit.chat.ReasoningStream`, which never emits a partial tag.
+their reasoning; `reasoning_content` sent back is ignored) -> token ids -> the engine, through
+the one async interface every engine has (`r1kit.engine.streaming.StreamingEngine`): the paged
+engine in a process of its own (core.py: its step loop never waits on this process's HTTP
+work; leaving a stream aborts the request and frees its KV blocks), HFEngine for architectures
+the paged engine does not support, or llama.cpp (llamacpp.py), both on worker threads. Tokens
+are detokenized here, incrementally (never half a UTF-8 character), one batch of tokens per
+delta when the client falls behind, cut at stop strings (held back while they may still be
+forming) and split into reasoning and answer by `r1kit.chat.ReasoningStream`, which never emits
+a partial tag.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator
 
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, split_reasoning
-from r1kit.engine import SamplingParams, make_engine
+from r1kit.engine import SamplingParams
+from r1kit.engine.streaming import StreamingEngine, make_streaming_engine
 from r1kit.serve.errors import APIError, bad_request, invalid_param
 from r1kit.serve.sample_text import Delta, SampleText
 
@@ -75,21 +77,24 @@ class Generator:
     """The model, its tokenizer and the engine behind every route."""
 
     def __init__(self, model, tokenizer, name: str, engine: str = "auto",
-                 max_waiting: int | None = 64, **engine_kw) -> None:  # fmt: skip
-        from r1kit.engine.async_engine import AsyncEngine
-        from r1kit.engine.paged import PagedEngine
-
+                 max_waiting: int | None = 64, backend: StreamingEngine | None = None,
+                 process: bool = True, **engine_kw) -> None:  # fmt: skip
+        """`model` is a torch model run by r1kit's engine (`engine`, `process` and the
+        keyword arguments choose it: `make_streaming_engine`), or None with `backend`, an
+        engine already built (llama.cpp)."""
         self.model, self.tok, self.name = model, tokenizer, name
-        eng = make_engine(model, tokenizer.pad_token_id or 0, kind=engine, **engine_kw)
-        self.paged = isinstance(eng, PagedEngine)
-        self.engine = AsyncEngine(eng, max_waiting) if self.paged else eng
+        if backend is None:
+            backend = make_streaming_engine(model, tokenizer.pad_token_id or 0, engine,
+                                            max_waiting, process, **engine_kw)  # fmt: skip
+        self.engine: StreamingEngine = backend
         self.max_waiting = max_waiting
-        cfg_len = getattr(model.config, "max_position_embeddings", 4096)
-        self.max_model_len = eng.max_model_len if self.paged else cfg_len
+        self.max_model_len = backend.max_model_len
         self.eos_ids = _eos_ids(model, tokenizer)
         self.think_close_id = _single_token(tokenizer, THINK_CLOSE)
-        self._lock = threading.Lock()  # HFEngine: one generate at a time
-        self._busy = 0
+
+    @property
+    def paged(self) -> bool:
+        return self.engine.kind == "paged"
 
     # ------------------------------------------------------------------ prompts
     def render(self, messages: list[dict], think: bool = True) -> str:
@@ -128,7 +133,7 @@ class Generator:
                 f"max_tokens must be at most {self.max_model_len} (the context length)",
                 "max_tokens",
             )
-        if n > (self.engine.engine.max_num_seqs if self.paged else 64):
+        if n > self.engine.max_num_seqs:
             raise invalid_param("n is larger than the engine serves at once", "n")
         return SamplingParams(
             n=n,
@@ -145,28 +150,14 @@ class Generator:
 
     # ------------------------------------------------------------------ engines
     def _open(self, prompt_ids, params: SamplingParams):
-        if self.paged:
-            try:
-                rid, q = self.engine.add(prompt_ids, params)
-            except OverflowError:
-                raise APIError(503, "the server is overloaded; retry later",
-                               code="server_overloaded", headers={"retry-after": "1"}) from None  # fmt: skip
-            return _paged_stream(self.engine, rid, q)
-        if self.max_waiting is not None and self._busy > self.max_waiting:
-            raise APIError(503, "the server is overloaded; retry later", code="server_overloaded")
-        return self._hf_stream(prompt_ids, params)
-
-    async def _hf_stream(self, prompt_ids, params):
-        self._busy += 1
+        """The engine's (delta, finished) stream, queued now: a full queue is 503 before any
+        response; an engine failure later is a 500 in the error shape."""
         try:
-            out = await asyncio.to_thread(self._hf_generate, prompt_ids, params)
-        finally:
-            self._busy -= 1
-        yield out, True
-
-    def _hf_generate(self, prompt_ids, params):
-        with self._lock:
-            return self.engine.generate([prompt_ids], params)[0]
+            src = self.engine.open(prompt_ids, params)
+        except OverflowError:
+            raise APIError(503, "the server is overloaded; retry later",
+                           code="server_overloaded", headers={"retry-after": "1"}) from None  # fmt: skip
+        return _api_errors(src, self.engine.kind)
 
     def describe(self) -> dict:
         """What /api/tags and /api/show report about the model (GGUFGenerator has its own)."""
@@ -183,37 +174,23 @@ class Generator:
         }
 
     def stats(self) -> dict:
-        if not self.paged:
-            return {"engine": "hf", "busy": self._busy}
-        e = self.engine.engine
-        return {
-            "engine": "paged",
-            "running": self.engine.num_running,
-            "waiting": self.engine.num_waiting,
-            "requests": len(e.requests),
-            "free_blocks": e.alloc.num_free,
-            "total_blocks": e.alloc.num_blocks,
-        }
+        return self.engine.stats()
 
     def close(self) -> None:
-        if self.paged:
-            self.engine.close()
+        self.engine.close()
 
 
-async def _paged_stream(aeng, rid: str, q: asyncio.Queue):
-    """AsyncEngine.stream after its add(): deltas until finished; leaving early aborts."""
-    from r1kit.engine.async_engine import next_delta
-
-    done = False
+async def _api_errors(src, kind: str):
+    """The engine's stream with its failures as 500s; closing it aborts the request."""
     try:
-        while not done:
-            item, done = await next_delta(q)  # deltas queued meanwhile arrive merged
-            if isinstance(item, Exception):
-                raise APIError(500, f"the engine failed: {item}")
-            yield item, done
+        async for item in src:
+            yield item
+    except ValueError as e:  # a prompt the engine refused
+        raise bad_request(str(e), "messages") from None
+    except Exception as e:
+        raise APIError(500, f"the {kind} engine failed: {e}") from None
     finally:
-        if not done:
-            aeng.abort(rid)
+        await src.aclose()
 
 
 def _eos_ids(model, tok) -> tuple[int, ...]:

@@ -7,24 +7,24 @@ from `Generator._open`. `GGUFGenerator` keeps all of that and replaces what lies
   GGUF's chat template rendered with Jinja as `transformers` renders it; detokenizing, stop
   strings and the reasoning/answer split are r1kit's (`SampleText`, `ReasoningStream`), so a
   GGUF answers exactly like the PyTorch model it came from;
-- generation is `Llama.generate` in a worker thread, one request at a time (llama.cpp's context
-  is single-sequence here); tokens stream to the event loop as they come, and leaving the stream
+- generation is `Llama.generate` behind the interface every engine has (a `ThreadedEngine`,
+  r1kit/engine/streaming.py): one request at a time on a worker thread (llama.cpp's context is
+  single-sequence here); tokens stream to the event loop as they come, and leaving the stream
   (client gone, or every sample hit a stop string) stops the thread at the next token.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from r1kit.chat import THINK_CLOSE
+from r1kit.engine.streaming import ThreadedEngine
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 from r1kit.errors import R1kitError
 from r1kit.serve.errors import APIError
-from r1kit.serve.generation import Generator, _single_token
+from r1kit.serve.generation import Generator
 
 DEFAULT_CTX = 4096  # context allocated when the model allows more (llama.cpp's KV is per token)
 
@@ -100,8 +100,8 @@ def _opt_id(tid: int) -> int | None:
 
 
 class GGUFGenerator(Generator):
-    """A `Generator` whose model is a GGUF file run by llama.cpp. It does not call
-    `Generator.__init__` (that builds an r1kit engine over a torch model)."""
+    """A `Generator` whose model is a GGUF file run by llama.cpp: its tokenizer is llama.cpp's
+    and its engine a `ThreadedEngine` over `Llama.generate`."""
 
     def __init__(self, path: str, name: str | None = None, n_ctx: int | None = None,
                  n_threads: int | None = None, max_waiting: int | None = 64) -> None:  # fmt: skip
@@ -120,48 +120,16 @@ class GGUFGenerator(Generator):
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=ctx, n_threads=threads,
                                    n_threads_batch=threads, verbose=False)  # fmt: skip
-        self.model = None
-        self.tok = GGUFTokenizer(self.llm, self.meta.get("chat_template"))
+        tok = GGUFTokenizer(self.llm, self.meta.get("chat_template"))
+        backend = ThreadedEngine(self._run, "llama.cpp", self.llm.n_ctx(), 64, max_waiting,
+                                 on_close=getattr(self.llm, "close", None))  # fmt: skip
         self.name = name or self.meta["name"]
-        self.paged = False
-        self.max_waiting = max_waiting
-        self.max_model_len = self.llm.n_ctx()
-        self.eos_ids = (self.tok.eos_token_id,) if self.tok.eos_token_id is not None else ()
-        self.think_close_id = _single_token(self.tok, THINK_CLOSE)
-        self._lock = threading.Lock()  # one llama.cpp context: one request at a time
-        self._busy = 0
-
-    def _open(self, prompt_ids, params: SamplingParams):
-        if self.max_waiting is not None and self._busy > self.max_waiting:
-            raise APIError(503, "the server is overloaded; retry later", code="server_overloaded")
-        return self._stream(list(prompt_ids), params)
-
-    async def _stream(self, prompt_ids: list[int], params: SamplingParams):
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-
-        def put(item) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
-
-        self._busy += 1
-        worker = threading.Thread(target=self._run, args=(prompt_ids, params, stop, put),
-                                  daemon=True, name="r1kit-llama.cpp")  # fmt: skip
-        worker.start()
-        done = False
-        try:
-            while not done:
-                item, done = await q.get()
-                if isinstance(item, Exception):
-                    raise APIError(500, f"llama.cpp failed: {item}")
-                yield item, done
-        finally:
-            stop.set()  # the worker ends at its next token
-            self._busy -= 1
+        super().__init__(None, tok, self.name, max_waiting=max_waiting, backend=backend)
 
     def _run(self, prompt_ids: list[int], params: SamplingParams, stop: threading.Event,
              put) -> None:  # fmt: skip
-        """Sample params.n completions one after another; one delta per token."""
+        """Sample params.n completions one after another; one delta per token (the
+        ThreadedEngine runs one request at a time and turns an exception into a failure)."""
         n, plen = params.n, len(prompt_ids)
         reasons = ["length"] * n
 
@@ -170,28 +138,24 @@ class GGUFGenerator(Generator):
             samples[j] = Sample(ids, None, reason, plen)
             return RequestOutput(prompt_ids, samples)
 
-        try:
-            with self._lock:
-                for j in range(n):
-                    if params.seed is not None:
-                        self.llm.set_seed(params.seed + j)
-                    count = 0
-                    for tid in self.llm.generate(prompt_ids, temp=params.temperature,
-                                                 top_p=params.top_p, top_k=params.top_k,
-                                                 min_p=params.min_p, repeat_penalty=1.0,
-                                                 reset=True):  # fmt: skip
-                        if stop.is_set():
-                            return
-                        count += 1
-                        if tid in params.stop_token_ids:
-                            reasons[j] = "stop"
-                        put((delta(j, [tid], reasons[j]), False))
-                        if reasons[j] == "stop" or count >= params.max_tokens:
-                            break
-            final = RequestOutput(prompt_ids, [Sample([], None, r, plen) for r in reasons])
-            put((final, True))
-        except Exception as e:  # the request fails; the server keeps serving
-            put((e, True))
+        for j in range(n):
+            if params.seed is not None:
+                self.llm.set_seed(params.seed + j)
+            count = 0
+            for tid in self.llm.generate(prompt_ids, temp=params.temperature,
+                                         top_p=params.top_p, top_k=params.top_k,
+                                         min_p=params.min_p, repeat_penalty=1.0,
+                                         reset=True):  # fmt: skip
+                if stop.is_set():
+                    return
+                count += 1
+                if tid in params.stop_token_ids:
+                    reasons[j] = "stop"
+                put((delta(j, [tid], reasons[j]), False))
+                if reasons[j] == "stop" or count >= params.max_tokens:
+                    break
+        final = RequestOutput(prompt_ids, [Sample([], None, r, plen) for r in reasons])
+        put((final, True))
 
     def describe(self) -> dict:
         m = self.meta
@@ -206,14 +170,6 @@ class GGUFGenerator(Generator):
             "quantization_level": ftype,
             "model_info": info,
         }
-
-    def stats(self) -> dict:
-        return {"engine": "llama.cpp", "busy": self._busy}
-
-    def close(self) -> None:
-        close = getattr(self.llm, "close", None)
-        if close is not None:
-            close()
 
 
 def _numel(shape) -> int:

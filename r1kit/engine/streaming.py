@@ -1,0 +1,161 @@
+"""The one async interface the server has over every engine: `StreamingEngine`.
+
+    src = engine.open(prompt_ids, SamplingParams(max_tokens=64))   # OverflowError when full
+    async for delta, finished in src:    # delta.samples[j].token_ids: new since the last one
+        ...
+    await src.aclose()                    # leaving early aborts the request (frees its blocks)
+
+Implementations: `EngineProcess` (core.py: the paged engine in a process of its own, the
+server's default), `AsyncEngine` (async_engine.py: the paged engine on a thread of this
+process), `ThreadedEngine` (below: any engine that generates one request at a time from a
+blocking call, the `transformers` fallback and llama.cpp). Deltas that queue up while the
+consumer is busy come out merged (`next_delta`): one detokenize and one SSE event per batch
+of tokens for a client that falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+from r1kit.engine.types import RequestOutput, SamplingParams
+
+Delta = tuple[RequestOutput, bool]  # (tokens new since the previous delta, request finished)
+
+
+class StreamingEngine(Protocol):
+    kind: str  # "paged" | "hf" | "llama.cpp": what /health reports
+    max_model_len: int
+    max_num_seqs: int  # the largest n a request may ask for
+
+    def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        """Queue a request now (raises OverflowError when the queue is full, ValueError for a
+        prompt the engine refuses); iterate for its deltas."""
+        ...
+
+    def stats(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+async def next_delta(q: asyncio.Queue) -> tuple[RequestOutput | Exception, bool]:
+    """The next (delta, finished) of a request's queue. Under load the consumer falls behind
+    the engine: every delta already queued is taken and merged into one (fewer detokenize
+    calls and SSE events per token); an error ends the merge."""
+    item, done = await q.get()
+    while not done and not isinstance(item, Exception) and not q.empty():
+        nxt, done = q.get_nowait()
+        item = nxt if isinstance(nxt, Exception) else merge(item, nxt)
+    return item, done
+
+
+def merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
+    """Two consecutive deltas of one request as one (b's tokens after a's; b's finish reason)."""
+    for s, n in zip(a.samples, b.samples):
+        s.token_ids += n.token_ids
+        if s.logprobs is not None and n.logprobs is not None:
+            s.logprobs += n.logprobs
+        s.finish_reason = n.finish_reason
+    a.num_cached_tokens = b.num_cached_tokens or a.num_cached_tokens
+    return a
+
+
+async def drain(q: asyncio.Queue, on_leave: Callable[[], None]) -> AsyncIterator[Delta]:
+    """A request's deltas from its queue until it finishes; leaving early calls `on_leave`."""
+    done = False
+    try:
+        while not done:
+            item, done = await next_delta(q)
+            if isinstance(item, Exception):
+                done = True
+                raise item
+            yield item, done
+    finally:
+        if not done:
+            on_leave()
+
+
+Run = Callable[[list[int], SamplingParams, threading.Event, Callable[[Delta | tuple], None]], None]
+
+
+class ThreadedEngine:
+    """An engine that serves one request at a time from a blocking call, on worker threads.
+
+    `run(prompt_ids, params, stop, put)` generates the request, calling `put((delta,
+    finished))` as tokens come (once at the end is fine) and returning early once `stop` is
+    set; it runs under a lock, so requests take turns. `max_waiting` requests may wait."""
+
+    def __init__(self, run: Run, kind: str, max_model_len: int, max_num_seqs: int = 64,
+                 max_waiting: int | None = 64, on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self.kind, self.max_model_len, self.max_num_seqs = kind, max_model_len, max_num_seqs
+        self.max_waiting = max_waiting
+        self._run, self._on_close = run, on_close
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        if self.max_waiting is not None and self._busy > self.max_waiting:
+            raise OverflowError("the engine's queue is full")
+        return self._stream(list(prompt_ids), params)
+
+    async def _stream(self, prompt_ids: list[int], params: SamplingParams):
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item) -> None:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    if not stop.is_set():
+                        self._run(prompt_ids, params, stop, put)
+            except Exception as e:  # the request fails; the server keeps serving
+                put((e, True))
+
+        self._busy += 1
+        threading.Thread(target=work, daemon=True, name=f"r1kit-{self.kind}").start()
+        src = drain(q, stop.set)
+        try:
+            async for d in src:
+                yield d
+        finally:
+            stop.set()  # the worker ends at its next token
+            self._busy -= 1
+            await src.aclose()
+
+    def stats(self) -> dict:
+        return {"engine": self.kind, "busy": self._busy}
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+
+def make_streaming_engine(model, pad_token_id: int = 0, kind: str = "auto",
+                          max_waiting: int | None = 64, process: bool = True,
+                          **engine_kw) -> StreamingEngine:  # fmt: skip
+    """The server's engine for a torch model: the paged engine in a process of its own
+    (`process=False`: on a thread of this one), or for architectures it does not support,
+    HFEngine.generate on a worker thread. Keyword arguments go to PagedEngine."""
+    from r1kit.engine import engine_kind, make_engine
+
+    if engine_kind(model, kind) == "paged":
+        if process:
+            from r1kit.engine.core import EngineProcess
+
+            return EngineProcess(model, max_waiting, **engine_kw)
+        from r1kit.engine.async_engine import AsyncEngine
+        from r1kit.engine.paged import PagedEngine
+
+        return AsyncEngine(PagedEngine(model, **engine_kw), max_waiting)
+    hf = make_engine(model, pad_token_id, kind="hf")
+
+    def run(prompt_ids, params, stop, put) -> None:
+        put((hf.generate([prompt_ids], params)[0], True))
+
+    max_len = getattr(model.config, "max_position_embeddings", 4096)
+    return ThreadedEngine(run, "hf", max_len, max_waiting=max_waiting)

@@ -1,0 +1,116 @@
+"""The engine core in its own process (r1kit/engine/core.py) behind the StreamingEngine
+interface: the same tokens and log-probs as the paged engine stepped in this process, aborts
+free the blocks, refused prompts fail only their request, and the stats follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+
+from r1kit.engine import SamplingParams
+from r1kit.engine.core import EngineProcess
+from r1kit.engine.paged import PagedEngine
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [3, 1, 4, 1, 5], [40]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(5)
+    cfg = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      initializer_range=0.5)  # fmt: skip
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def core(model):
+    eng = EngineProcess(model, max_waiting=8, block_size=4, max_num_seqs=8)
+    yield eng
+    eng.close()
+    assert not eng.proc.is_alive()
+
+
+async def _collect(src) -> tuple[list[list[int]], list[list[float]], list[str], int]:
+    toks, lps, reasons, deltas = None, None, None, 0
+    async for out, _ in src:
+        deltas += 1
+        if toks is None:
+            toks, lps = [[] for _ in out.samples], [[] for _ in out.samples]
+        for j, s in enumerate(out.samples):
+            toks[j] += s.token_ids
+            lps[j] += s.logprobs or []
+        reasons = [s.finish_reason for s in out.samples]
+    return toks, lps, reasons, deltas
+
+
+def test_same_samples_as_the_engine_here(model, core):
+    params = [SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=i, logprobs=True)
+              for i in range(len(PROMPTS))]  # fmt: skip
+    want = PagedEngine(model, block_size=4, max_num_seqs=8).generate(PROMPTS, params)
+
+    async def main():
+        return await asyncio.gather(*[_collect(core.open(p, sp)) for p, sp in zip(PROMPTS, params)])
+
+    got = asyncio.run(main())
+    for (toks, lps, reasons, _), w in zip(got, want):
+        assert toks == [s.token_ids for s in w.samples]
+        assert reasons == ["length", "length"]
+        for a, s in zip(lps, w.samples):
+            torch.testing.assert_close(a, s.logprobs, atol=1e-5, rtol=0)
+
+
+def _idle(core) -> dict:
+    t0 = time.time()
+    while core.stats()["requests"] and time.time() - t0 < 30:
+        time.sleep(0.02)
+    return core.stats()
+
+
+def test_leaving_aborts_and_frees_blocks(core):
+    async def main():
+        src = core.open(PROMPTS[0], SamplingParams(max_tokens=100, temperature=1.0, seed=1))
+        async for _ in src:
+            break
+        await src.aclose()
+
+    asyncio.run(main())
+    st = _idle(core)
+    assert st["requests"] == 0 and st["running"] == 0
+    assert st["free_blocks"] == st["total_blocks"] - 1
+
+
+def test_refused_prompt_fails_only_its_request(core):
+    async def main():
+        bad = _collect(core.open([500], SamplingParams(max_tokens=4)))  # id past the vocab
+        good = _collect(core.open(PROMPTS[1], SamplingParams(max_tokens=4, temperature=0.0)))
+        return await asyncio.gather(bad, good, return_exceptions=True)
+
+    bad, good = asyncio.run(main())
+    assert isinstance(bad, ValueError) and "token ids" in str(bad)
+    assert len(good[0][0]) == 4
+    assert _idle(core)["requests"] == 0
+
+
+def test_full_queue_raises_at_once(model):
+    one = EngineProcess(model, max_waiting=1, block_size=4, max_num_seqs=1)
+    try:
+
+        async def main():
+            p = SamplingParams(max_tokens=30, temperature=0.0)
+            a, b = one.open(PROMPTS[0], p), one.open(PROMPTS[1], p)  # one runs, one waits
+            with pytest.raises(OverflowError):
+                one.open(PROMPTS[2], p)
+            return await asyncio.gather(_collect(a), _collect(b))
+
+        outs = asyncio.run(main())
+        assert [len(o[0][0]) for o in outs] == [30, 30]
+    finally:
+        one.close()
