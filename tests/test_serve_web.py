@@ -398,6 +398,7 @@ def test_over_quota_key_keeps_its_history(browser, srv, size):
     chat = Chat(browser, srv, size, key=key)
     page = chat.page
     expect(page.locator("#quota")).to_have_text("48 / 10 tokens")
+    expect(page.locator("#quota")).to_have_class(re.compile(r"\bspent\b"))
     chat.sidebar(True)
     items = page.locator("#conversations li")
     expect(items).to_have_count(2)
@@ -462,7 +463,8 @@ def test_history_routes_are_not_model_requests(srv):
     srv.store.record(rec.id, srv.gen.name, "chat", 5, 5, 0)
     with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {spent}"}) as c:
         for _ in range(3):
-            assert c.get("/web/me").json()["tokens_used"] == 10
+            me = c.get("/web/me").json()
+            assert (me["tokens_used"], me["quota_tokens"], me["exhausted"]) == (10, 5, True)
             cid = c.post("/web/conversations", json={"title": "t", "messages": []}).json()["id"]
             assert c.put(f"/web/conversations/{cid}", json={"title": "t", "messages": Q}).is_success
             assert c.patch(f"/web/conversations/{cid}", json={"title": "u"}).is_success

@@ -35,13 +35,18 @@ async def config(request: Request):
 
 @router.get("/web/me")
 async def me(request: Request):
-    """Sign-in check: 401 for a bad key; the key's quota and what it has used."""
+    """Sign-in check: 401 for a bad key; what is left of the key's quota or credit (the page
+    says so when it is spent: history still works, new answers do not)."""
     s = request.app.state
-    if not s.auth.enabled:
-        return {"id": s.auth.owner(request), "name": "", "quota_tokens": None, "tokens_used": 0}
-    key = s.auth.identify(request)
-    return {"id": key.id, "name": key.name, "quota_tokens": key.quota_tokens,
-            "tokens_used": s.store.tokens_used(key.id)}  # fmt: skip
+    out = {"id": s.auth.owner(request), "quota_tokens": None, "tokens_used": 0, "credit": None,
+           "spent": 0.0, "currency": "USD", "exhausted": False}  # fmt: skip
+    if s.auth.enabled:
+        k = s.auth.identify(request)
+        left, money = k.tokens_left(), k.money_left()
+        out.update(quota_tokens=k.quota_tokens, tokens_used=k.used_tokens, credit=k.credit,
+                   spent=round(k.spent, 6), currency=k.currency,
+                   exhausted=(left is not None and left <= 0) or (money is not None and money <= 0))  # fmt: skip
+    return out
 
 
 @router.get("/web/conversations")

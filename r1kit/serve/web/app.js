@@ -62,9 +62,12 @@ function showSignin(msg) {
   $("key").focus();
 }
 function showQuota() {
-  const q = me && me.quota_tokens;
-  $("quota").textContent = q == null ? "" : `${me.tokens_used} / ${q} tokens`;
-  $("quota").classList.toggle("spent", q != null && me.tokens_used >= q);
+  const parts = [];
+  if (me.quota_tokens != null) parts.push(`${me.tokens_used} / ${me.quota_tokens} tokens`);
+  if (me.credit != null) parts.push(`${me.spent.toFixed(2)} / ${me.credit} ${me.currency}`);
+  $("quota").textContent = parts.join(", ");
+  $("quota").classList.toggle("spent", me.exhausted);
+  $("quota").title = me.exhausted ? "Spent: conversations can be read, not continued" : "";
 }
 $("signin-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -404,7 +407,7 @@ async function answer(c) {
   paint(c, msg);
   controls();
   try { await save(c); await refreshList(); } catch (e) { /* signed out or deleted meanwhile */ }
-  if (me && me.quota_tokens != null) { me = await api("/web/me").catch(() => me); showQuota(); }
+  if (me.quota_tokens != null || me.credit != null) { me = await api("/web/me").catch(() => me); showQuota(); }
 }
 
 // Send or Stop, and what the conversation on screen is doing.
