@@ -174,6 +174,31 @@ def inside(page, selector: str) -> bool:
             and box["x"] + box["width"] <= vp["width"] and box["y"] + box["height"] <= vp["height"])  # fmt: skip
 
 
+CONTRAST = """sels => {
+  const rgb = c => c.match(/[\\d.]+/g).map(Number);
+  const lum = c => rgb(c).slice(0, 3).map(v => v / 255)
+    .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const bg = el => {  // the first opaque background at or above el
+    for (; el; el = el.parentElement) {
+      const c = getComputedStyle(el).backgroundColor, v = rgb(c);
+      if (v.length < 4 || v[3] > 0) return c;
+    }
+    return "rgb(255, 255, 255)";
+  };
+  return Object.fromEntries(sels.map(s => {
+    const el = document.querySelector(s);
+    const a = lum(getComputedStyle(el).color), b = lum(bg(el));
+    return [s, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  }));
+}"""
+# text a reader must read: WCAG AA asks 4.5:1 for normal text
+READABLE = [".answer p", ".answer th", ".answer td", ".msg.user .body", "#send", "#deepthink",
+            "#status", "#model-name", "#signout", "#title", "#conversations li.active .open",
+            "details.thinking summary", ".reasoning", ".notice", ".code-head span",
+            ".code-head .copy-code", ".msg .actions .icon"]  # fmt: skip
+
+
 def test_sign_in_and_layout(browser, srv, size):
     from playwright.sync_api import expect
 
@@ -242,6 +267,8 @@ def test_rendering(browser, srv, size):
     # a finished reasoning block comes folded, with its time
     expect(first.locator("details.thinking")).not_to_have_attribute("open", "")
     expect(first.locator("details.thinking summary")).to_have_text("Thought for 3 seconds")
+    ratios = page.evaluate(CONTRAST, READABLE)
+    assert all(r >= 4.5 for r in ratios.values()), ratios
     bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg == ("rgb(22, 24, 29)" if scheme == "dark" else "rgb(255, 255, 255)")
     ARTIFACTS.mkdir(exist_ok=True)
