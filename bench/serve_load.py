@@ -49,8 +49,9 @@ SHAPES = {
 BLOCK = 32  # the paged engine's default block size
 
 
-def model_here(shape: str | None, device: str):
-    """(model, tokenizer, name): the embedded model on CPU, or a random-init shape."""
+def model_here(shape: str | None, device: str, decode_all: bool = True):
+    """(model, tokenizer, name): the embedded model on CPU, or a random-init shape (with
+    `decode_all`, a tokenizer that decodes every id of its vocabulary)."""
     import torch
 
     from r1kit.modeling import load_model, load_tokenizer
@@ -64,15 +65,17 @@ def model_here(shape: str | None, device: str):
                           tie_word_embeddings=True, **SHAPES[shape])  # fmt: skip
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = Qwen2ForCausalLM(cfg).to(device, dtype).eval()
-        tok.add_tokens([f"<t{i}>" for i in range(len(tok), cfg.vocab_size)])
+        if decode_all:
+            tok.add_tokens([f"<t{i}>" for i in range(len(tok), cfg.vocab_size)])
         name = f"random-qwen2.5-{shape}"
     else:
         model, name = load_model(None).eval(), "r1kit-tiny"
     return model, tok, name
 
 
-def serve_here(port: int, shape: str | None, device: str = "cuda", cache: bool = True) -> None:
-    """The server process."""
+def serve_here(port: int, shape: str | None, device: str = "cuda", cache: bool = True,
+               thread: bool = False) -> None:  # fmt: skip
+    """The server process (`thread`: the engine on a thread of it, not in a process)."""
     import uvicorn
 
     from r1kit.serve.app import create_app
@@ -80,7 +83,7 @@ def serve_here(port: int, shape: str | None, device: str = "cuda", cache: bool =
     from r1kit.serve.store import Store
 
     model, tok, name = model_here(shape, device)
-    gen = Generator(model, tok, name, max_waiting=1024, prefix_cache=cache)
+    gen = Generator(model, tok, name, max_waiting=1024, prefix_cache=cache, process=not thread)
     app = create_app(gen, Store(":memory:"), auth=False)
     try:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -97,7 +100,7 @@ def bare_here(shape: str | None, device: str, levels: list[int], max_tokens: int
     from r1kit.engine import SamplingParams
     from r1kit.engine.paged import PagedEngine
 
-    model, tok, _ = model_here(shape, device)
+    model, tok, _ = model_here(shape, device, decode_all=False)
     eng = PagedEngine(model)
 
     def ids(i: int) -> list[int]:
@@ -149,27 +152,54 @@ async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
         if r.status_code != 200:
             return {"error": r.status_code, "body": (await r.aread())[:300].decode()}
         async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for ch in chunk["choices"]:
-                d = ch["delta"]
-                if ttft is None and (d.get("reasoning_content") or d.get("content")):
+            # cheap tests first: at 512 streams the client must not be what limits the rate
+            if ttft is None and ('"reasoning_content": "' in line or '"content": "' in line):
+                d = json.loads(line[6:])["choices"][0]["delta"]
+                if d.get("reasoning_content") or d.get("content"):
                     ttft = time.perf_counter() - t0
+            if '"usage": {' in line:
+                usage = json.loads(line[6:])["usage"]
     return {"ttft": ttft, "tokens": usage.get("completion_tokens", 0), "usage": usage,
             "wall": time.perf_counter() - t0}  # fmt: skip
 
 
-async def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dict:
+STREAMS_PER_CLIENT = 64  # more streams than this get more client processes
+
+
+async def _client(url: str, key: str | None, ids: list[int], max_tokens: int, model: str,
+                  start: float) -> list[dict]:  # fmt: skip
+    """One client process's share of a level: its requests all sent at wall-clock `start`."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    n = len(ids)
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as c:
-        await one(c, 10_000, 4, model)  # warm-up
-        t0 = time.perf_counter()
-        rs = await asyncio.gather(*[one(c, i, max_tokens, model) for i in range(n)])
-        wall = time.perf_counter() - t0
+        await one(c, 10_000 + ids[0], 4, model)  # warm-up (and the connection pool)
+        await asyncio.sleep(max(0.0, start - time.time()))
+        rs = await asyncio.gather(*[one(c, i, max_tokens, model) for i in ids])
+    for r in rs:
+        r["end"] = time.time()
+    return rs
+
+
+def _client_proc(args: tuple) -> list[dict]:
+    return asyncio.run(_client(*args))
+
+
+def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dict:
+    """n concurrent streams from ceil(n / 64) client processes, all started at once."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    k = -(-n // STREAMS_PER_CLIENT)
+    start = time.time() + 2.0 + 0.1 * k  # after every client has connected and warmed up
+    shares = [list(range(j, n, k)) for j in range(k)]
+    if k == 1:
+        rs = _client_proc((url, key, shares[0], max_tokens, model, start))
+    else:
+        with cf.ProcessPoolExecutor(k, mp_context=mp.get_context("fork")) as ex:
+            parts = ex.map(_client_proc, [(url, key, s, max_tokens, model, start) for s in shares])
+            rs = [r for part in parts for r in part]
+    wall = max(r.get("end", start) for r in rs) - start
     ok = [r for r in rs if "error" not in r]
     ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
     tokens = sum(r["tokens"] for r in ok)
@@ -275,11 +305,15 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=None, help="default 700 CPU, 2000 GPU")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare engine")
     ap.add_argument("--no-multi-turn", action="store_true")
+    ap.add_argument("--engine-thread", action="store_true",
+                    help="the server steps the engine on a thread of its own process (the old "
+                    "design), not in an engine process")  # fmt: skip
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda", help="for --model-shape (cpu: a smoke test)")
     ap.add_argument("--_serve", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_bare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_no-cache", dest="_no_cache", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_thread", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     gpu = bool(a.model_shape) and a.device == "cuda"
     levels = [
@@ -287,17 +321,19 @@ def main() -> None:
     ]  # noqa: E501
     max_tokens = a.max_tokens or (256 if a.model_shape else 64)
     if a._serve:
-        return serve_here(a._serve, a.model_shape, a.device, cache=not a._no_cache)
+        return serve_here(a._serve, a.model_shape, a.device, not a._no_cache, a._thread)
     if a._bare:
         return bare_here(a.model_shape, a.device, levels, max_tokens)
     out = Path(a.out or RESULTS / f"serve_load_{'gpu' if a.model_shape else 'cpu'}.json")
     shape_args = ["--model-shape", a.model_shape, "--device", a.device] if a.model_shape else []
+    server_args = [*shape_args, "--_thread"] if a.engine_thread else shape_args
     import torch
 
     res = {"max_tokens": max_tokens, "url": a.url or "local",
            "device": torch.cuda.get_device_name() if gpu else "cpu",
            "cpu_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "levels": [],
+           "engine": "thread" if a.engine_thread else "process",
            "bare": [], "multi_turn": {}}  # fmt: skip
 
     def save() -> None:
@@ -314,7 +350,7 @@ def main() -> None:
                 res["bare"].append(json.loads(line))
                 print("bare", line, flush=True)
         save()
-    proc, url = (None, a.url) if a.url else start_server(shape_args)
+    proc, url = (None, a.url) if a.url else start_server(server_args)
     headers = {"Authorization": f"Bearer {a.key}"} if a.key else {}
     convs = a.convs or (16 if gpu else 4)
     history = a.history or (2000 if a.model_shape else 700)
@@ -323,7 +359,7 @@ def main() -> None:
         res["model"] = model
         bare = {b["concurrency"]: b["tokens_per_s"] for b in res["bare"]}
         for n in levels:
-            r = asyncio.run(level(url, a.key, n, max_tokens, model))
+            r = level(url, a.key, n, max_tokens, model)
             if n in bare:
                 r["server_share"] = round(r["tokens_per_s"] / bare[n], 3)
             print(json.dumps(r), flush=True)
@@ -337,7 +373,7 @@ def main() -> None:
     finally:
         stop(proc)
     if not a.no_multi_turn and a.url is None:
-        proc, url = start_server([*shape_args, "--_no-cache"])
+        proc, url = start_server([*server_args, "--_no-cache"])
         try:
             mt = asyncio.run(multi_turn(url, None, model, convs, history, 16))
         finally:
