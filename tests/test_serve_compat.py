@@ -148,9 +148,11 @@ def test_balance_with_credit(srv, capsys):
     c = openai.OpenAI(base_url=srv.url, api_key=key, max_retries=0)
     r = c.chat.completions.create(model="deepseek-reasoner", messages=Q, max_tokens=8)
     kid = key.split("-")[2]
-    spent = srv.store.get_key(kid).spent  # priced with the key's CNY rates: 4 / 16 per 1M
-    assert spent == pytest.approx((r.usage.prompt_tokens * 4 + r.usage.completion_tokens * 16)
-                                  / 1e6, rel=1e-12)  # fmt: skip
+    spent = srv.store.get_key(kid).spent  # the key's CNY rates: 4 / 1 (cache hit) / 16 per 1M
+    hit = r.usage.prompt_cache_hit_tokens
+    cost = (r.usage.prompt_cache_miss_tokens * 4 + hit + r.usage.completion_tokens * 16) / 1e6
+    assert hit + r.usage.prompt_cache_miss_tokens == r.usage.prompt_tokens
+    assert spent == pytest.approx(cost, rel=1e-12)  # float sums of 3 terms
     # a nearly spent credit: the request is clamped to what is left, then refused (402)
     with srv.store._db:
         srv.store._db.execute("UPDATE keys SET spent = ? WHERE id = ?", (10 - 400e-6, kid))
