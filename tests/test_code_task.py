@@ -65,3 +65,22 @@ def test_corpus_has_code_traces_only_when_asked():
     assert all("Write f(xs)" in d for d in docs)
     assert any("<answer> def f(xs): return" in d for d in docs)
     assert not any("Write f(xs)" in d for d in itertools.islice(documents(0), 200))
+
+
+def test_rejection_sampling_keeps_only_passing_code():
+    from r1kit.pipeline.filters import Limits
+    from r1kit.pipeline.sample import select
+    from r1kit.rl.rollout import Rollout
+
+    ex = {**TASK.generate(random.Random(5)), "template": "r1zero"}
+    wrong = TASK.trace(ex, random.Random(0), "slip")[1]
+    texts = [
+        f" Keep it simple. </think> <answer> {ex['answer']} </answer>",
+        f" Keep it simple. </think> <answer> {wrong} </answer>",
+        " Keep it simple. </think> <answer> def f(xs): return xs[0] </answer>",
+        " Keep it simple. </think> <answer> import os; os._exit(0) </answer>",
+    ]
+    rollouts = [Rollout(ex, [1], [1] * 20, None, t, "stop") for t in texts]
+    res = select(rollouts, Limits(), keep_per_prompt=4, k=4)
+    assert [r["completion"] for r in res["kept"]] == texts[:1]
+    assert all(r["failed"][0] == "incorrect" for r in res["rejected"])

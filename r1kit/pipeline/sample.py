@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from r1kit import sandbox
 from r1kit.chat import resolve_template, set_template
 from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
@@ -42,6 +43,7 @@ def select(rollouts: list, limits: Limits, keep_per_prompt: int, k: int) -> dict
     first = dict.fromkeys([*FILTERS, "duplicate"], 0)
     anyf = dict.fromkeys([*FILTERS, "duplicate"], 0)
     kept, rejected = [], []
+    accuracy.prepare([r.text for r in rollouts], [r.example for r in rollouts])  # code: parallel
     for i in range(0, len(rollouts), k):
         seen: set[str] = set()
         n_kept = 0
@@ -77,6 +79,7 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
     from r1kit.pipeline.evaluate import device_of
 
     cfg.validate()
+    sandbox.configure(unsafe=cfg.unsafe_exec)  # code problems: only passing programs are kept
     console = Console(quiet=not progress)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,10 @@ def _update(engine, trainer: GRPOTrainer, rollouts, device: str, engine_model=No
     return upd
 
 
+def _checked(rewards: dict) -> float:
+    return rewards.get("accuracy", rewards.get("code", rewards.get("code_fraction", 0.0)))
+
+
 def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
     params = SamplingParams(
         n=cfg.eval_k,
@@ -234,7 +238,8 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
             row = {
                 "step": step,
                 "reward": sum(r.reward for r in rollouts) / len(rollouts),
-                "accuracy": sum(r.rewards.get("accuracy", 0) for r in rollouts) / len(rollouts),
+                # the answer-checking reward: accuracy, or the code reward (tests passed)
+                "accuracy": sum(_checked(r.rewards) for r in rollouts) / len(rollouts),
                 "format": sum(r.rewards.get("format", 0) for r in rollouts) / len(rollouts),
                 "response_len": sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
                 "reflection_rate": sum(r.reflects for r in rollouts) / len(rollouts),
