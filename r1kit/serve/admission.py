@@ -136,23 +136,34 @@ async def run_or_abort(request: Request, g):
     return run.result()
 
 
-async def keepalive(source: AsyncIterator, interval: float) -> AsyncIterator:
-    """The items of `source`, and None each time `interval` seconds pass before the first one
-    (the caller sends an SSE `: keep-alive` comment then, as DeepSeek does while a request
-    waits). Once tokens flow, items pass straight through: no task per item on the hot path."""
+async def keepalive(
+    source: AsyncIterator, interval: float, request: Request | None = None
+) -> AsyncIterator:
+    """The items of `source`, and None each time `interval` seconds pass without one (the
+    caller sends an SSE `: keep-alive` comment then, as DeepSeek does while a request waits).
+    With `request`, a client that disconnects ends the iteration at once (closing `source`
+    aborts its engine request), also while the stream has nothing to send."""
     it = source.__aiter__()
     nxt = asyncio.ensure_future(it.__anext__())
+    gone = asyncio.ensure_future(_client_gone(request)) if request is not None else None
     try:
-        while not (await asyncio.wait({nxt}, timeout=interval))[0]:
-            yield None
-        try:
-            first = nxt.result()
-        except StopAsyncIteration:
-            return
-        yield first
-        async for item in it:
+        while True:
+            waiting = {nxt} if gone is None else {nxt, gone}
+            done, _ = await asyncio.wait(waiting, timeout=interval, return_when="FIRST_COMPLETED")
+            if gone is not None and gone in done:
+                return
+            if not done:
+                yield None
+                continue
+            try:
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
             yield item
+            nxt = asyncio.ensure_future(it.__anext__())
     finally:
+        if gone is not None:
+            gone.cancel()
         if not nxt.done():
             nxt.cancel()
             await asyncio.gather(nxt, return_exceptions=True)
