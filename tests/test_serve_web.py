@@ -110,6 +110,11 @@ class Chat:
         self.page = self.ctx.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # offline: nothing leaves the server, and every static file (KaTeX fonts too) loads
+        self.page.on("request", lambda r: r.url.startswith((srv.url, "data:", "blob:"))
+                     or self.errors.append("off-site request " + r.url))  # fmt: skip
+        self.page.on("response", lambda r: "/static/" in r.url and r.status >= 400
+                     and self.errors.append(f"{r.status} {r.url}"))  # fmt: skip
         self.page.add_init_script(f"localStorage.setItem('r1kit-key', {json.dumps(self.key)})")
         self.page.goto(f"{srv.url}/{query}")
         self.page.locator("#app").wait_for()
