@@ -102,6 +102,7 @@ def bare_here(shape: str | None, device: str, levels: list[int], max_tokens: int
 
     model, tok, _ = model_here(shape, device, decode_all=False)
     eng = PagedEngine(model)
+    eng.warm_up()  # as the server's engine process does at start
 
     def ids(i: int) -> list[int]:
         text = tok.apply_chat_template(question(i), tokenize=False, add_generation_prompt=True)
@@ -146,7 +147,7 @@ async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
     body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
             "seed": i, "messages": messages or question(i), "temperature": 0.6, "top_p": 0.95,
             "stream_options": {"include_usage": True}}  # fmt: skip
-    t0 = time.perf_counter()
+    t0, sent = time.perf_counter(), time.time()
     ttft, usage = None, {}
     async with c.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
@@ -160,7 +161,7 @@ async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
             if '"usage": {' in line:
                 usage = json.loads(line[6:])["usage"]
     return {"ttft": ttft, "tokens": usage.get("completion_tokens", 0), "usage": usage,
-            "wall": time.perf_counter() - t0}  # fmt: skip
+            "wall": time.perf_counter() - t0, "sent": sent, "end": time.time()}  # fmt: skip
 
 
 STREAMS_PER_CLIENT = 64  # more streams than this get more client processes
@@ -175,10 +176,7 @@ async def _client(url: str, key: str | None, ids: list[int], max_tokens: int, mo
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as c:
         await one(c, 10_000 + ids[0], 4, model)  # warm-up (and the connection pool)
         await asyncio.sleep(max(0.0, start - time.time()))
-        rs = await asyncio.gather(*[one(c, i, max_tokens, model) for i in ids])
-    for r in rs:
-        r["end"] = time.time()
-    return rs
+        return await asyncio.gather(*[one(c, i, max_tokens, model) for i in ids])
 
 
 def _client_proc(args: tuple) -> list[dict]:
@@ -199,8 +197,8 @@ def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dic
         with cf.ProcessPoolExecutor(k, mp_context=mp.get_context("fork")) as ex:
             parts = ex.map(_client_proc, [(url, key, s, max_tokens, model, start) for s in shares])
             rs = [r for part in parts for r in part]
-    wall = max(r.get("end", start) for r in rs) - start
     ok = [r for r in rs if "error" not in r]
+    wall = max(r["end"] for r in ok) - min(r["sent"] for r in ok)  # first send to last byte
     ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
     tokens = sum(r["tokens"] for r in ok)
     return {

@@ -75,40 +75,63 @@ def prefill_cached_attention(
     batch: AttnBatch,
     scale: float,
 ) -> torch.Tensor:
-    """Prefill where some sequences start after a cached prefix: new token i of a sequence
-    whose first `start` tokens are cached sits at position start + i and attends to positions
-    0 .. start + i, read from its blocks (the new tokens' K/V were stored before this call).
-    Sequences without a prefix take the plain path, all in one call."""
+    """Prefill where some sequences start after a cached prefix: new token r of a sequence
+    whose first `start` tokens are cached sits at position start + r and attends to positions
+    0 .. start + r, read from its blocks (the new tokens' K/V were stored before this call).
+    Sequences without a prefix take the plain path in one call; those with one share a second
+    call, padded to one shape: queries [S, n_max], keys [S, L] gathered through block tables
+    padded with block 0 (masked out). On CUDA that call is restricted to the memory-efficient
+    and math kernels: they take any mask without building a plan per shape."""
     lens, starts = batch.prefill_lens, batch.prefill_starts
+    dev = q.device
     out = torch.empty_like(q)
     offs = [0]
     for n in lens:
         offs.append(offs[-1] + n)
     plain = [i for i, st in enumerate(starts) if st == 0]
     if plain:  # one packed call for those: gather their rows, attend, scatter back
-        rows = torch.cat([torch.arange(offs[i], offs[i + 1]) for i in plain]).to(q.device)
-        o = prefill_attention(q[rows], k[rows], v[rows], [lens[i] for i in plain], scale)
-        out[rows] = o
-    Hkv, D = k_cache.shape[2], k_cache.shape[3]
-    for i, st in enumerate(starts):
-        if st == 0:
-            continue
-        n, ctx = lens[i], st + lens[i]
-        kc = k_cache.index_select(0, batch.prefill_blocks[i]).view(-1, Hkv, D)[:ctx]
-        vc = v_cache.index_select(0, batch.prefill_blocks[i]).view(-1, Hkv, D)[:ctx]
-        # causal, aligned bottom-right: row r sees keys j <= st + r -> mask [n, ctx]
-        cols = torch.arange(ctx, device=q.device)[None]
-        mask = cols <= st + torch.arange(n, device=q.device)[:, None]
+        rows = torch.cat([torch.arange(offs[i], offs[i + 1]) for i in plain]).to(dev)
+        out[rows] = prefill_attention(q[rows], k[rows], v[rows], [lens[i] for i in plain], scale)
+    cached = [i for i, st in enumerate(starts) if st]
+    S, H, D = len(cached), q.shape[1], q.shape[2]
+    bs, Hkv = k_cache.shape[1], k_cache.shape[2]
+    n_max = -(-max(lens[i] for i in cached) // 8) * 8
+    nb = max(len(batch.prefill_blocks[i]) for i in cached)
+    bt = torch.zeros((S, nb), dtype=torch.long, device=dev)  # block 0 pads: masked out
+    qidx = torch.zeros((S, n_max), dtype=torch.long)  # padded query rows read row 0
+    for r, i in enumerate(cached):
+        bt[r, : len(batch.prefill_blocks[i])] = batch.prefill_blocks[i]
+        qidx[r, : lens[i]] = torch.arange(offs[i], offs[i + 1])
+    L = nb * bs
+    qidx = qidx.to(dev)
+    kc = k_cache.index_select(0, bt.view(-1)).view(S, L, Hkv, D)
+    vc = v_cache.index_select(0, bt.view(-1)).view(S, L, Hkv, D)
+    if Hkv != H:  # the efficient kernel takes no GQA: repeat the KV heads
+        kc, vc = kc.repeat_interleave(H // Hkv, 2), vc.repeat_interleave(H // Hkv, 2)
+    qp = q.index_select(0, qidx.view(-1)).view(S, n_max, H, D)
+    # causal, aligned bottom-right: query r of sequence i sees keys j <= start_i + r
+    st = torch.tensor([starts[i] for i in cached], device=dev)
+    pos = st[:, None] + torch.arange(n_max, device=dev)[None]  # [S, n_max]
+    mask = torch.arange(L, device=dev)[None, None] <= pos[:, :, None]  # [S, n_max, L]
+    with _any_mask_kernels(dev):
         o = F.scaled_dot_product_attention(
-            q[offs[i] : offs[i + 1]].transpose(0, 1),
-            kc.transpose(0, 1),
-            vc.transpose(0, 1),
-            attn_mask=mask,
-            scale=scale,
-            enable_gqa=True,
-        )
-        out[offs[i] : offs[i + 1]] = o.transpose(0, 1)
+            qp.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2),
+            attn_mask=mask[:, None], scale=scale,
+        )  # fmt: skip
+    o = o.transpose(1, 2)  # [S, n_max, H, D]
+    for r, i in enumerate(cached):
+        out[offs[i] : offs[i + 1]] = o[r, : lens[i]]
     return out
+
+
+def _any_mask_kernels(dev: torch.device):
+    import contextlib
+
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _varlen_attn():

@@ -181,6 +181,8 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
         torch.set_num_threads(threads)
 
         engine = PagedEngine(model, **engine_kw)
+        if engine.device.type == "cuda":  # graphs and kernels now, not on the first requests
+            engine.warm_up()
     except BaseException as e:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return

@@ -270,6 +270,17 @@ class PagedEngine:
             done, self._pending = self._pending, None
             self._consume(done)
 
+    def warm_up(self) -> None:
+        """Capture every CUDA graph and run each prefill path once (a long prompt, and the same
+        prompt again after its cached prefix), so that a server's first requests do not pay for
+        graph capture and kernel compilation. The prefix cache is emptied after."""
+        self.runner.capture_all()
+        prompt = [1 + i % 7 for i in range(min(1024, self.max_model_len // 2))]
+        greedy = SamplingParams(max_tokens=2, temperature=0.0)
+        for prompts in ([prompt[:16]], [prompt], [prompt, prompt[:-5] + [2, 3]]):
+            self.generate(prompts, greedy)
+        self.alloc.clear()
+
     # ----------------------------------------------------------------- weights and memory
     def sync_weights(self, model=None) -> int:
         """Make the engine see the trainer's current weights (in place; shared tensors need no
