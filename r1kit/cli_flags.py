@@ -6,18 +6,20 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+UNSAFE_HELP = "run model-written code with resource limits only when no sandbox works here"
 ZERO_FLAGS_HELP = {
     "model": "hub id or local directory (default: the embedded tiny model)",
-    "dataset": "task name(s) arith|linear|countdown joined by '+', 'mix', or a .jsonl file",
+    "dataset": "task name(s) arith|linear|countdown|code joined by '+', 'mix', or a .jsonl file",
     "rewards": "weighted rewards, e.g. 'accuracy=1,format=0.5' or 'pkg.mod:fn=0.3'",
     "out": "output directory",
     "recipe": "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win)",
-    "preset": "gpu-small: pretrain a ~25M base on the GPU (once), then R1-Zero at GPU scale",
+    "preset": "gpu-small | gpu-code: pretrain a ~25M base on the GPU (once), then R1-Zero at GPU scale",
+    "unsafe_exec": UNSAFE_HELP,
 }
 
 
 EVAL_FLAGS_HELP = {
-    "benchmark": "math500 | aime24 | aime25 | amc23 | gsm8k (loaded from the Hugging Face hub)",
+    "benchmark": "math500 | aime24 | aime25 | amc23 | gsm8k (from the Hugging Face hub) | humaneval",
     "data": "a local .jsonl: any dataset, or a copy of --benchmark's",
     "question_field": "the question's field in --data (default: problem/question/prompt)",
     "answer_field": "the gold answer's field (default: answer; GSM8K's '#### x' is understood)",
@@ -38,6 +40,9 @@ EVAL_FLAGS_HELP = {
     "template": "auto | chat | r1zero: the prompt for a local model (default auto)",
     "seed": "sampling seed (local default 0; sent to an endpoint only when given)",
     "grade_timeout": "seconds math-verify may spend on one answer (default 5)",
+    "tests_field": "code data: the field with a row's tests (asserts, or HumanEval's check)",
+    "entry_point_field": "code data: the field naming the function the tests call",
+    "unsafe_exec": UNSAFE_HELP,
 }
 
 
