@@ -89,10 +89,12 @@ $("deepthink").addEventListener("click", () => setThink(!think));
 
 // ---------------------------------------------------------------- drawer (narrow screens)
 function drawer(open) {
+  const was = document.body.classList.contains("drawer-open");
   document.body.classList.toggle("drawer-open", open);
   $("backdrop").hidden = !open;
   $("menu").setAttribute("aria-expanded", open ? "true" : "false");
   if (open) $("new-chat").focus();
+  else if (was && document.activeElement === document.body) $("menu").focus();
 }
 $("menu").addEventListener("click", () => drawer(!document.body.classList.contains("drawer-open")));
 $("backdrop").addEventListener("click", () => drawer(false));
@@ -217,7 +219,7 @@ function messageEl(c, m) {
     acts.append(iconButton("copy", "Copy answer", "Copy", (e) => copy(m.content, e.currentTarget)),
       iconButton("regenerate", "Regenerate answer", "Regenerate", () => regenerate(c, m)));
     div.append(answer, notice, acts);
-    paint(c, m);
+    paint(c, m, true);
   }
   return div;
 }
@@ -239,9 +241,9 @@ function noticeOf(m) {
 }
 
 // Bring an assistant message's element up to date (a no-op when it is not on screen).
-function paint(c, m) {
+function paint(c, m, fresh) {
   const div = els.get(m);
-  if (!div) return;
+  if (!div || !(fresh || div.isConnected)) return;
   let d = div.querySelector("details.thinking");
   if (m.reasoning && !d) {
     d = document.createElement("details");
