@@ -272,14 +272,14 @@ function paint(c, m, fresh) {
   div.querySelector(".regenerate").hidden = live || !last;
   div.querySelector(".actions").hidden = live;
 }
-const pending = new Set();
-function schedule(c, m) {  // one repaint per frame, however many chunks arrive
+const pending = new Map();  // message -> its conversation, to repaint at the next frame
+function schedule(c, m) {  // one repaint per message per frame, however many chunks arrive
   if (!pending.size) requestAnimationFrame(() => {
-    for (const [cc, mm] of pending) paint(cc, mm);
+    for (const [mm, cc] of pending) paint(cc, mm);
     pending.clear();
     scrollDown(false);
   });
-  pending.add([c, m]);
+  pending.set(m, c);
 }
 function scrollDown(force) {
   const el = $("messages");
