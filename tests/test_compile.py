@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from numerics import assert_within, decoder_terms, diff_tol
 
 from r1kit.rl.batch import collate, token_logprobs
 from r1kit.rl.compile import compile_decoder_layers
@@ -26,8 +27,12 @@ def test_compiled_update_matches_eager(tiny_model):
     assert compile_decoder_layers(compiled, backend="aot_eager") == len(compiled.model.layers)
     want = token_logprobs(eager, batch, 0.7, chunk=5)
     got = token_logprobs(compiled, batch, 0.7, chunk=5, compile_backend="aot_eager")
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # traced graphs run the same maths through other kernels and fusions: float32 sums in
+    # another order, for the forward chain and, for a weight's gradient, back over every token
+    cfg, T, n_tok = tiny_model.config, batch.input_ids.shape[1], int(batch.completion_mask.sum())
+    fwd, bwd = decoder_terms(cfg, T), decoder_terms(cfg, T, backward=True, tokens=n_tok)
+    assert_within(got, want, diff_tol(torch.float32, want.abs().max(), fwd), "log-probs")
     got.sum().backward()
     want.sum().backward()
     for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+        assert_within(p.grad, q.grad, diff_tol(torch.float32, q.grad.abs().max(), bwd), name)
