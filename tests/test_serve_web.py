@@ -357,6 +357,7 @@ def test_stop_aborts_on_the_server(browser, srv, size):
     from playwright.sync_api import expect
 
     idle(srv)
+    free = health(srv)["free_blocks"]
     chat = Chat(browser, srv, size, "?ignore_eos=1&seed=1")
     page = chat.page
     chat.send("Tell me a long story")
@@ -366,7 +367,9 @@ def test_stop_aborts_on_the_server(browser, srv, size):
     assert health(srv)["running"] >= 1
     page.click("#stop")
     wait_until(lambda: health(srv)["running"] == 0, 10, "the engine to drop the request")
-    assert health(srv)["requests"] == 0
+    h = health(srv)
+    assert h["requests"] == 0
+    assert h["free_blocks"] == free  # its KV blocks are back (prefix-cached ones count as free)
     expect(page.locator(".msg.assistant .notice")).to_have_text("Stopped.")
     expect(page.locator("#send")).to_be_visible()
     (conv,) = chat.conversations()
