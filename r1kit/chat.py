@@ -71,9 +71,16 @@ def r1zero_prompt(question: str) -> str:
     return R1_ZERO_TEMPLATE.format(question=question.strip())
 
 
+def user_message(question: str) -> str:
+    """The R1 protocol's only message for a chat model: the problem, then the step-by-step
+    instruction. Chat-format training data (cold-start traces, rejection samples, distilled
+    traces) asks its questions the same way, so a model sees at inference what it learned on."""
+    return f"{question.strip()}\n{MATH_INSTRUCTION}"
+
+
 def chat_prompt(tokenizer: Any, question: str) -> str:
     """A chat/distilled model prompt: no system prompt, R1's step-by-step instruction."""
-    messages = [{"role": "user", "content": f"{question.strip()}\n{MATH_INSTRUCTION}"}]
+    messages = [{"role": "user", "content": user_message(question)}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 

@@ -82,7 +82,7 @@ def test_resume_generates_only_missing_samples(tmp_path, capsys):
     base += ["--max-tokens", "16", "--out", str(out), "--quiet"]
     assert main([*base, "--limit", "2"]) == 0
     first = _rows(out)
-    assert len(first) == 4 and all(r["prompt"].endswith("<think>\n") for r in first)
+    assert len(first) == 4 and all(r["prompt"].endswith("Assistant: <think>") for r in first)
     assert main([*base, "--limit", "3", "--k", "3"]) == 0
     assert "pass@1=" in capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())

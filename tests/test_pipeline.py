@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from r1kit.chat import CHAT_TEMPLATE
 from r1kit.cli import main
 from r1kit.errors import R1kitError
+from r1kit.modeling import load_tokenizer
 from r1kit.pipeline.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,8 +20,8 @@ TOY = """\
 out: {out}
 eval: {{dataset: arith, problems: 6, k: 2, max_new_tokens: 80}}
 stages:
-  - {{name: cold_start, kind: sft, data: "traces:arith", max_examples: 96, batch_size: 24,
-      epochs: 2}}
+  - {{name: cold_start, kind: sft, data: "traces:arith", max_examples: 384, batch_size: 16,
+      epochs: 3, lr: 3.0e-3}}
   - name: reasoning_rl
     kind: rl
     rewards: "accuracy=1,format=0.5,language=0.5"
@@ -81,6 +83,12 @@ def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
     for r in summary["stages"]:
         assert (r["eval"] is not None) == (r["kind"] in ("-", "sft", "rl"))
     assert summary["final_model"].endswith("06-all_scenario_rl/final")
+    # R1 ends in a chat model: it carries the chat template, and learned its format early on
+    final = Path(summary["final_model"])
+    assert json.loads((final / "r1kit.json").read_text()) == {"template": "chat"}
+    assert load_tokenizer(str(final)).chat_template == CHAT_TEMPLATE
+    cold = next(r for r in summary["stages"] if r["stage"] == "cold_start")
+    assert cold["eval"]["format_rate"] > 0.5  # reasoning in <think>, then a \boxed{} answer
     train = [json.loads(x) for x in (out / "06-all_scenario_rl" / "train.jsonl").open()]
     assert {tuple(r["rewards"]) for r in train} == {
         ("reward_model", "format", "language"), ("accuracy", "format", "language")}  # fmt: skip

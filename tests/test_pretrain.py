@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from r1kit.chat import MARKUP_TOKENS, SPECIAL_TOKENS
+from r1kit.chat import MARKUP_TOKENS, SPECIAL_TOKENS, r1zero_prompt, template_of
 from r1kit.pretrain.train import PretrainConfig, pretrain
 
 
@@ -88,11 +88,12 @@ def test_tokenizer_has_r1_tokens(runs):
     assert all(m in text for m in MARKUP_TOKENS)
     assert tok.bos_token in SPECIAL_TOKENS and tok.eos_token in SPECIAL_TOKENS
     assert tok.pad_token in SPECIAL_TOKENS
-    assert tok.chat_template
+    # the pretrained base carries the format of its corpus: R1-Zero's prompt
+    assert template_of(tok) == "r1zero"
     rendered = tok.apply_chat_template(
         [{"role": "user", "content": "2 + 2?"}], tokenize=False, add_generation_prompt=True
     )
-    assert rendered.startswith(tok.bos_token) and rendered.endswith("<think>\n")
+    assert rendered == tok.bos_token + r1zero_prompt("2 + 2?")
 
 
 def test_student_preset_is_smaller_than_the_embedded_model():

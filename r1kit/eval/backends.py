@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from r1kit.chat import MATH_INSTRUCTION
+from r1kit.chat import user_message
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,6 @@ class Params:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 32768
-
-
-def user_message(question: str) -> str:
-    """The R1 protocol's only message: the problem, then the step-by-step instruction."""
-    return f"{question.strip()}\n{MATH_INSTRUCTION}"
 
 
 def request_seed(seed: int | None, problem_id: str, start: int) -> int | None:

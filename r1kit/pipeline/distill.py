@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from r1kit.chat import THINK_CLOSE, THINK_OPEN
+from r1kit.chat import THINK_CLOSE, THINK_OPEN, user_message
 from r1kit.config import DistillConfig, SFTConfig
 from r1kit.data.datasets import train_stream
 from r1kit.errors import R1kitError
@@ -114,7 +114,8 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
         final = extract(r["answer"], template)  # what the reward graded
         content = (r1zero_completion(r["reasoning"], final) if student_template == "r1zero"
                    else f"{THINK_OPEN}\n{r['reasoning'].strip()}\n{THINK_CLOSE}\n\n{r['answer'].strip()}")  # fmt: skip
-        rows.append({"messages": [{"role": "user", "content": ex["question"]},
+        question = user_message(ex["question"]) if student_template == "chat" else ex["question"]
+        rows.append({"messages": [{"role": "user", "content": question},
                                   {"role": "assistant", "content": content}],
                      "question": ex["question"], "answer": ex.get("answer")})  # fmt: skip
     return rows, {"answers": len(recs), "kept": len(rows), "removed": removed}

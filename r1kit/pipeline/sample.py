@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit import sandbox
-from r1kit.chat import resolve_template, set_template
+from r1kit.chat import resolve_template, set_template, user_message
 from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
 from r1kit.engine import SamplingParams, make_engine
@@ -63,8 +63,12 @@ def select(rollouts: list, limits: Limits, keep_per_prompt: int, k: int) -> dict
                 continue
             seen.add(_norm(r.text))
             n_kept += 1
-            msgs = [{"role": "user", "content": ex["question"]},
-                    {"role": "assistant", "content": assistant_text(r.text, ex["template"])}]  # fmt: skip
+            chat = ex["template"] == "chat"  # asked as the rollout asked it
+            question = user_message(ex["question"]) if chat else ex["question"]
+            msgs = [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": assistant_text(r.text, ex["template"])},
+            ]
             kept.append({"messages": msgs, **row})
     return {"kept": kept, "rejected": rejected, "first": first, "any": anyf}
 

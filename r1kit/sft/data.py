@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r1kit.chat import CHAT_TEMPLATE, THINK_OPEN, build_prompt, encode_prompt, template_of
+from r1kit.chat import (
+    CHAT_TEMPLATE,
+    THINK_OPEN,
+    build_prompt,
+    encode_prompt,
+    template_of,
+    user_message,
+)
 from r1kit.data.datasets import jsonl_objects, task_names, task_spec
 from r1kit.data.tasks import TASKS, stream, zh
 from r1kit.errors import R1kitError
@@ -76,14 +83,12 @@ def trace_rows(spec: str, n: int, seed: int, template: str = "r1zero") -> list[C
         reasoning, answer = TASKS[ex["task"]].trace(ex, rng, rng.choices(styles, weights)[0])
         if language:
             ex, reasoning = zh.localize(ex, language), zh.reasoning(reasoning, language)
-        if template == "chat":
+        if template == "chat":  # asked as R1's protocol asks a chat model (chat.user_message)
+            question = user_message(ex["question"])
             content = chat_completion(reasoning, answer, language)
         else:
-            content = r1zero_completion(reasoning, answer)
-        msgs = [
-            {"role": "user", "content": ex["question"]},
-            {"role": "assistant", "content": content},
-        ]
+            question, content = ex["question"], r1zero_completion(reasoning, answer)
+        msgs = [{"role": "user", "content": question}, {"role": "assistant", "content": content}]
         rows.append(Conversation(msgs, f"{TRACES}{spec}#{i}"))
     return rows
 
