@@ -110,6 +110,17 @@ def test_gpu_small_preset_fields_and_base():
         apply_preset(ZeroConfig(), "huge", set())
 
 
+def test_gpu_code_preset_trains_on_code_with_the_sandboxed_reward():
+    from r1kit.config import apply_preset
+    from r1kit.pretrain.train import PRESETS
+
+    cfg = ZeroConfig()
+    assert apply_preset(cfg, "gpu-code", set()) == "gpu-code"
+    assert cfg.dataset == "code" and cfg.rewards == "code=1,format=0.5"
+    cfg.validate()
+    assert PRESETS["gpu-code"].tasks == ("code",) and PRESETS["gpu-code"].device == "cuda"
+
+
 def test_bad_preset_is_one_line_error(tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "r1kit.cli", "zero", "--preset", "huge", "--out", str(tmp_path)],
@@ -117,4 +128,6 @@ def test_bad_preset_is_one_line_error(tmp_path):
         text=True,
     )
     assert p.returncode == 2
-    assert p.stderr.strip() == "r1kit: error: unknown preset 'huge'; available: gpu-small, none"
+    assert p.stderr.strip() == (
+        "r1kit: error: unknown preset 'huge'; available: gpu-small, gpu-code, none"
+    )
