@@ -1,8 +1,8 @@
 """The program that runs inside the sandbox (standard library only, started as `python -I -S -c`).
 
-It reads {"program", "tests", "nonce", "limits"} as JSON from stdin, lowers its own hard resource
-limits (nothing it runs can raise them again), executes the program, then each test in the
-program's namespace, and writes one line per event to the file descriptor it is given:
+It reads {"program", "tests", "nonce", "limits", "fd"} as JSON from stdin, lowers its own hard
+resource limits (nothing it runs can raise them again), executes the program, then each test in
+the program's namespace, and writes one line per event to file descriptor `fd` (a host file):
 
     NONCE start I          before test I
     NONCE result I STATUS DETAIL
@@ -13,7 +13,8 @@ the tests (`sys.exit`, `os._exit`), dies, or prints look-alike lines on stdout g
 references the harness needs (os.write, the exception classes, os._exit) are bound before the
 program runs, so redefining `print`, `AssertionError`, `exit` or builtins changes nothing here.
 This is a guard against accidents and casual reward hacking, not against a program that digs
-the nonce out of this process's memory: see the README's sandbox section.
+the nonce out of this process's memory: see the README's sandbox section. Under bwrap the
+harness is the pid namespace's init: when it exits, the kernel kills whatever the program left.
 """
 
 import json
