@@ -2,19 +2,18 @@
 `openai` SDK with DeepSeek's base URL (no `/v1`), model names and `thinking` switch,
 `/user/balance` with a money credit, the context-overflow error each client maps to its own
 class (openai, LangChain's ChatDeepSeek, LiteLLM), unsupported parameters refused by name,
-Ollama's measured durations and SSE keep-alive comments while a request waits."""
+and Ollama's measured durations (SSE keep-alive: test_serve_limits.py, on its one-sequence
+server)."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 
 import httpx
 import openai
 import pytest
-from serve_server import MODEL, Server, find_seed, shared
+from serve_server import MODEL, find_seed, shared
 
 from r1kit.cli import main
 
@@ -250,40 +249,3 @@ def test_ollama_durations_measured(srv):
                       json={"model": MODEL, "prompt": "hi", "options": {"num_predict": 8}}) as s:  # fmt: skip
         lines = [json.loads(x) for x in s.iter_lines() if x]
     assert lines[-1]["done"] and lines[-1]["eval_duration"] > 0
-
-
-def _busy(s: Server) -> threading.Thread:
-    """A request that holds the server's one sequence slot for a while."""
-    busy = {"model": MODEL, "messages": Q, "max_tokens": 200, "ignore_eos": True}
-    t = threading.Thread(target=httpx.post, args=(s.url + "/v1/chat/completions",),
-                         kwargs={"json": busy, "headers": s.headers, "timeout": 120})  # fmt: skip
-    t.start()
-    t0 = time.time()
-    while not s.gen.stats()["running"] and time.time() - t0 < 30:
-        time.sleep(0.01)
-    return t
-
-
-def test_sse_keep_alive_while_waiting():
-    # one sequence at a time: a second request waits, and its stream says so every 50 ms
-    s = Server(max_num_seqs=1, app_kw={"keepalive_s": 0.05})
-    try:
-        t = _busy(s)
-        body = {"model": MODEL, "messages": Q, "max_tokens": 8, "stream": True}
-        with httpx.stream("POST", s.url + "/v1/chat/completions", json=body, headers=s.headers,
-                          timeout=120) as r:  # fmt: skip
-            lines = [x for x in r.iter_lines() if x]
-        t.join()
-        alive = [i for i, x in enumerate(lines) if x == ": keep-alive"]
-        tokens = [i for i, x in enumerate(lines) if x.startswith("data: {")
-                  and "role" not in json.loads(x[6:])["choices"][0]["delta"]]  # fmt: skip
-        assert alive and tokens and alive[0] < tokens[0] and lines[-1] == "data: [DONE]"
-        # the openai SDK reads through the comments
-        t = _busy(s)
-        c = openai.OpenAI(base_url=s.url, api_key=s.key, max_retries=0)
-        chunks = list(c.chat.completions.create(model=MODEL, messages=Q, max_tokens=8,
-                                                stream=True))  # fmt: skip
-        t.join()
-        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    finally:
-        s.close()

@@ -11,9 +11,11 @@ import os
 import socket
 import sqlite3
 import stat
+import threading
 import time
 
 import httpx
+import openai
 import pytest
 from serve_server import MODEL, Server, shared
 
@@ -287,3 +289,43 @@ def test_cors_only_for_allowed_origins(srv, local):
     r = httpx.post(srv.url + "/v1/chat/completions", json=GOOD, timeout=60,
                    headers={**srv.headers, "Origin": "http://app.example"})  # fmt: skip
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def _busy(s: Server) -> threading.Thread:
+    """A streamed request that holds the server's one sequence slot; returns once its first
+    tokens came back (it runs then, and has ~35 tokens to go)."""
+    busy = {"model": MODEL, "messages": GOOD["messages"], "max_tokens": 40, "ignore_eos": True,
+            "stream": True}  # fmt: skip
+    running = threading.Event()
+
+    def run() -> None:
+        with httpx.stream("POST", s.url + "/v1/chat/completions", json=busy, timeout=120) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i == 2:
+                    running.set()
+        running.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert running.wait(60)
+    return t
+
+
+def test_sse_keep_alive_while_waiting(local):
+    # one sequence at a time: a second request waits, and its stream says so every 50 ms
+    t = _busy(local)
+    body = {**GOOD, "max_tokens": 8, "stream": True}
+    with httpx.stream("POST", local.url + "/v1/chat/completions", json=body, timeout=120) as r:
+        lines = [x for x in r.iter_lines() if x]
+    t.join()
+    alive = [i for i, x in enumerate(lines) if x == ": keep-alive"]
+    tokens = [i for i, x in enumerate(lines) if x.startswith("data: {")
+              and "role" not in json.loads(x[6:])["choices"][0]["delta"]]  # fmt: skip
+    assert alive and tokens and alive[0] < tokens[0] and lines[-1] == "data: [DONE]"
+    # the openai SDK reads through the comments
+    t = _busy(local)
+    c = openai.OpenAI(base_url=local.url, api_key="none", max_retries=0)
+    chunks = list(c.chat.completions.create(model=MODEL, messages=GOOD["messages"], max_tokens=8,
+                                            stream=True))  # fmt: skip
+    t.join()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
