@@ -329,3 +329,9 @@ def test_sse_keep_alive_while_waiting(local):
                                             stream=True))  # fmt: skip
     t.join()
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("size,msg", [("12", "at least 1024 bytes"), ("4X", "not a size")])
+def test_serve_max_body_flag_checked(capsys, size, msg):
+    assert main(["serve", "--max-body", size]) == 2  # before any model is loaded
+    assert msg in capsys.readouterr().err
