@@ -335,3 +335,24 @@ def test_sse_keep_alive_while_waiting(local):
 def test_serve_max_body_flag_checked(capsys, size, msg):
     assert main(["serve", "--max-body", size]) == 2  # before any model is loaded
     assert msg in capsys.readouterr().err
+
+
+def test_stream_settles_once(srv):
+    key, rec = srv.store.create_key("stream", quota_tokens=5_000)
+    h = {"Authorization": f"Bearer {key}"}
+    body = {**GOOD, "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, headers=h,
+                      timeout=60) as r:  # fmt: skip
+        usage = [json.loads(x[6:])["usage"] for x in r.iter_lines() if x.startswith("data: {")][-1]
+    r = httpx.post(srv.url + "/api/chat", headers=h, timeout=60,
+                   json={"model": MODEL, "messages": GOOD["messages"], "options": {"num_predict": 5}})  # fmt: skip
+    last = [json.loads(x) for x in r.text.splitlines() if x][-1]
+    total = usage["total_tokens"] + last["prompt_eval_count"] + last["eval_count"]
+    time.sleep(0.5)  # let the background settles of the two streams run (each must be a no-op)
+    k = srv.store.get_key(rec.id)
+    n = (
+        sqlite3.connect(srv.store.path)
+        .execute("SELECT COUNT(*) FROM usage WHERE key_id = ?", (rec.id,))
+        .fetchone()[0]
+    )
+    assert (n, k.used_tokens, k.reserved_tokens) == (2, total, 0)

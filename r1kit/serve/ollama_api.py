@@ -18,6 +18,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from r1kit.serve.admission import Ticket, encode, run_or_abort
 from r1kit.serve.compat import unsupported
@@ -160,7 +161,9 @@ async def _run(request: Request, state, body: _Base, messages: list[dict] | None
         finally:
             ticket.settle(g, "ollama")
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    # the background settle is for a stream that never started (see openai_api.respond)
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
+                             background=BackgroundTask(ticket.settle, g, "ollama"))  # fmt: skip
 
 
 class _Drain:

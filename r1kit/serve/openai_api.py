@@ -20,6 +20,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from r1kit.serve.admission import Ticket, encode, keepalive, run_or_abort
 from r1kit.serve.compat import (
@@ -138,8 +139,11 @@ def respond(request: Request, ticket: Ticket, g: Generation, stream: bool, chunk
         finally:
             ticket.settle(g, endpoint)
 
+    # the background settle is for a stream that never started (its client left first): the
+    # reservation is returned; settling twice is a no-op
     return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"})  # fmt: skip
+                             headers={"cache-control": "no-cache"},
+                             background=BackgroundTask(ticket.settle, g, endpoint))  # fmt: skip
 
 
 class _Chunks:
