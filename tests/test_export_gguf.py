@@ -12,7 +12,7 @@ import pytest
 import torch
 from gguf_reference import agreement, hf_from_gguf, torch_greedy
 
-from r1kit.chat import CHAT_TEMPLATE
+from r1kit.chat import R1ZERO_CHAT_TEMPLATE
 from r1kit.cli import main
 from r1kit.errors import R1kitError
 from r1kit.export.gguf import OUTTYPES, export_gguf, llama_permute, tensor_type
@@ -55,7 +55,7 @@ def test_metadata_and_tokenizer_as_llama_cpp_reads_them(exported, tiny_tokenizer
     assert meta["tokenizer.ggml.merges"] == [" ".join(m) for m in merges]
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (0, 1)
     assert meta["tokenizer.ggml.add_bos_token"] is True
-    assert meta["tokenizer.chat_template"] == CHAT_TEMPLATE
+    assert meta["tokenizer.chat_template"] == R1ZERO_CHAT_TEMPLATE  # the model's own format
     assert meta["general.sampling.temp"] == pytest.approx(0.6)
 
     names = {t.name for t in tensors}
