@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from r1kit.chat import THINK_CLOSE, THINK_OPEN, split_reasoning
+from r1kit.chat import THINK_CLOSE, encode_prompt, render_chat, set_template, template_of
 from r1kit.engine import SamplingParams
 from r1kit.engine.streaming import StreamingEngine, make_streaming_engine
 from r1kit.serve.errors import APIError, bad_request, invalid_param
@@ -31,7 +31,12 @@ class Generation:
     def __init__(self, gen: Generator, prompt_ids, params: SamplingParams, think: bool | None,
                  stop: tuple[str, ...]) -> None:  # fmt: skip
         self.gen, self.prompt_ids, self.params = gen, prompt_ids, params
-        self.samples = [SampleText(gen.tok, think, stop) for _ in range(params.n)]
+        # an R1-Zero model's answer ends at </answer>, unless the client asked to ignore the end
+        stop_at_answer = bool(params.stop_token_ids)
+        self.samples = [
+            SampleText(gen.tok, think, stop, gen.answer_tags, stop_at_answer)
+            for _ in range(params.n)
+        ]
         self.prompt_cache_hit_tokens = 0  # prompt tokens the engine's prefix cache had
         self._source = gen._open(prompt_ids, params)  # raises 503 now, before any response
 
@@ -91,30 +96,24 @@ class Generator:
         self.max_model_len = backend.max_model_len
         self.eos_ids = _eos_ids(model, tokenizer)
         self.think_close_id = _single_token(tokenizer, THINK_CLOSE)
+        self.answer_tags = template_of(tokenizer) == "r1zero"  # content: inside <answer>
 
     @property
     def paged(self) -> bool:
         return self.engine.kind == "paged"
 
     # ------------------------------------------------------------------ prompts
+    def use_template(self, template: str) -> None:
+        """Render chats in `template` ("r1zero" | "chat") instead of the model's own format."""
+        set_template(self.tok, template)
+        self.answer_tags = template_of(self.tok) == "r1zero"
+
     def render(self, messages: list[dict], think: bool = True) -> str:
-        """The prompt: earlier reasoning stripped, generation prompt added; with think off,
-        the think block is opened and closed empty so the model answers directly."""
-        msgs = []
-        for m in messages:
-            content = m.get("content") or ""
-            if m.get("role") == "assistant" and THINK_CLOSE in content:
-                content = split_reasoning(content)[1] or ""
-            msgs.append({"role": m["role"], "content": content})
-        prompt = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        if not think:
-            prompt = prompt + ("" if prompt.endswith("\n") else "\n") + THINK_CLOSE + "\n\n"
-            if THINK_OPEN not in prompt[-40:]:
-                prompt = prompt[: -len(THINK_CLOSE) - 2]  # the template does not think
-        return prompt
+        """The prompt in the model's chat template (`chat.render_chat`)."""
+        return render_chat(self.tok, messages, think)
 
     def encode(self, prompt: str) -> list[int]:
-        return list(self.tok(prompt, add_special_tokens=False)["input_ids"])
+        return encode_prompt(self.tok, prompt)
 
     def params(self, prompt_len: int, max_tokens: int | None, n: int = 1, temperature=0.6,
                top_p=0.95, seed: int | None = None, ignore_eos: bool = False) -> SamplingParams:  # fmt: skip

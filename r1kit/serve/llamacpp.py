@@ -23,6 +23,7 @@ from typing import Any
 from r1kit.engine.streaming import ThreadedEngine
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 from r1kit.errors import R1kitError
+from r1kit.export.modelfile import ollama_tag
 from r1kit.serve.errors import APIError
 from r1kit.serve.generation import Generator
 
@@ -123,7 +124,8 @@ class GGUFGenerator(Generator):
         tok = GGUFTokenizer(self.llm, self.meta.get("chat_template"))
         backend = ThreadedEngine(self._run, "llama.cpp", self.llm.n_ctx(), 64, max_waiting,
                                  on_close=getattr(self.llm, "close", None))  # fmt: skip
-        self.name = name or self.meta["name"]
+        # the name `r1kit export ollama` gives the model, so one model has one id everywhere
+        self.name = name or ollama_tag(self.meta["name"] or Path(path).stem)
         super().__init__(None, tok, self.name, max_waiting=max_waiting, backend=backend)
 
     def _run(self, prompt_ids: list[int], params: SamplingParams, stop: threading.Event,
