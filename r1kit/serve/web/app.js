@@ -254,7 +254,9 @@ function paint(c, m, fresh) {
     div.prepend(d);
   }
   if (d) {
-    if (m.content && d.dataset.folded !== "1" && c.stream && c.stream.msg === m) {
+    // fold once, when the answer first shows: also when the answer and the end of the stream
+    // arrive before the next frame paints (the stream is gone by then)
+    if (m.content && d.dataset.folded !== "1") {
       d.open = false;
       d.dataset.folded = "1";
     }
