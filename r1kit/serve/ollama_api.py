@@ -6,7 +6,8 @@ need a key like `/v1/models`; `show` names the model, never a path on the server
 Durations are measured, in ns: load_duration from the request's arrival to the engine taking it
 (parsing, template, tokenizing: the model stays loaded), prompt_eval_duration from then to the
 first token (queue and prefill), eval_duration the decode time: (last - first token time) x
-eval_count / (eval_count - 1), so eval_count / eval_duration is the decode rate."""
+eval_count / (eval_count - 1), so eval_count / eval_duration is the decode rate (when all the
+tokens arrive in one batch, as a short answer can, the time from then to the reply)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,10 @@ async def _run(request: Request, state, body: _Base, messages: list[dict] | None
             end = time.perf_counter_ns()
             first, last = times if times else (end, end)
             n = g.completion_tokens
-            decode = (last - first) * n // (n - 1) if n > 1 else last - first
+            if n > 1 and last > first:
+                decode = (last - first) * n // (n - 1)
+            else:  # every token came in one batch (a short answer): the time until the reply
+                decode = end - first
             out.update(done_reason=s.finish_reason, total_duration=end - t0,
                        load_duration=t_start - t0, prompt_eval_count=g.prompt_tokens,
                        prompt_eval_duration=first - t_start, eval_count=n,
