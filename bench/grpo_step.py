@@ -39,8 +39,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from r1kit.config import ZeroConfig
 from r1kit.engine import SamplingParams
 from r1kit.engine.paged import PagedEngine
-from r1kit.rl.rollout import Rollout
 from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.rollout import Rollout
 
 P, G, PLEN, GEN = 64, 8, 128, 512
 PEAK = 989e12  # H200 dense bf16 FLOP/s (datasheet), the MFU denominator DESIGN.md uses
@@ -191,7 +191,7 @@ def part_update_fit(res, shape: str, n: int, clen: int, mb: int, lora_rank: int 
     asleep beside the trainer as in a real step."""
     m = make_model(shape)
     if lora_rank:
-        from r1kit.rl.lora import add_lora
+        from r1kit.train.lora import add_lora
 
         m = add_lora(m, lora_rank)
     engine = PagedEngine(m, max_num_seqs=256, kv_memory=0.3, seed=0)
@@ -223,7 +223,7 @@ def part_update_fit(res, shape: str, n: int, clen: int, mb: int, lora_rank: int 
 
 def part_lora7(res, steps: int) -> None:
     """A real LoRA GRPO step of the 7B shape on the 0.5B workload."""
-    from r1kit.rl.lora import add_lora
+    from r1kit.train.lora import add_lora
 
     m = add_lora(make_model("7B"), 64)
     g = torch.Generator().manual_seed(1)

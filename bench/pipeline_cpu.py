@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from r1kit.pipeline.evaluate import evaluate_path
 from r1kit.pipeline.recipe import load_recipe
 from r1kit.pipeline.run import _eval_kw, run_pipeline
+from r1kit.sampling.heldout import evaluate_path
 
 KEYS = ("pass1", "passk", "format_rate", "language_consistency", "language_mixing_rate",
         "malformed_rate", "no_final_answer_rate", "over_length_rate", "repetition_rate",

@@ -8,7 +8,7 @@ Workload: a random-init Qwen2.5 shape (default 1.5B: hidden 1536, 28 layers, 12 
 heads, intermediate 8960, vocabulary 151,936, tied embeddings; bf16 on GPU), --prompts prompts of
 --prompt-len random tokens x --group completions of exactly --gen tokens (no stop token), random
 rewards per completion, β = 0, token-level loss, one optimizer step per batch. Each step is the
-product's path (r1kit/rl/dp.py): every rank's engine samples its share of the prompts, one
+product's path (r1kit/train/shard.py, r1kit/sampling/rollout.py): every rank's engine samples its share of the prompts, one
 all-gather of the rollouts, engine asleep, sharded GRPOTrainer.update on the rank's share of the
 rows, weights gathered from the shards into every engine, engine awake.
 
@@ -33,9 +33,9 @@ from shapes import SHAPES  # bench/shapes.py, beside this script
 from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.engine import SamplingParams, make_engine
-from r1kit.rl import dp
-from r1kit.rl.rollout import Rollout
 from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.rollout import Rollout
+from r1kit.train import shard as dp
 
 
 def parse() -> argparse.Namespace:

@@ -14,6 +14,13 @@ EMBEDDED_DIR = Path(__file__).parent / "assets" / "tiny"
 EMBEDDED_NAMES = ("tiny", "r1kit-tiny", "embedded")
 
 
+def device_of(name: str) -> str:
+    """The device a job runs on: `auto` is the GPU when there is one, else the CPU."""
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 def resolve_model(spec: str | None) -> str:
     """Map a user's model argument to something `from_pretrained` takes, or explain why not."""
     if spec is None or spec in EMBEDDED_NAMES:

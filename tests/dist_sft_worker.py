@@ -22,8 +22,8 @@ import torch  # noqa: E402
 from r1kit import dist  # noqa: E402
 from r1kit.config import SFTConfig  # noqa: E402
 from r1kit.modeling import load_model  # noqa: E402
-from r1kit.sft import dp  # noqa: E402
 from r1kit.sft.train import make_optimizer, train_step  # noqa: E402
+from r1kit.train import shard as dp  # noqa: E402
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -34,7 +34,7 @@ def main(job_path: str, result_path: str) -> None:
     res: dict = {"world": dist.world(), "cases": []}
     for cfg_d, lr, rows in job["cases"]:
         cfg = SFTConfig(**cfg_d)
-        model = dp.prepare(load_model(None).train())
+        model = dp.shard(load_model(None).train())
         assert dist.is_sharded(model)
         opt = make_optimizer(model, cfg)
         m = train_step(model, opt, rows, cfg, job["pad_id"], lr)

@@ -23,13 +23,13 @@ import torch  # noqa: E402
 from r1kit import dist  # noqa: E402
 from r1kit.config import ZeroConfig  # noqa: E402
 from r1kit.modeling import load_model  # noqa: E402
-from r1kit.rl import dp  # noqa: E402
-from r1kit.rl.checkpoint import (  # noqa: E402
+from r1kit.rl.trainer import GRPOTrainer  # noqa: E402
+from r1kit.train import shard as dp  # noqa: E402
+from r1kit.train.checkpoint import (  # noqa: E402
     latest_checkpoint,
     load_trainer_state,
     save_sharded_checkpoint,
 )
-from r1kit.rl.trainer import GRPOTrainer  # noqa: E402
 
 
 def trainer_for(cfg: ZeroConfig, pad_id: int):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from numerics import assert_within, decoder_terms, diff_tol, tol
 
-from r1kit.rl.batch import collate, token_logprobs
-from r1kit.rl.rollout import Rollout
+from r1kit.sampling.rollout import Rollout
+from r1kit.train.batch import collate, token_logprobs
 
 
 def _full(model, batch, temperature):

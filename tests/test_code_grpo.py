@@ -16,8 +16,8 @@ from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.rewards.base import WeightedReward
-from r1kit.rl.rollout import generate, score
 from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.rollout import generate, score
 from r1kit.sandbox import Limits, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="neither bubblewrap nor unshare works")

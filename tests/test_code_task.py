@@ -68,9 +68,9 @@ def test_corpus_has_code_traces_only_when_asked():
 
 
 def test_rejection_sampling_keeps_only_passing_code():
-    from r1kit.pipeline.filters import Limits
     from r1kit.pipeline.sample import select
-    from r1kit.rl.rollout import Rollout
+    from r1kit.sampling.filters import Limits
+    from r1kit.sampling.rollout import Rollout
 
     ex = {**TASK.generate(random.Random(5)), "template": "r1zero"}
     wrong = TASK.trace(ex, random.Random(0), "slip")[1]

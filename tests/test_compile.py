@@ -10,9 +10,9 @@ import copy
 import torch
 from numerics import assert_within, decoder_terms, diff_tol
 
-from r1kit.rl.batch import collate, token_logprobs
-from r1kit.rl.compile import compile_decoder_layers
-from r1kit.rl.rollout import Rollout
+from r1kit.sampling.rollout import Rollout
+from r1kit.train.batch import collate, token_logprobs
+from r1kit.train.compile import compile_decoder_layers
 
 
 def test_compiled_update_matches_eager(tiny_model):

@@ -10,8 +10,8 @@ import pytest
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.data.tasks import TASKS
 from r1kit.errors import R1kitError
-from r1kit.pipeline.filters import Limits, failures
 from r1kit.rewards.language import consistency, language_consistency
+from r1kit.sampling.filters import Limits, failures
 from r1kit.sft.data import trace_rows
 
 

@@ -20,9 +20,9 @@ from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.modeling import load_model
 from r1kit.rewards.base import WeightedReward
-from r1kit.rl.checkpoint import latest_checkpoint, load_trainer_state
-from r1kit.rl.rollout import generate, score
 from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.rollout import generate, score
+from r1kit.train.checkpoint import latest_checkpoint, load_trainer_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from numerics import adam_grad_bound, adam_step_tol, assert_within, decoder_term
 
 from r1kit.config import SFTConfig
 from r1kit.modeling import load_model
-from r1kit.rl.checkpoint import load_trainer_state
 from r1kit.sft.data import encode, load_conversations
 from r1kit.sft.train import make_optimizer, train_step
+from r1kit.train.checkpoint import load_trainer_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -254,7 +254,7 @@ def test_heldout_pass1_equals_eval(tiny_model_base, tiny_tokenizer, tmp_path):
     same grade for every sample, so the same pass@1."""
     from r1kit.data.datasets import heldout
     from r1kit.engine import SamplingParams, make_engine
-    from r1kit.rl import dp
+    from r1kit.sampling.heldout import evaluate
 
     problems = heldout("mix", 24)
     k = 4
@@ -262,7 +262,7 @@ def test_heldout_pass1_equals_eval(tiny_model_base, tiny_tokenizer, tmp_path):
     engine = make_engine(tiny_model_base, pad_token_id=tok.pad_token_id, kind="hf")
     params = SamplingParams(n=k, temperature=0.6, top_p=0.95, max_tokens=64,
                             stop_token_ids=(tok.eos_token_id,), seed=1)  # fmt: skip
-    held, rollouts = dp.evaluate(engine, tok, problems, "r1zero", params)
+    held, rollouts = evaluate(engine, tok, problems, "r1zero", params)
     texts = [[r.text for r in rollouts[i : i + k]] for i in range(0, len(rollouts), k)]
     summary, samples = _eval(tmp_path, problems, texts, "r1zero")
     assert [s["correct"] for s in samples] == [r.rewards["accuracy"] > 0 for r in rollouts]

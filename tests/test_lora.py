@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("peft")
 
 from r1kit.engine import SamplingParams, make_engine  # noqa: E402
-from r1kit.rl.lora import add_lora, is_lora, merged  # noqa: E402
+from r1kit.train.lora import add_lora, is_lora, merged  # noqa: E402
 
 PROMPTS = [[1, 5, 9, 30, 40, 50, 22], [1, 70, 80, 90]]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from r1kit.cli import main
-from r1kit.pipeline.filters import Limits, failures
+from r1kit.sampling.filters import Limits, failures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EX = {"question": "Compute 2 + 3.", "answer": "5", "task": "arith", "template": "r1zero"}

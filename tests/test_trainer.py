@@ -13,9 +13,9 @@ from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.rewards.base import WeightedReward
-from r1kit.rl.batch import collate, token_logprobs
-from r1kit.rl.rollout import Rollout, generate, score
 from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.rollout import Rollout, generate, score
+from r1kit.train.batch import collate, token_logprobs
 
 FORMAT = WeightedReward({"format": 1.0})
 

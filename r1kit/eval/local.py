@@ -14,11 +14,12 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from r1kit.chat import THINK_OPEN, build_prompt, encode_prompt, resolve_template, set_template
+from r1kit.chat import THINK_OPEN, resolve_template, set_template
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, engine_kind
 from r1kit.eval.scoring import split_output
 from r1kit.modeling import EMBEDDED_DIR, load_model, load_tokenizer, resolve_model
+from r1kit.sampling.rollout import prompt
 
 
 def default_devices() -> list[str]:
@@ -70,8 +71,7 @@ class LocalBackend:
     def prompt(self, question: str) -> tuple[str, list[int]]:
         """The prompt as text and token ids: the chat template with R1's single user message (no
         system prompt), or the R1-Zero template for a base model."""
-        text = build_prompt(self.template, question, self.tokenizer)
-        return text, encode_prompt(self.tokenizer, text)
+        return prompt(self.tokenizer, question, self.template)
 
     def generate(self, requests: list[Request], params: Params) -> Iterator[list[dict]]:
         from r1kit.engine import SamplingParams

@@ -26,8 +26,8 @@ from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.store import SampleStore
 from r1kit.grading import extract
-from r1kit.pipeline.filters import FILTERS, Limits, failures
 from r1kit.rewards.rules import accuracy
+from r1kit.sampling.filters import FILTERS, Limits, failures
 from r1kit.sft.data import r1zero_completion
 
 
@@ -123,9 +123,9 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     """Teacher, filters and traces on rank 0 alone under torchrun (a teacher is asked once),
-    then the student's SFT data-parallel on every rank (r1kit/sft/dp.py)."""
+    then the student's SFT data-parallel on every rank (r1kit/train/plan.py, r1kit/train/shard.py)."""
     from r1kit import dist
-    from r1kit.pipeline.evaluate import device_of
+    from r1kit.modeling import device_of
 
     cfg.validate()
     out = Path(cfg.out)

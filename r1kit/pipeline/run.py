@@ -24,9 +24,9 @@ from typing import Any
 from r1kit.config import SampleConfig, SFTConfig, ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.errors import R1kitError
-from r1kit.pipeline.evaluate import evaluate_path
 from r1kit.pipeline.recipe import Recipe, Stage, load_recipe
 from r1kit.pipeline.report import print_table, write_report
+from r1kit.sampling.heldout import evaluate_path
 
 MODEL_KINDS = ("sft", "rl")
 GENERAL_REWARDS = ["reward_model", "format", "language"]  # prompts without a checkable answer

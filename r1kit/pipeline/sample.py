@@ -20,9 +20,9 @@ from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
-from r1kit.pipeline.filters import FILTERS, Limits, failures
 from r1kit.rewards.rules import accuracy
-from r1kit.rl.rollout import generate
+from r1kit.sampling.filters import FILTERS, Limits, failures
+from r1kit.sampling.rollout import generate
 from r1kit.sft.data import THINK_OPEN
 
 
@@ -79,8 +79,7 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     from rich.console import Console
 
-    from r1kit.modeling import load_model, load_tokenizer
-    from r1kit.pipeline.evaluate import device_of
+    from r1kit.modeling import device_of, load_model, load_tokenizer
 
     cfg.validate()
     sandbox.configure(unsafe=cfg.unsafe_exec)  # code problems: only passing programs are kept

@@ -20,8 +20,7 @@ class LocalTeacher:
     def __init__(self, spec: str | None, template: str, engine: str = "auto",
                  device: str = "auto") -> None:  # fmt: skip
         from r1kit.engine import make_engine
-        from r1kit.modeling import load_model, load_tokenizer, resolve_model
-        from r1kit.pipeline.evaluate import device_of
+        from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model
 
         self.name = resolve_model(spec)
         self.model = load_model(spec, device=device_of(device)).eval()
@@ -33,7 +32,7 @@ class LocalTeacher:
 
     def generate(self, requests: list[Request], params: Params) -> Iterator[list[dict]]:
         from r1kit.engine import SamplingParams
-        from r1kit.rl.rollout import encode_prompts
+        from r1kit.sampling.rollout import encode_prompts
 
         for i in range(0, len(requests), 64):
             chunk = requests[i : i + 64]

@@ -14,18 +14,10 @@ import torch
 from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.rl import grpo
-from r1kit.rl.batch import TrainBatch, collate, token_logprobs
-from r1kit.rl.rollout import Rollout
-
-
-def _logprobs(
-    model, batch: TrainBatch, temperature: float, pack: int, backend: str | None = None
-) -> torch.Tensor:
-    # a sharded model runs it as a method under its root's FSDP hooks (dist.shard, rl/dp.py)
-    fn = getattr(model, "token_logprobs", None)
-    if fn is not None:
-        return fn(batch, temperature, pack=pack, compile_backend=backend)
-    return token_logprobs(model, batch, temperature, pack=pack, compile_backend=backend)
+from r1kit.sampling.rollout import Rollout
+from r1kit.train.batch import TrainBatch, collate
+from r1kit.train.compile import compile_decoder_layers
+from r1kit.train.shard import model_logprobs
 
 
 def _live(mb: TrainBatch) -> tuple[TrainBatch, float]:
@@ -54,11 +46,9 @@ class GRPOTrainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         on_gpu = next(model.parameters()).is_cuda
-        # --compile-update: fused elementwise work around the matmuls (rl/compile.py)
+        # --compile-update: fused elementwise work around the matmuls (train/compile.py)
         self.compile_backend = "inductor" if cfg.compile_update else None
         if cfg.compile_update:
-            from r1kit.rl.compile import compile_decoder_layers
-
             compile_decoder_layers(model)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],  # only the adapters under LoRA
@@ -83,7 +73,7 @@ class GRPOTrainer:
         for p in range(n_pass):
             pad = p * mb >= len(batch)  # past this rank's rows: row 0 again, result dropped
             i = 0 if pad else p * mb
-            out = _logprobs(
+            out = model_logprobs(
                 model,
                 batch.slice(i, i + mb),
                 self.cfg.temperature,
@@ -135,7 +125,7 @@ class GRPOTrainer:
                 mb, live = _live(batch.slice(i, i + mbs))
                 live = 0.0 if pad else live
                 T = mb.completion_mask.shape[1]
-                logp = _logprobs(
+                logp = model_logprobs(
                     self.model, mb, cfg.temperature, cfg.pack_tokens, self.compile_backend
                 )
                 cmask = mb.completion_mask.to(dev)

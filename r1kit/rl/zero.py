@@ -9,7 +9,7 @@ OUT/samples.jsonl    held-out completions of the final model
 OUT/summary.json     base_pass1, final_pass1, base_passk, final_passk, k, steps, wall_s, ...
 OUT/report.png       accuracy / reward / length / reflection per step
 
-Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/rl/dp.py): rollouts
+Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/train/shard.py, r1kit/sampling/rollout.py): rollouts
 and evaluation split over the ranks, the policy FSDP-sharded, sharded checkpoints; rank 0 writes
 the files above.
 """
@@ -30,18 +30,21 @@ from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
-from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
+from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
-from r1kit.rl import dp, grpo
-from r1kit.rl.checkpoint import (
+from r1kit.rl import grpo
+from r1kit.rl.report import plot_report, read_metrics
+from r1kit.rl.trainer import GRPOTrainer
+from r1kit.sampling.heldout import evaluate
+from r1kit.sampling.rollout import generate_scored
+from r1kit.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from r1kit.rl.lora import add_lora, load_lora_state, lora_state, merged
-from r1kit.rl.report import plot_report, read_metrics
-from r1kit.rl.trainer import GRPOTrainer
+from r1kit.train.lora import add_lora, load_lora_state, lora_state, merged
+from r1kit.train.shard import prepare, sync
 
 
 def _prepare_out(out: Path) -> None:
@@ -52,10 +55,6 @@ def _prepare_out(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise R1kitError(f"output directory {out} is not writable ({err.strerror})") from None
-
-
-def _device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def _engine_kw(cfg: ZeroConfig) -> dict:
@@ -81,7 +80,7 @@ def _collect(engine, tok, stream, cfg: ZeroConfig, params, reward) -> tuple[list
             break
         examples = [next(stream) for _ in range(need)]
         used += need
-        rollouts = dp.generate_scored(engine, tok, examples, cfg.template, params, reward)
+        rollouts = generate_scored(engine, tok, examples, cfg.template, params, reward)
         if cfg.overlong_buffer:
             lens = torch.tensor([len(r.completion_ids) for r in rollouts])
             pen = grpo.soft_overlong_penalty(lens, cfg.max_new_tokens, cfg.overlong_buffer)
@@ -108,7 +107,7 @@ def _update(engine, trainer: GRPOTrainer, rollouts, device: str, engine_model=No
     if asleep:
         engine.sleep()
     upd = trainer.update(rollouts)
-    dp.sync(trainer.model, engine_model or trainer.model, engine)
+    sync(trainer.model, engine_model or trainer.model, engine)
     if asleep:
         engine.wake()
     return upd
@@ -127,7 +126,7 @@ def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
         stop_token_ids=(tok.eos_token_id,),
         seed=seed,
     )
-    return dp.evaluate(engine, tok, problems, cfg.template, params)
+    return evaluate(engine, tok, problems, cfg.template, params)
 
 
 def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -136,7 +135,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
 
     cfg.validate()
     out = Path(cfg.out)
-    device = dist.init(_device(cfg.device))  # under torchrun: this rank's device
+    device = dist.init(device_of(cfg.device))  # under torchrun: this rank's device
     main = dist.is_main()  # rank 0 writes the run's files (every rank writes its shards)
     if main:
         _prepare_out(out)
@@ -174,7 +173,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         if cfg.beta > 0
         else None
     )
-    engine_model = dp.prepare(model, ref, lora=bool(cfg.lora_rank))  # torchrun: shards model
+    engine_model = prepare(model, ref, lora=bool(cfg.lora_rank))  # torchrun: shards model
     trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
     engine = make_engine(
         engine_model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg)
@@ -183,7 +182,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     if ckpt:
         state = load_trainer_state(ckpt, trainer.optimizer, model)
         if (ckpt / "dcp").is_dir():  # weights came from the shards: into the engine too
-            dp.sync(model, engine_model, engine)
+            sync(model, engine_model, engine)
         start, wall_before = state["step"], state.get("wall_s", 0.0)
         trainer.step_count = start
         consumed = state["data_pos"]

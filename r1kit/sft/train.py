@@ -9,9 +9,9 @@ OUT/summary.json    examples, steps, tokens, final loss, held-out before/after (
 Loss: the mean negative log-likelihood over every assistant token of the optimizer batch (token
 aggregation across micro-batches, so long and short examples weigh by their tokens). The
 forward reuses the RL update's machinery: padding-free packed rows (`pack_tokens`) and the
-chunked, checkpointed LM head of `rl.batch.token_logprobs`.
+chunked, checkpointed LM head of `train.batch.token_logprobs`.
 
-Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/sft/dp.py): the model
+Under `torchrun --nproc-per-node N` the same job runs data-parallel (r1kit/train/plan.py, r1kit/train/shard.py): the model
 FSDP-sharded, each rank training on its share of every optimizer batch, gradients summed over
 ranks so the step is the single-process one; evaluation split over the ranks; checkpoints
 sharded (dcp/, resumable with any number of ranks); rank 0 writes the files above.
@@ -32,17 +32,18 @@ from r1kit import dist
 from r1kit.chat import set_template
 from r1kit.config import SFTConfig
 from r1kit.errors import R1kitError
-from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
-from r1kit.rl.batch import TrainBatch
-from r1kit.rl.checkpoint import (
+from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model, save_model
+from r1kit.sampling.heldout import evaluate_model
+from r1kit.sft.data import TRACES, Encoded, batches, encode_turns, load_conversations
+from r1kit.train.batch import collate
+from r1kit.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from r1kit.rl.trainer import _logprobs
-from r1kit.sft import dp
-from r1kit.sft.data import TRACES, Encoded, batches, encode_turns, load_conversations
+from r1kit.train.plan import micro_batches
+from r1kit.train.shard import model_logprobs, shard, unshard
 
 
 def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
@@ -55,22 +56,8 @@ def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def collate(examples: list[Encoded], pad_id: int) -> TrainBatch:
-    """[N, T] right-padded; the loss mask marks positions that predict a completion token."""
-    T = max(len(e.prompt_ids) + len(e.completion_ids) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(examples), T), dtype=torch.long)
-    mask = torch.zeros((len(examples), T - 1))
-    for i, e in enumerate(examples):
-        P, C = len(e.prompt_ids), len(e.completion_ids)
-        ids[i, : P + C] = torch.tensor(e.prompt_ids + e.completion_ids)
-        attn[i, : P + C] = 1
-        mask[i, P - 1 : P + C - 1] = 1
-    return TrainBatch(ids, attn, mask, None)
-
-
 def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
-    """AdamW over the (sharded, under torchrun: build it after dp.prepare) parameters."""
+    """AdamW over the (sharded, under torchrun: build it after shard) parameters."""
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                              weight_decay=cfg.weight_decay)  # fmt: skip
 
@@ -83,9 +70,11 @@ def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id
     for g in optimizer.param_groups:
         g["lr"] = lr
     total = 0.0
-    for rows, w in dp.micro_batches(examples, cfg.micro_batch):
+    for rows, w in micro_batches(
+        examples, cfg.micro_batch, lambda e: len(e.prompt_ids) + len(e.completion_ids)
+    ):
         mb = collate(rows, pad_id)
-        logp = _logprobs(model, mb, 1.0, cfg.pack_tokens)  # [n, T-1]
+        logp = model_logprobs(model, mb, 1.0, cfg.pack_tokens)  # [n, T-1]
         loss = -(logp * mb.completion_mask.to(logp.device)).sum() / n_tok
         (loss * w if w != 1 else loss).backward()  # w: W ranks (FSDP averages), 0: padding pass
         total += loss.item() if w else 0.0
@@ -107,8 +96,6 @@ def _eval_problems(cfg: SFTConfig) -> list[dict]:
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from r1kit.pipeline.evaluate import device_of, evaluate_model
 
     cfg.validate()
     out = Path(cfg.out)
@@ -146,7 +133,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
                                            cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
             if main:
                 base_path.write_text(json.dumps(evals["base"], indent=2))
-    dp.prepare(model)  # torchrun: FSDP-shards the model in place
+    shard(model)  # torchrun: FSDP-shards the model in place
     optimizer = make_optimizer(model, cfg)
     per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = per_epoch * cfg.epochs
@@ -192,7 +179,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     model.eval()
     if dist.world() > 1:  # every rank gathers the shards into a full copy to evaluate
         del optimizer
-        model = dp.unshard(model, cfg.model, device)
+        model = unshard(model, cfg.model, device)
     if main:
         save_model(model, tok, out / "final")
     train_s = round(wall_before + time.time() - t0, 1)

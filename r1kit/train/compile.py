@@ -4,7 +4,7 @@ The decoder layers' elementwise work (RMSNorm, rotary embedding, SwiGLU, residua
 bound and, for small models, a large share of the step; compiling each layer fuses it into a few
 kernels around the matmuls. Every layer runs the same code on the same shapes, so one compiled
 graph serves them all (dynamic in the sequence length, which changes per micro-batch).
-The LM-head chunks (rl/batch.py) compile separately so the fp32 upcast of [chunk, vocab] logits
+The LM-head chunks (train/batch.py) compile separately so the fp32 upcast of [chunk, vocab] logits
 fuses into the log-sum-exp instead of being written out and read back.
 """
 

@@ -1,14 +1,14 @@
-"""Rollouts -> padded training tensors, and per-token log-probs of completions under a model."""
+"""Prompt + completion rows -> padded training tensors, and per-token log-probs of completions
+under a model: the forward every trainer shares (GRPO, SFT, distillation's student)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
-
-from r1kit.rl.rollout import Rollout
 
 
 @dataclass
@@ -33,20 +33,23 @@ class TrainBatch:
         )
 
 
-def collate(rollouts: Sequence[Rollout], pad_id: int, mask_truncated: bool = False) -> TrainBatch:
-    """Overlong filtering (`mask_truncated`): completions cut by max tokens get no loss."""
+def collate(rollouts: Sequence[Any], pad_id: int, mask_truncated: bool = False) -> TrainBatch:
+    """[N, T] right-padded rows of `prompt_ids + completion_ids` (a Rollout, an SFT example);
+    the loss mask marks positions that predict a completion token. Sampler log-probs ride along
+    when every row has them. Overlong filtering (`mask_truncated`): completions cut by max tokens
+    (finish_reason "length") get no loss."""
     T = max(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts)
     N = len(rollouts)
     ids = torch.full((N, T), pad_id, dtype=torch.long)
     attn = torch.zeros((N, T), dtype=torch.long)
     cmask = torch.zeros((N, T - 1))
-    has_lp = all(r.logprobs is not None for r in rollouts)
+    has_lp = all(getattr(r, "logprobs", None) is not None for r in rollouts)
     elp = torch.zeros((N, T - 1)) if has_lp else None
     for i, r in enumerate(rollouts):
         P, C = len(r.prompt_ids), len(r.completion_ids)
         ids[i, : P + C] = torch.tensor(r.prompt_ids + r.completion_ids)
         attn[i, : P + C] = 1
-        if not (mask_truncated and r.finish_reason == "length"):
+        if not (mask_truncated and getattr(r, "finish_reason", None) == "length"):
             cmask[i, P - 1 : P + C - 1] = 1
         if elp is not None:
             elp[i, P - 1 : P + C - 1] = torch.tensor(r.logprobs)
@@ -88,7 +91,7 @@ def token_logprobs(
     head = model.get_output_embeddings()
     fn = _chunk_logp
     if compile_backend:
-        from r1kit.rl.compile import compiled_chunk_logp
+        from r1kit.train.compile import compiled_chunk_logp
 
         fn = compiled_chunk_logp(_chunk_logp, compile_backend)
     parts = []
