@@ -3,14 +3,7 @@ the base-vs-final table printed at the end."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_report(

@@ -33,7 +33,8 @@ from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
 from r1kit.rl import grpo
-from r1kit.rl.report import plot_report, read_metrics
+from r1kit.rl.report import plot_report
+from r1kit.train.run import read_metrics
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.heldout import evaluate
 from r1kit.sampling.rollout import generate_scored
