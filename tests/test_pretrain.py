@@ -65,7 +65,8 @@ def test_saved_dir_loads_with_transformers(runs):
     assert torch.isfinite(loss)
     s = json.loads((out / "pretrain.json").read_text())
     assert s["config"]["steps"] == 2 and s["tokens"] == 2 * 2 * 64
-    assert len(json.loads((out / "loss.json").read_text())) == 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] > 0 for r in rows)
 
 
 def test_tokenizer_has_r1_tokens(runs):

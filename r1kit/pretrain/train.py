@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+import torch
 
 from r1kit.chat import set_template
 from r1kit.data.corpus import documents
 from r1kit.data.tasks import MIX_TASKS
 from r1kit.modeling import save_model
 from r1kit.pretrain.tokenizer import train_tokenizer
+from r1kit.train.run import Run
 
 
 @dataclass
@@ -75,8 +75,6 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 def packed_blocks(tok, seed: int, block_len: int, batch_size: int, tasks=MIX_TASKS):
     """Endless [batch, block_len] LongTensors of packed documents."""
-    import torch
-
     docs, buf = documents(seed + 1, tasks), []
     while True:
         while len(buf) < block_len * batch_size:
@@ -89,7 +87,6 @@ def packed_blocks(tok, seed: int, block_len: int, batch_size: int, tasks=MIX_TAS
 
 
 def build_model(cfg: PretrainConfig, tok):
-    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(cfg.seed)
@@ -111,14 +108,17 @@ def build_model(cfg: PretrainConfig, tok):
 
 
 def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
-    """Train tokenizer + model, save both to cfg.out, return a summary dict."""
-    import torch
-    from rich.progress import Progress
+    """Train tokenizer + model, save both to cfg.out, return a summary dict.
 
+    OUT/*               the model and tokenizer, HF format (so OUT/config.json is the model's)
+    OUT/metrics.jsonl   loss and learning rate per step
+    OUT/pretrain.json   the summary: the PretrainConfig, the weights' sha256 (r1kit/assets/tiny
+                        has the shipped one), the final loss
+    """
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(cfg.device == "cpu")
-    t0 = time.time()
-    out = Path(cfg.out)
+    run = Run(cfg.out, "pretrain", progress=progress)
+    run.resume_from(None)  # no checkpoints: a run starts over (and its metrics with it)
     corpus = documents(cfg.seed, tuple(cfg.tasks))
     tok = train_tokenizer(itertools.islice(corpus, cfg.tokenizer_docs), cfg.vocab_size)
     model = build_model(cfg, tok).to(cfg.device)
@@ -127,11 +127,11 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
     )
     batches = packed_blocks(tok, cfg.seed, cfg.block_len, cfg.batch_size, tuple(cfg.tasks))
     losses = []
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("pretrain", total=cfg.steps)
+    with run.bar(cfg.steps) as bar:
         for step in range(cfg.steps):
+            lr = lr_at(step, cfg)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr
             x = next(batches).to(cfg.device)
             with torch.autocast("cuda", torch.bfloat16, enabled=cfg.device.startswith("cuda")):
                 loss = model(input_ids=x, labels=x).loss
@@ -140,20 +140,20 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
-            bar.update(task, advance=1, description=f"pretrain loss {losses[-1]:.3f}")
+            run.log({"step": step + 1, "loss": round(losses[-1], 4), "lr": lr})
+            bar.advance(f"loss {losses[-1]:.3f}")
     model.generation_config.do_sample = True
     set_template(tok, "r1zero")  # the corpus is R1-Zero prompts and completions
-    save_model(model.cpu(), tok, out)
+    save_model(model.cpu(), tok, run.out)
     summary = {
         "config": asdict(cfg),
         "params": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "tokens": cfg.steps * cfg.batch_size * cfg.block_len,
-        "wall_s": round(time.time() - t0, 1),
+        "wall_s": round(run.wall(), 1),
         "torch": torch.__version__,
         # compare with r1kit/assets/tiny/pretrain.json to check a rebuild reproduced the weights
-        "weights_sha256": hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(),
+        "weights_sha256": hashlib.sha256((run.out / "model.safetensors").read_bytes()).hexdigest(),
     }
-    (out / "pretrain.json").write_text(json.dumps(summary, indent=2))
-    (out / "loss.json").write_text(json.dumps([round(v, 4) for v in losses]))
+    run.write_json("pretrain.json", summary)
     return summary
