@@ -199,6 +199,24 @@ def extract_answer(content: str | None, template: str = "r1zero") -> str | None:
     return m.group(1).strip() if m else None
 
 
+# ```python ... ``` (or ```py, or a bare ```); an unclosed last fence runs to the end
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+
+
+def code_in(content: str | None, template: str = "r1zero") -> str | None:
+    """The program in an answer part (the text after `</think>`; None: there is none): the last
+    fenced Python block, else for the R1-Zero template the text inside `<answer>...</answer>`."""
+    if content is None:
+        return None
+    blocks = _FENCE.findall(content)
+    if blocks:
+        return blocks[-1]
+    if template == "r1zero":
+        inner = extract_answer(content, "r1zero")
+        return inner or None
+    return None
+
+
 def parse_completion(text: str, template: str = "r1zero") -> dict[str, str | None]:
     """reasoning, content (after </think>) and the extracted final answer of one completion."""
     reasoning, content = split_reasoning(text)

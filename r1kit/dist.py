@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from r1kit.errors import R1kitError
+from r1kit.modeling import load_model, load_tokenizer, save_model
 
 T = TypeVar("T")
 _LONG: Any = None  # a gloo group with a long timeout, for waiting on rank 0 (on_main)
@@ -219,8 +220,6 @@ def export_hf(path: str | Path, model_spec: str | None, out: str | Path, tokeniz
     """A plain Hugging Face directory from a DCP checkpoint: the architecture (and tokenizer,
     unless given) from `model_spec` (the run's base model), the weights from `path`. One
     process, no process group; loads the full model on the CPU."""
-    from r1kit.modeling import load_model, load_tokenizer, save_model
-
     model = load_model(model_spec, device="cpu", dtype=torch.float32)
     load_sharded(path, model)
     save_model(model, tokenizer or load_tokenizer(model_spec), out)

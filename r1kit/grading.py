@@ -83,7 +83,7 @@ def delimited(text: str) -> str:
     return text if any(d in text for d in ("$", "\\(", "\\[", "\\boxed")) else f"${text}$"
 
 
-def _load_math_verify() -> None:
+def load_math_verify() -> None:
     """Import math-verify and quiet its warning that its own timeouts are off (callers that turn
     them off time each answer themselves, or run where SIGALRM cannot)."""
     import math_verify  # noqa: F401
@@ -102,7 +102,7 @@ def _mv_kwargs() -> tuple[dict, dict]:
 
 def last_expression(text: str) -> str | None:
     """The expression math-verify extracts from free text (the text it matched), or None."""
-    _load_math_verify()
+    load_math_verify()
     from math_verify import parse
 
     pkw, _ = _mv_kwargs()
@@ -155,7 +155,7 @@ def compare(pred: str | None, gold: str) -> Grade:
     if fast is not None:
         return fast
     assert pred is not None
-    _load_math_verify()
+    load_math_verify()
     from math_verify import parse, verify
 
     pkw, vkw = _mv_kwargs()

@@ -110,7 +110,8 @@ def _go_offline() -> None:
         sys.modules["datasets"].config.HF_HUB_OFFLINE = True
 
 
-def _hub_error(spec: str, err: Exception) -> R1kitError:
+def hub_error(spec: str, err: Exception) -> R1kitError:
+    """The one-line error for a model `from_pretrained` could not load from `spec`."""
     if Path(spec).exists():
         return R1kitError(f"cannot load the model in {spec}: {str(err).splitlines()[0]}")
     return R1kitError(
@@ -134,7 +135,7 @@ def load_tokenizer(spec: str | None) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise hub_error(name, err) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -153,7 +154,7 @@ def load_model(spec: str | None, dtype: Any = None, device: str = "cpu") -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise hub_error(name, err) from None
     return model.to(device)
 
 

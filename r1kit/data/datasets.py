@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from r1kit.data.tasks import MIX_TASKS, TASKS, Example, split_of, stream
+from r1kit.data.tasks.zh import LANGUAGES, localize
 from r1kit.errors import R1kitError
 
 QUESTION_FIELDS = ("question", "problem", "prompt")
@@ -27,8 +28,6 @@ def _language_suffix(spec: str) -> tuple[str, str | None]:
 
 def task_spec(spec: str) -> tuple[str, str | None]:
     """'mix@zh' -> ('mix', 'zh'): procedural tasks worded in another language (tasks/zh.py)."""
-    from r1kit.data.tasks.zh import LANGUAGES
-
     name, lang = _language_suffix(spec)
     if lang is None or task_names(name) is None:
         return spec, None
@@ -134,6 +133,4 @@ def _worded(examples, language: str | None):
     """The examples as they are, or worded in `language` (same problems, same split)."""
     if language is None:
         return examples
-    from r1kit.data.tasks.zh import localize
-
     return (localize(ex, language) for ex in examples)

@@ -19,6 +19,7 @@ from typing import Any
 
 from r1kit.chat import last_boxed
 from r1kit.data.datasets import jsonl_objects
+from r1kit.data.tasks import TASKS
 from r1kit.errors import R1kitError
 from r1kit.modeling import hub_check
 
@@ -173,8 +174,6 @@ def _problem(b: Benchmark, row: dict[str, Any], where: str, index: int) -> dict:
 
 def _task(row: dict[str, Any]):
     """The procedural task a row belongs to (its "task" field), or None."""
-    from r1kit.data.tasks import TASKS
-
     name = row.get("task")
     return TASKS.get(name) if isinstance(name, str) else None
 

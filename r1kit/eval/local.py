@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from r1kit.chat import THINK_OPEN, resolve_template, set_template
+from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, engine_kind
 from r1kit.eval.scoring import split_output
@@ -30,8 +31,6 @@ def default_devices() -> list[str]:
 
 
 def _make_engine(model, pad_id: int, kind: str):
-    from r1kit.engine import make_engine
-
     try:
         return make_engine(model, pad_token_id=pad_id, kind=kind)
     except ValueError as err:
@@ -74,8 +73,6 @@ class LocalBackend:
         return prompt(self.tokenizer, question, self.template)
 
     def generate(self, requests: list[Request], params: Params) -> Iterator[list[dict]]:
-        from r1kit.engine import SamplingParams
-
         chunks: list[list[tuple[Request, str, list[int], SamplingParams]]] = [[]]
         rows = 0  # samples in the last chunk
         for r in requests:

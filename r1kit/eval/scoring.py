@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 
 from r1kit import grading
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, extract_answer, last_boxed, split_reasoning
-from r1kit.grading import Grade, _load_math_verify
+from r1kit.grading import Grade, load_math_verify
+from r1kit.rewards.rules import grade_example
 
 __all__ = ["Grade", "Grader", "candidate", "grade_one", "grade_timed", "split_output"]
 
@@ -67,8 +68,6 @@ def grade_one(text: str | None, gold: str | Mapping, template: str = "chat") -> 
     against a gold answer, or for a procedural task's row (a mapping) its checker, exactly as the
     accuracy reward does (`rewards.rules.grade_example`)."""
     if isinstance(gold, Mapping):
-        from r1kit.rewards.rules import grade_example
-
         return grade_example(text, gold, template)
     return grading.grade(text, gold, template)
 
@@ -91,7 +90,7 @@ def grade_timed(
 ) -> Grade:
     """grade_one under a SIGALRM timer (main thread only); a timeout grades as wrong.
     (math-verify is loaded before the timer starts: its first import takes seconds.)"""
-    _load_math_verify()
+    load_math_verify()
     old = signal.signal(signal.SIGALRM, _alarm)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -108,7 +107,7 @@ def grade_timed(
 def _grade_here(text: str | None, gold: str | Mapping, timeout: float, template: str) -> Grade:
     if threading.current_thread() is threading.main_thread():
         return grade_timed(text, gold, timeout, template)
-    _load_math_verify()
+    load_math_verify()
     return grade_one(text, gold, template)
 
 
@@ -160,7 +159,7 @@ class Grader:
         while todo:
             if self._pool is None:
                 ctx = mp.get_context("spawn")
-                self._pool = ctx.Pool(self.workers, initializer=_load_math_verify)
+                self._pool = ctx.Pool(self.workers, initializer=load_math_verify)
                 self._warm_up()
             args = {i: (*items[i], self.timeout, self.template) for i in todo}
             jobs = {i: self._pool.apply_async(self.task, args[i]) for i in todo}

@@ -1,6 +1,7 @@
 """Rewards: plain callables `reward(completion, example) -> float`, a registry and plugins."""
 
-from r1kit.rewards import code, language, rules  # noqa: F401  (registers the built-ins)
+# importing these registers the built-in rewards and the reward_model@PATH factory
+from r1kit.rewards import code, language, reward_model, rules  # noqa: F401
 from r1kit.rewards.base import (
     REGISTRY,
     RewardFn,

@@ -46,7 +46,6 @@ def get_reward(name: str) -> RewardFn:
         return REGISTRY[name]
     base, at, arg = name.partition("@")
     if at:
-        _load_factories()
         if base not in FACTORIES:
             raise R1kitError(f"unknown reward factory {base!r} in {name!r}; known: "
                              f"{', '.join(sorted(FACTORIES))}")  # fmt: skip
@@ -117,7 +116,3 @@ def applies_to(name: str, applies: Any) -> bool:
     if isinstance(applies, str):
         applies = [a.strip() for a in applies.split(",")]
     return name in applies or name.partition("@")[0] in applies
-
-
-def _load_factories() -> None:
-    import r1kit.rewards.reward_model  # noqa: F401  (registers reward_model@PATH)

@@ -1,6 +1,6 @@
 """The code reward: run the model's program against the example's tests in the sandbox.
 
-The program is the last fenced Python block of the answer part (after `</think>`); for the
+The program (`chat.code_in`) is the last fenced Python block of the answer part (after `</think>`); for the
 R1-Zero template an unfenced `<answer>...</answer>` counts too. An example carries its tests as
 "tests" (Python statements, e.g. `assert f([1, 2]) == [2, 4]`, run one by one after the
 program in its namespace), optionally "entry_point" (the function the tests call) and "prefix"
@@ -19,30 +19,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from r1kit.chat import extract_answer, split_reasoning
+from r1kit.chat import code_in, split_reasoning
 from r1kit.rewards.base import register
 from r1kit.sandbox import ExecResult, Sandbox, shared
-
-# ```python ... ``` (or ```py, or a bare ```); an unclosed last fence runs to the end
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
 
 def extract_code(completion: str, template: str = "r1zero") -> str | None:
     """The program in a completion's answer part, or None when it has none."""
     return code_in(split_reasoning(completion)[1], template)
-
-
-def code_in(content: str | None, template: str = "r1zero") -> str | None:
-    """The program in an answer part (the text after `</think>`; None: there is none)."""
-    if content is None:
-        return None
-    blocks = _FENCE.findall(content)
-    if blocks:
-        return blocks[-1]
-    if template == "r1zero":
-        inner = extract_answer(content, "r1zero")
-        return inner or None
-    return None
 
 
 def program_of(code: str, example: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from r1kit.chat import build_prompt
 from r1kit.errors import R1kitError
+from r1kit.modeling import hub_error, load_tokenizer, resolve_model, save_model
 from r1kit.rewards.base import FACTORIES
 
 _LOADED: dict[str, RewardModel] = {}
@@ -48,8 +49,6 @@ class RewardModel:
     def __init__(self, spec: str, device: str = "cpu", max_len: int = 512) -> None:
         import torch
 
-        from r1kit.modeling import _hub_error, load_tokenizer, resolve_model
-
         _quiet()
         name = resolve_model(spec)
         self.tok = load_tokenizer(name)
@@ -58,7 +57,7 @@ class RewardModel:
                 name, num_labels=1, dtype=torch.float32
             )
         except (OSError, ValueError) as err:
-            raise _hub_error(name, err) from None
+            raise hub_error(name, err) from None
         self.model.to(device).eval()
         self.device, self.max_len = device, max_len
         self._cache: dict[tuple[str, str], float] = {}
@@ -117,8 +116,6 @@ def train_reward_model(
     cross-entropy, starting from `base`'s weights (a fresh score head); save it to `out`.
     Returns {"train_acc", "heldout_acc", "n", "wall_s"}."""
     import torch
-
-    from r1kit.modeling import load_tokenizer, resolve_model, save_model
 
     _quiet()
     if len({r["label"] for r in rows}) < 2:

@@ -8,6 +8,7 @@ from typing import Any
 
 from r1kit import grading
 from r1kit.chat import split_reasoning
+from r1kit.data.tasks import TASKS
 from r1kit.grading import Grade
 from r1kit.rewards.base import register
 from r1kit.rewards.code import CODE
@@ -28,8 +29,6 @@ def grade_example(content: str | None, example: Mapping[str, Any], template: str
     a dataset row: the row's task checker (`r1kit.data.tasks`) on the answer `r1kit.grading`
     extracts, else `r1kit.grading.grade` against its "answer" field. The accuracy reward and
     `r1kit eval` (for rows of a procedural task) both call this."""
-    from r1kit.data.tasks import TASKS
-
     if example.get("tests"):  # a programming problem: its tests run in the sandbox
         program, ok = CODE.grade(content, example, template)
         return Grade(program, None, ok)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import random
 
+from r1kit.chat import code_in
 from r1kit.data.tasks.base import Example, Task
+from r1kit.sandbox import shared
 
 # (question words, condition) ; K is filled in
 _FILTERS = {
@@ -168,12 +170,10 @@ def _step_words(ex: Example, line: str) -> str:
 
 def check(answer: str | None, ex: Example) -> bool:
     """The answer (the code inside <answer>, or a fenced block there) passes every hidden test."""
-    from r1kit.rewards.code import CODE, code_in
-
     if not answer:
         return False
     code = code_in(answer, "chat") or answer
-    res = CODE.run((code, tuple(ex["tests"])))
+    res = shared().run(code, tuple(ex["tests"]))
     return bool(res and res.all_passed)
 
 
