@@ -4,10 +4,19 @@
   decoders and CUDA graphs; the default wherever the architecture is supported.
 - `hf` (HFEngine): a simple KV-cached loop over the `transformers` model, the reference path
   and the fallback for any other architecture.
+
+`make_engine` builds the one for a model; `make_streaming_engine` the server's async
+`StreamingEngine` over it (streaming.py).
 """
 
 from __future__ import annotations
 
+from r1kit.engine.async_engine import AsyncEngine
+from r1kit.engine.core import EngineProcess
+from r1kit.engine.model import supports
+from r1kit.engine.paged import PagedEngine
+from r1kit.engine.simple import HFEngine
+from r1kit.engine.streaming import StreamingEngine, ThreadedEngine
 from r1kit.engine.types import Engine, RequestOutput, Sample, SamplingParams
 
 KINDS = ("auto", "paged", "hf")
@@ -19,8 +28,6 @@ def engine_kind(model, kind: str = "auto") -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown engine {kind!r}; available: {', '.join(KINDS)}")
     if kind != "hf":
-        from r1kit.engine.model import supports
-
         reason = supports(model.config)
         if reason is None:
             return "paged"
@@ -33,12 +40,32 @@ def make_engine(model, pad_token_id: int = 0, kind: str = "auto", **kw) -> Engin
     """The engine for `model` (`engine_kind`). Keyword arguments go to PagedEngine (kv_memory,
     max_num_seqs, prefix_cache, ...)."""
     if engine_kind(model, kind) == "paged":
-        from r1kit.engine.paged import PagedEngine
-
         return PagedEngine(model, **kw)
-    from r1kit.engine.simple import HFEngine
-
     return HFEngine(model, pad_token_id=pad_token_id)
+
+
+def make_streaming_engine(
+    model,
+    pad_token_id: int = 0,
+    kind: str = "auto",
+    max_waiting: int | None = 64,
+    process: bool = True,
+    **engine_kw,
+) -> StreamingEngine:
+    """The server's engine for a torch model: the paged engine in a process of its own
+    (`process=False`: on a thread of this one), or for architectures it does not support,
+    HFEngine.generate on a worker thread. Keyword arguments go to PagedEngine."""
+    if engine_kind(model, kind) == "paged":
+        if process:
+            return EngineProcess(model, max_waiting, **engine_kw)
+        return AsyncEngine(PagedEngine(model, **engine_kw), max_waiting)
+    hf = make_engine(model, pad_token_id, kind="hf")
+
+    def run(prompt_ids, params, stop, put) -> None:
+        put((hf.generate([prompt_ids], params)[0], True))
+
+    max_len = getattr(model.config, "max_position_embeddings", 4096)
+    return ThreadedEngine(run, "hf", max_len, max_waiting=max_waiting)
 
 
 __all__ = [
@@ -49,4 +76,5 @@ __all__ = [
     "SamplingParams",
     "engine_kind",
     "make_engine",
+    "make_streaming_engine",
 ]

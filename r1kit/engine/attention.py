@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# the Triton kernels import triton (optional, CUDA only) when first built, not at import
+from r1kit.engine.triton_attention import paged_decode
+from r1kit.engine.triton_sample import triton_available
+
 
 @dataclass
 class AttnBatch:
@@ -192,9 +196,6 @@ def decode_attention_reference(
 
 def decode_attention(q, k_cache, v_cache, batch: AttnBatch, scale: float) -> torch.Tensor:
     if q.is_cuda:
-        from r1kit.engine.triton_attention import paged_decode
-        from r1kit.engine.triton_sample import triton_available
-
         if triton_available():
             return paged_decode(q, k_cache, v_cache, batch.block_tables, batch.context_lens, scale)
     return decode_attention_reference(

@@ -28,6 +28,7 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Sequence
 
+from r1kit.engine.paged import PagedEngine
 from r1kit.engine.streaming import Delta, drain
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
@@ -175,8 +176,6 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
     step's new tokens. Runs until ("close",) or until the server's end of the pipe closes."""
     try:
         import torch
-
-        from r1kit.engine.paged import PagedEngine
 
         torch.set_num_threads(threads)
 

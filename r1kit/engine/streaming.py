@@ -133,29 +133,3 @@ class ThreadedEngine:
     def close(self) -> None:
         if self._on_close is not None:
             self._on_close()
-
-
-def make_streaming_engine(model, pad_token_id: int = 0, kind: str = "auto",
-                          max_waiting: int | None = 64, process: bool = True,
-                          **engine_kw) -> StreamingEngine:  # fmt: skip
-    """The server's engine for a torch model: the paged engine in a process of its own
-    (`process=False`: on a thread of this one), or for architectures it does not support,
-    HFEngine.generate on a worker thread. Keyword arguments go to PagedEngine."""
-    from r1kit.engine import engine_kind, make_engine
-
-    if engine_kind(model, kind) == "paged":
-        if process:
-            from r1kit.engine.core import EngineProcess
-
-            return EngineProcess(model, max_waiting, **engine_kw)
-        from r1kit.engine.async_engine import AsyncEngine
-        from r1kit.engine.paged import PagedEngine
-
-        return AsyncEngine(PagedEngine(model, **engine_kw), max_waiting)
-    hf = make_engine(model, pad_token_id, kind="hf")
-
-    def run(prompt_ids, params, stop, put) -> None:
-        put((hf.generate([prompt_ids], params)[0], True))
-
-    max_len = getattr(model.config, "max_position_embeddings", 4096)
-    return ThreadedEngine(run, "hf", max_len, max_waiting=max_waiting)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from r1kit.chat import THINK_CLOSE, encode_prompt, render_chat, set_template, template_of
-from r1kit.engine import SamplingParams
-from r1kit.engine.streaming import StreamingEngine, make_streaming_engine
+from r1kit.engine import SamplingParams, make_streaming_engine
+from r1kit.engine.streaming import StreamingEngine
 from r1kit.serve.errors import APIError, bad_request, invalid_param
 from r1kit.serve.sample_text import Delta, SampleText
 
