@@ -35,6 +35,8 @@ import numpy as np
 
 from r1kit.chat import TEMPLATES, set_template
 from r1kit.errors import R1kitError
+from r1kit.export.vocab import vocab_from_tokenizer, write_vocab
+from r1kit.modeling import EMBEDDED_NAMES, load_tokenizer, resolve_model
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}  # HF class -> GGUF arch
@@ -85,8 +87,6 @@ def check_arch(config: Any) -> str:
 
 
 def model_name(spec: str | None) -> str:
-    from r1kit.modeling import EMBEDDED_NAMES
-
     if spec is None or spec in EMBEDDED_NAMES:
         return "r1kit-tiny"
     p = Path(spec.rstrip("/"))
@@ -95,8 +95,6 @@ def model_name(spec: str | None) -> str:
 
 def model_dir(spec: str | None) -> Path:
     """A local directory with config.json, tokenizer and weights (hub ids are downloaded)."""
-    from r1kit.modeling import resolve_model
-
     name = resolve_model(spec)
     if Path(name).is_dir():
         return Path(name)
@@ -243,9 +241,6 @@ def export_gguf(
 def _write(src: Path, cfg: Any, arch: str, rp: dict, name: str, outtype: str, path: Path,
            stack: contextlib.ExitStack, template: str = "auto") -> ExportResult:  # fmt: skip
     import gguf
-
-    from r1kit.export.vocab import vocab_from_tokenizer, write_vocab
-    from r1kit.modeling import load_tokenizer
 
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     plan = []  # (gguf name, shape, load, type, permute heads or 0)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.export.gguf import ARCHS, OUTTYPES, gguf_tensor_name, head_dim, tensor_type
+from r1kit.modeling import resolve_model
 
 GIB = 1024**3
 RUN_CTX = 4096  # context the run estimate assumes when the model allows more (Ollama's default)
@@ -96,9 +98,6 @@ def describe(spec: str | None) -> ModelInfo:
                          Path(spec).stat().st_size)  # fmt: skip
     from transformers import AutoConfig
 
-    from r1kit.export.gguf import ARCHS, gguf_tensor_name, head_dim
-    from r1kit.modeling import resolve_model
-
     src = resolve_model(spec)  # a hub id: only its config.json is fetched, shapes from it
     try:
         cfg = AutoConfig.from_pretrained(src)
@@ -136,8 +135,6 @@ def _is_decoder_linear(name: str) -> bool:
 
 def _hf_shapes(src: str, cfg: Any) -> list[tuple[str, tuple[int, ...]]]:
     """Tensor shapes from local safetensors headers, else computed from the config."""
-    from r1kit.export.gguf import head_dim
-
     src = Path(src)
     index = src / "model.safetensors.index.json"
     files = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -176,8 +173,6 @@ def gguf_bytes(info: ModelInfo, outtype: str) -> int:
     """Tensor bytes of the GGUF at `outtype`, with the exporter's per-tensor types."""
     import gguf
 
-    from r1kit.export.gguf import tensor_type
-
     total = 0
     for name, shape in info.shapes:
         is_out = name == "output.weight" or (info.tied and name == "token_embd.weight")
@@ -199,8 +194,6 @@ def lora_params(info: ModelInfo, rank: int) -> int:
 
 def memory_table(info: ModelInfo, ctx: int | None = None, lora_rank: int = 16) -> dict[str, Any]:
     """The numbers `r1kit info` prints, in bytes."""
-    from r1kit.export.gguf import OUTTYPES
-
     ctx = ctx or min(info.context_length or RUN_CTX, RUN_CTX)
     kv = kv_cache_bytes(info, ctx)
     run = {t: {"file": gguf_bytes(info, t), "run": gguf_bytes(info, t) + kv} for t in OUTTYPES}

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1kit.chat import ASSISTANT, BOS, EOS, R1_ZERO_TEMPLATE, R1ZERO_MARKER, USER
+from r1kit.export.gguf import check_outtype, export_gguf, model_name
+from r1kit.export.info import gguf_summary
 
 # Go text/template, Ollama's variables: .Messages (Role, Content, Thinking), .IsThinkSet, .Think.
 # `{{-` trims the whitespace before an action; it is used only where no text is meant to be.
@@ -95,9 +97,6 @@ def export_ollama(
 ) -> OllamaExport:
     """Write OUT/NAME-OUTTYPE.gguf and OUT/Modelfile (default OUT: ./NAME-ollama), both in the
     model's own prompt format or the one `template` names."""
-    from r1kit.export.gguf import check_outtype, export_gguf, model_name
-    from r1kit.export.info import gguf_summary
-
     check_outtype(outtype)
     name = name or model_name(model)
     out_dir = Path(out) if out is not None else Path(f"{name}-ollama")

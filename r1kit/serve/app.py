@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from r1kit.errors import R1kitError
+from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
 from r1kit.serve import ollama_api, openai_api, web_api
 from r1kit.serve.auth import Auth
 from r1kit.serve.errors import (
@@ -28,6 +29,7 @@ from r1kit.serve.errors import (
     server_error_handler,
 )
 from r1kit.serve.generation import Generator
+from r1kit.serve.llamacpp import GGUFGenerator
 from r1kit.serve.security import DEFAULT_MAX_BODY, BodyLimit, LocalOnly
 from r1kit.serve.store import Store
 
@@ -132,12 +134,8 @@ def _generator(
     model, engine, max_waiting, name, device, prefix_cache=True
 ) -> tuple[Generator, str]:
     if model is not None and model.endswith(".gguf"):
-        from r1kit.serve.llamacpp import GGUFGenerator
-
         return GGUFGenerator(model, name, max_waiting=max_waiting), model
     import torch
-
-    from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve_model(model)

@@ -23,6 +23,7 @@ from typing import Any
 from r1kit.engine.streaming import ThreadedEngine
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 from r1kit.errors import R1kitError
+from r1kit.export.info import gguf_summary
 from r1kit.export.modelfile import ollama_tag
 from r1kit.serve.errors import APIError
 from r1kit.serve.generation import Generator
@@ -106,8 +107,6 @@ class GGUFGenerator(Generator):
 
     def __init__(self, path: str, name: str | None = None, n_ctx: int | None = None,
                  n_threads: int | None = None, max_waiting: int | None = 64) -> None:  # fmt: skip
-        from r1kit.export.info import gguf_summary
-
         if not Path(path).is_file():
             raise R1kitError(f"GGUF file not found: {path}")
         llama_cpp = _llama_cpp()

@@ -12,6 +12,9 @@ import sys
 import threading
 import time
 
+from r1kit.serve.app import create_app, make_generator
+from r1kit.serve.store import Store
+
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 HELP = "commands: /set think, /set nothink, /clear, /bye"
 
@@ -19,9 +22,6 @@ HELP = "commands: /set think, /set nothink, /clear, /bye"
 def start_local(model: str | None, engine: str = "auto", template: str = "auto"):
     """Serve `model` on a free loopback port in a daemon thread; returns (base_url, name)."""
     import uvicorn
-
-    from r1kit.serve.app import create_app, make_generator
-    from r1kit.serve.store import Store
 
     # a .gguf runs on llama.cpp; the chat is rendered in the model's own format unless told
     gen, _ = make_generator(model, engine, max_waiting=64, template=template)
