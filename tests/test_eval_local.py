@@ -13,8 +13,8 @@ import pytest
 from r1kit.cli import main
 from r1kit.config import EvalConfig
 from r1kit.eval.local import LocalBackend
-from r1kit.eval.metrics import cons_at_k
 from r1kit.eval.run import run_eval
+from r1kit.sampling.metrics import cons_at_k
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GSM8K = DATA / "gsm8k_test.jsonl"
@@ -99,7 +99,7 @@ def test_resume_generates_only_missing_samples(tmp_path, capsys):
 
 def test_data_parallel_workers(arith, tmp_path):
     """Two engine processes (CPU stands in for two GPUs) share the chunks of requests."""
-    cfg = EvalConfig(data=str(arith), k=2, max_tokens=24, template="r1zero", out=str(tmp_path))
+    cfg = EvalConfig.of(data=str(arith), k=2, max_tokens=24, template="r1zero", out=str(tmp_path))
     backend = LocalBackend(None, template="r1zero", devices=["cpu", "cpu"], chunk_samples=2)
     s = run_eval(cfg, progress=False, backend=backend)
     assert (s["n_samples"], s["generated"]) == (8, 8)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from r1kit.eval.metrics import cons_at_k, majority_vote, pass_at_k, summarize
 from r1kit.eval.scoring import Grader, candidate, grade_one, grade_timed, split_output
+from r1kit.sampling.metrics import cons_at_k, majority_vote, pass_at_k, summarize
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from r1kit.eval.metrics import mean_stderr, pass_at_k, summarize
+from r1kit.sampling.metrics import mean_stderr, pass_at_k, summarize
 
 
 def closed_form(n: int, c: int, k: int) -> float:

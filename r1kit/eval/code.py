@@ -3,7 +3,7 @@
 A code problem is {"id", "question", "gold": None, "reference", "tests", "entry_point",
 "prefix"}: the samples' last fenced Python block (after `</think>`) runs against the tests in
 the sandbox (`r1kit.sandbox`), and a sample is correct when every test passes. pass@1 over k
-samples and the unbiased pass@k (Chen et al. 2021) come from `eval.metrics` like the math ones.
+samples and the unbiased pass@k (Chen et al. 2021) come from `sampling.metrics` like the math ones.
 
 HumanEval's test is a `check(candidate)` function: it runs as one test, `check(ENTRY_POINT)`
 appended. A completion that continues the prompt without repeating the signature gets the
@@ -23,6 +23,7 @@ from pathlib import Path
 from r1kit.data.datasets import jsonl_objects
 from r1kit.errors import R1kitError
 from r1kit.eval.benchmarks import Benchmark
+from r1kit.rewards.code import CODE
 
 INSTRUCTION = (
     "Complete the following Python function. Write the whole function in one ```python code block."
@@ -129,8 +130,6 @@ def load_code_problems(
 
 def grade_code(recs: list[list[dict]], problems: list[dict], template: str) -> None:
     """Run every ungraded sample's program against its problem's tests, all in parallel."""
-    from r1kit.rewards.code import CODE
-
     todo = [(r, p) for p, rs in zip(problems, recs) for r in rs if "correct" not in r]
     jobs = [CODE.job_of(r["answer"], p, template) for r, p in todo]
     CODE.prepare_jobs([j for j in jobs if j is not None])

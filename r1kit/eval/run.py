@@ -15,10 +15,10 @@ from r1kit.errors import R1kitError
 from r1kit.eval.backends import GoldBackend, Params, Request, request_seed
 from r1kit.eval.benchmarks import get_benchmark, load_problems
 from r1kit.eval.code import get_code_benchmark, grade_code, is_code, load_code_problems
-from r1kit.eval.metrics import cons_at_k, summarize
 from r1kit.eval.report import published_for
 from r1kit.eval.scoring import Grader
 from r1kit.eval.store import SampleStore
+from r1kit.sampling.metrics import cons_at_k, summarize
 
 
 def make_backend(cfg: EvalConfig):

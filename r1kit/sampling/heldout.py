@@ -17,11 +17,11 @@ from typing import Any
 from r1kit import dist
 from r1kit.chat import resolve_template, set_template
 from r1kit.engine import Engine, SamplingParams, make_engine
-from r1kit.eval.metrics import summarize
 from r1kit.modeling import device_of, load_model, load_tokenizer
 from r1kit.rewards.base import WeightedReward
 from r1kit.rewards.language import language_consistency
 from r1kit.sampling.filters import READABILITY, Limits, failures
+from r1kit.sampling.metrics import summarize
 from r1kit.sampling.rollout import Rollout, generate, score
 
 
