@@ -57,12 +57,12 @@ def main() -> None:
     pre = student_base(args.student)
     load0 = round(os.getloadavg()[0], 2)
     t0 = time.time()
-    cfg = DistillConfig(teacher=args.teacher, student=args.student, prompts=args.prompts, k=4,
+    cfg = DistillConfig.of(teacher=args.teacher, student=args.student, prompts=args.prompts, k=4,
                         max_tokens=128, epochs=args.epochs, lr=2e-3, out=str(out / "distill"))  # fmt: skip
     d = run_distill(cfg)
-    print_distill(d, cfg.out)
+    print_distill(d, cfg.run.out)
     wall = time.time() - t0
-    rl = run_zero(ZeroConfig(model=args.student, out=str(out / "rl"), steps=100_000,
+    rl = run_zero(ZeroConfig.of(model=args.student, out=str(out / "rl"), steps=100_000,
                              time_limit_s=wall, save_every=1000))  # fmt: skip
     st = d["student"]
     res = {

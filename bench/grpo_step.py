@@ -109,8 +109,16 @@ def sync() -> float:
     return time.perf_counter()
 
 
+def trainer_for(m, cfg: ZeroConfig) -> GRPOTrainer:
+    """The trainer `r1kit zero` builds for cfg."""
+    s = cfg.sampling
+    return GRPOTrainer(
+        m, cfg.algo, cfg.optim, temperature=s.temperature, max_tokens=s.max_tokens, pad_id=0
+    )
+
+
 def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> None:
-    trainer = GRPOTrainer(m, cfg, pad_id=0)
+    trainer = trainer_for(m, cfg)
     sp = SamplingParams(n=G, temperature=1.0, max_tokens=GEN, logprobs=True)
     rows = []
     torch.cuda.reset_peak_memory_stats()
@@ -143,8 +151,8 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
         "update_mfu": round(flops / mean["update_s"] / PEAK, 3),
         "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
         "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
-        "micro_batch": cfg.micro_batch, "grad_checkpoint": cfg.grad_checkpoint,
-        "pack_tokens": cfg.pack_tokens, "compile_update": cfg.compile_update,
+        "micro_batch": cfg.optim.micro_batch, "grad_checkpoint": cfg.optim.grad_checkpoint,
+        "pack_tokens": cfg.optim.pack_tokens, "compile_update": cfg.optim.compile_update,
     })  # fmt: skip
 
 
@@ -156,7 +164,7 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
     for v in variants:  # e.g. "mb32", "mb64+ckpt", "mb64+compile"
         opts = v.split("+")
         mb = int(opts[0].removeprefix("mb"))
-        cfg = ZeroConfig(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-6,
+        cfg = ZeroConfig.of(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-6,
                          beta=0.0, loss_agg="token", micro_batch=mb, temperature=1.0,
                          grad_checkpoint="ckpt" in opts,
                          compile_update="compile" in opts)  # fmt: skip
@@ -196,9 +204,9 @@ def part_update_fit(res, shape: str, n: int, clen: int, mb: int, lora_rank: int 
         m = add_lora(m, lora_rank)
     engine = PagedEngine(m, max_num_seqs=256, kv_memory=0.3, seed=0)
     engine.sleep()
-    cfg = ZeroConfig(group_size=G, prompts_per_step=n // G, max_new_tokens=clen, lr=1e-6,
+    cfg = ZeroConfig.of(group_size=G, prompts_per_step=n // G, max_new_tokens=clen, lr=1e-6,
                      micro_batch=mb, grad_checkpoint=True, lora_rank=lora_rank)  # fmt: skip
-    trainer = GRPOTrainer(m, cfg, pad_id=0)
+    trainer = trainer_for(m, cfg)
     rollouts = synth_rollouts(n, PLEN, clen)
     torch.cuda.reset_peak_memory_stats()
     t0 = sync()
@@ -229,7 +237,7 @@ def part_lora7(res, steps: int) -> None:
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(100, 150000, (P, PLEN), generator=g).tolist()
     engine = PagedEngine(m, max_num_seqs=P * G, kv_memory=0.3, seed=0)
-    cfg = ZeroConfig(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-5,
+    cfg = ZeroConfig.of(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-5,
                      micro_batch=16, grad_checkpoint=True, lora_rank=64)  # fmt: skip
     grpo_steps(res, "lora7B", m, engine, cfg, prompts, steps)
     del engine, m

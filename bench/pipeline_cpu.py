@@ -47,7 +47,7 @@ def main() -> None:
         from r1kit.rl.zero import run_zero
 
         zt0 = time.time()
-        run_zero(ZeroConfig(out=args.zero, dataset=rec.eval.get("dataset", "mix"),
+        run_zero(ZeroConfig.of(out=args.zero, dataset=rec.eval.get("dataset", "mix"),
                             max_new_tokens=ev["max_new_tokens"]))  # fmt: skip
         print(f"R1-Zero run: {time.time() - zt0:.0f}s")
     out = Path(json.loads(json.dumps(summary))["final_model"]).parents[1]

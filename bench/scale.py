@@ -95,10 +95,17 @@ def main() -> None:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     model = build(a, device)
     engine_model = dp.prepare(model)
-    cfg = ZeroConfig(group_size=a.group, lr=1e-6, micro_batch=a.micro_batch,
+    cfg = ZeroConfig.of(group_size=a.group, lr=1e-6, micro_batch=a.micro_batch,
                      pack_tokens=a.pack_tokens, max_new_tokens=a.gen,
                      grad_checkpoint=a.grad_checkpoint)  # fmt: skip
-    trainer = GRPOTrainer(model, cfg, pad_id=0)
+    trainer = GRPOTrainer(
+        model,
+        cfg.algo,
+        cfg.optim,
+        temperature=cfg.sampling.temperature,
+        max_tokens=cfg.sampling.max_tokens,
+        pad_id=0,
+    )
     rows = min(a.max_num_seqs, max(1, len(dist.share(a.prompts))) * a.group)
     kw = dict(max_num_seqs=rows, kv_memory=a.kv_memory) if on_gpu else {}
     engine = make_engine(engine_model, pad_token_id=0, kind="paged" if on_gpu else "auto", **kw)

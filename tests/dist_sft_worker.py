@@ -33,7 +33,7 @@ def main(job_path: str, result_path: str) -> None:
     job = torch.load(job_path, weights_only=False)
     res: dict = {"world": dist.world(), "cases": []}
     for cfg_d, lr, rows in job["cases"]:
-        cfg = SFTConfig(**cfg_d)
+        cfg = SFTConfig.of(**cfg_d)
         model = dp.shard(load_model(None).train())
         assert dist.is_sharded(model)
         opt = make_optimizer(model, cfg)

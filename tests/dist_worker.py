@@ -35,9 +35,19 @@ from r1kit.train.checkpoint import (  # noqa: E402
 def trainer_for(cfg: ZeroConfig, pad_id: int):
     """A fresh sharded policy (+ reference when beta > 0), its trainer and the full copy."""
     model = load_model(None).train()
-    ref = load_model(None).eval().requires_grad_(False) if cfg.beta > 0 else None
+    ref = load_model(None).eval().requires_grad_(False) if cfg.algo.beta > 0 else None
     full = dp.prepare(model, ref)
-    return GRPOTrainer(model, cfg, pad_id, ref_model=ref), full
+    s = cfg.sampling
+    trainer = GRPOTrainer(
+        model,
+        cfg.algo,
+        cfg.optim,
+        temperature=s.temperature,
+        max_tokens=s.max_tokens,
+        pad_id=pad_id,
+        ref_model=ref,
+    )
+    return trainer, full
 
 
 def weights(trainer, full) -> dict[str, torch.Tensor]:
@@ -55,14 +65,14 @@ def main(job_path: str, result_path: str) -> None:
     res: dict = {"world": dist.world()}
     cases = []
     for cfg_d, rollouts in job.get("cases", []):
-        trainer, full = trainer_for(ZeroConfig(**cfg_d), pad)
+        trainer, full = trainer_for(ZeroConfig.of(**cfg_d), pad)
         assert dist.is_sharded(trainer.model)
         m = trainer.update(rollouts)
         cases.append((m, weights(trainer, full)))
     res["cases"] = cases
     if job.get("ckpt"):
         out, cfg_d, a, b = job["ckpt"]
-        trainer, full = trainer_for(ZeroConfig(**cfg_d), pad)
+        trainer, full = trainer_for(ZeroConfig.of(**cfg_d), pad)
         trainer.update(a)
         dist.gather_weights(trainer.model, full)
         save_sharded_checkpoint(
@@ -72,7 +82,7 @@ def main(job_path: str, result_path: str) -> None:
         res["ckpt"] = (m, weights(trainer, full))
     if job.get("resume"):
         out, cfg_d, b = job["resume"]
-        trainer, full = trainer_for(ZeroConfig(**cfg_d), pad)
+        trainer, full = trainer_for(ZeroConfig.of(**cfg_d), pad)
         state = load_trainer_state(latest_checkpoint(out), trainer.optimizer, trainer.model)
         trainer.step_count = state["step"]
         m = trainer.update(b)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from r1kit import sandbox
-from r1kit.config import ZeroConfig
+from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.rewards.base import WeightedReward
@@ -41,7 +41,6 @@ def test_grpo_raises_the_code_reward(tiny_model, tiny_tokenizer):
     sandbox.configure(limits=Limits(wall_s=10, cpu_s=2, memory_mb=256), workers=2)
     try:
         reward = WeightedReward({"code_fraction": 1.0})  # registered, on the shared sandbox
-        cfg = ZeroConfig(lr=1e-3, group_size=8, max_new_tokens=48, temperature=1.0)
 
         def rollouts(n, seed):
             params = SamplingParams(
@@ -63,7 +62,14 @@ def test_grpo_raises_the_code_reward(tiny_model, tiny_tokenizer):
             return sum(r.reward for r in rs) / len(rs)
 
         base = mean_reward()
-        trainer = GRPOTrainer(tiny_model, cfg, tok.pad_token_id)
+        trainer = GRPOTrainer(
+            tiny_model,
+            GRPO(group_size=8),
+            GRPOOptim(lr=1e-3),
+            temperature=1.0,
+            max_tokens=48,
+            pad_id=tok.pad_token_id,
+        )
         for step in range(6):
             trainer.update(rollouts(8, 100 + step))
         final = mean_reward()

@@ -27,7 +27,7 @@ from r1kit.train.checkpoint import latest_checkpoint, load_trainer_state
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("dist_worker.py")
-BASE = dict(lr=1e-3, max_new_tokens=16)
+BASE = dict(lr=1e-3, max_tokens=16)
 # token loss + group scaling (the default); per-sequence loss + batch scaling + KL to a sharded
 # reference + two updates per batch, 3 rows per micro-batch (5 groups of 3: uneven shares of 8
 # and 7 rows, the same number of passes on both ranks); Dr. GRPO's constant normaliser
@@ -42,6 +42,20 @@ CASES = [
     # zero-weight pass (its reference forward too), or FSDP's collectives would hang
     dict(BASE, group_size=3, beta=0.1, micro_batch=1),
 ]  # fmt: skip
+
+
+def _trainer(model, cfg: ZeroConfig, pad_id: int, ref_model=None) -> GRPOTrainer:
+    """The trainer a zero run with `cfg` builds: its algorithm, optimizer and sampling."""
+    s = cfg.sampling
+    return GRPOTrainer(
+        model,
+        cfg.algo,
+        cfg.optim,
+        temperature=s.temperature,
+        max_tokens=s.max_tokens,
+        pad_id=pad_id,
+        ref_model=ref_model,
+    )
 
 
 def _rollouts(model, tok, n_problems: int, seed: int, n: int = 4):
@@ -74,11 +88,11 @@ def _torchrun(job: dict, tmp: Path, name: str) -> dict:
 def _single_step(base, tok, cfg_d: dict, rollouts, trainer=None):
     """The 1-process update; returns its metrics and a Bounds of what another order of the same
     float32 sums (shards, uneven passes) may change."""
-    cfg = ZeroConfig(**cfg_d)
+    cfg = ZeroConfig.of(**cfg_d)
     if trainer is None:
         model = copy.deepcopy(base).train()
-        ref = copy.deepcopy(base).eval().requires_grad_(False) if cfg.beta > 0 else None
-        trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
+        ref = copy.deepcopy(base).eval().requires_grad_(False) if cfg.algo.beta > 0 else None
+        trainer = _trainer(model, cfg, tok.pad_token_id, ref_model=ref)
     steps: list[dict] = []  # each optimizer step's state and gradients, as Adam took them
 
     def snapshot(opt, *_):
@@ -165,7 +179,7 @@ def test_sharded_step_equals_single_process_and_checkpoint_reshards(
     with torch.no_grad():  # scramble the weights: they must come from the checkpoint
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    trainer = GRPOTrainer(model, ZeroConfig(**CASES[0]), tok.pad_token_id)
+    trainer = _trainer(model, ZeroConfig.of(**CASES[0]), tok.pad_token_id)
     state = load_trainer_state(ckpt, trainer.optimizer, model)
     assert state["step"] == 1 and state["world_size"] == 2 and state["data_pos"] == 1
     assert len(trainer.optimizer.state) == len(list(model.parameters()))  # Adam moments back
@@ -240,7 +254,7 @@ def test_zero_under_torchrun_then_resume_in_one_process(tmp_path):
     # step 2 ran on 2 ranks in one run and in one process in the other: bounded through the
     # 2-rank run's optimizer state after step 2 (read back into one process here)
     model = load_model(None).train()
-    trainer = GRPOTrainer(model, ZeroConfig(lr=1e-3), 0)
+    trainer = _trainer(model, ZeroConfig.of(lr=1e-3), 0)
     load_trainer_state(run / "checkpoints" / "step-000002", trainer.optimizer, model)
     cfg, hp = model.config, trainer.optimizer.param_groups[0]
     n_tok = 3 * 4 * 16  # at most: prompts x group x new tokens

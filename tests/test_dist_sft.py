@@ -56,7 +56,7 @@ def test_sharded_sft_step_equals_single_process(tmp_path, tiny_model_base, tiny_
     base = tiny_model_base.state_dict()
     for (cfg_d, lr, rows), ((loss2, tok2, gn2), w2) in zip(cases, res["cases"]):
         model = copy.deepcopy(tiny_model_base).train()
-        cfg = SFTConfig(**cfg_d)
+        cfg = SFTConfig.of(**cfg_d)
         opt = make_optimizer(model, cfg)
         loss1, tok1, gn1 = train_step(model, opt, rows, cfg, tok.pad_token_id, lr)
         assert tok1 == tok2 == sum(len(e.completion_ids) for e in rows)
@@ -120,7 +120,7 @@ def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
     # step 2 ran on 2 ranks in one run and in one process in the other: float32 sums in another
     # order, bounded through the 2-rank run's optimizer state after step 2 (read back here)
     model = load_model(None).train()
-    cfg = SFTConfig(**json.loads((run / "config.json").read_text()))
+    cfg = SFTConfig.of(**json.loads((run / "config.json").read_text()))
     opt = make_optimizer(model, cfg)
     load_trainer_state(run / "checkpoints" / "step-000002", opt, model)
     n_tok, lr = hist[1]["tokens"], hist[1]["lr"]

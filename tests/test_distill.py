@@ -107,14 +107,14 @@ class NoReasoningStub(StubServer):
 
 def test_teacher_without_reasoning_is_reported(tmp_path):
     with NoReasoningStub({}) as stub:
-        cfg = DistillConfig(teacher=stub.url, api_key="sk-test", prompts=4, k=1, epochs=0,
+        cfg = DistillConfig.of(teacher=stub.url, api_key="sk-test", prompts=4, k=1, epochs=0,
                             out=str(tmp_path / "d"))  # fmt: skip
         with pytest.raises(R1kitError, match="no reasoning in any of its 4 answers"):
             run_distill(cfg, progress=False)
 
 
 def test_local_teacher_into_a_truncated_student(tmp_path):
-    cfg = DistillConfig(teacher=None, student_layers="0,3", prompts=24, k=2, max_tokens=64,
+    cfg = DistillConfig.of(teacher=None, student_layers="0,3", prompts=24, k=2, max_tokens=64,
                         epochs=1, batch_size=16, eval_problems=4, eval_k=2,
                         out=str(tmp_path / "d"))  # fmt: skip
     s = run_distill(cfg, progress=False)

@@ -35,7 +35,7 @@ def test_mbpp_style_data_with_tests_field(tmp_path):
     rows = [add, neg]
     data = tmp_path / "mbpp.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = EvalConfig(data=str(data), tests_field="test_list", gold=True, out=str(tmp_path / "o"))
+    cfg = EvalConfig.of(data=str(data), tests_field="test_list", gold=True, out=str(tmp_path / "o"))
     s = run_eval(cfg, progress=False)
     assert s["n_problems"] == 2 and s["pass@1"] == 0.5 and s["wrong"] == ["2"]
 
@@ -43,6 +43,6 @@ def test_mbpp_style_data_with_tests_field(tmp_path):
 def test_missing_tests_field_is_a_clear_error(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"prompt": "def f(): pass", "tests": []}) + "\n")
-    cfg = EvalConfig(data=str(data), tests_field="tests", gold=True, out=str(tmp_path / "o"))
+    cfg = EvalConfig.of(data=str(data), tests_field="tests", gold=True, out=str(tmp_path / "o"))
     with pytest.raises(R1kitError, match="no tests in field 'tests'"):
         run_eval(cfg, progress=False)

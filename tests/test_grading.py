@@ -207,7 +207,7 @@ def _eval(tmp: Path, rows: list[dict], texts: list[list[str]], template: str) ->
     samples.jsonl rows in problem order)."""
     data = tmp / f"{template}.jsonl"
     data.write_text("".join(json.dumps({**r, "id": str(i)}) + "\n" for i, r in enumerate(rows)))
-    cfg = EvalConfig(data=str(data), k=len(texts[0]), out=str(tmp / f"out-{template}"), seed=0)
+    cfg = EvalConfig.of(data=str(data), k=len(texts[0]), out=str(tmp / f"out-{template}"), seed=0)
     backend = Replay({str(i): t for i, t in enumerate(texts)}, template)
     summary = run_eval(cfg, progress=False, backend=backend)
     samples = [json.loads(x) for x in (tmp / f"out-{template}" / "samples.jsonl").open()]

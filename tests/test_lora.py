@@ -97,4 +97,4 @@ def test_lora_zero_run_and_resume(tmp_path):
     for k, v in straight.items():  # the same operations in the same order: bitwise
         assert torch.equal(again["lora"][k], v), k
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["lora_rank"] == 4
+    assert cfg["lora"]["rank"] == 4

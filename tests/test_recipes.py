@@ -14,15 +14,16 @@ from r1kit.errors import R1kitError
 
 
 def test_recipes_set_their_fields_and_explicit_flags_win():
-    cfg = apply_recipe(ZeroConfig(max_new_tokens=100), "dapo", explicit=set())
-    assert (cfg.loss_agg, cfg.eps_high, cfg.dynamic_sampling, cfg.beta) == ("token", 0.28, True, 0)
-    assert cfg.overlong_buffer == 20  # derived: the last fifth of the budget
-    cfg = apply_recipe(ZeroConfig(eps_high=0.3), "dapo", explicit={"eps_high"})
-    assert cfg.eps_high == 0.3
+    cfg = apply_recipe(ZeroConfig.of(max_new_tokens=100), "dapo", explicit=set())
+    a = cfg.algo
+    assert (a.loss_agg, a.eps_high, a.dynamic_sampling, a.beta) == ("token", 0.28, True, 0)
+    assert cfg.algo.overlong_buffer == 20  # derived: the last fifth of the budget
+    cfg = apply_recipe(ZeroConfig.of(eps_high=0.3), "dapo", explicit={"eps_high"})
+    assert cfg.algo.eps_high == 0.3
     cfg = apply_recipe(ZeroConfig(), "dr_grpo", explicit=set())
-    assert (cfg.loss_agg, cfg.scale_rewards, cfg.beta) == ("constant", "none", 0.0)
+    assert (cfg.algo.loss_agg, cfg.algo.scale_rewards, cfg.algo.beta) == ("constant", "none", 0.0)
     cfg = apply_recipe(ZeroConfig(), "grpo", explicit=set())
-    assert (cfg.loss_agg, cfg.beta) == ("sequence", 0.04)
+    assert (cfg.algo.loss_agg, cfg.algo.beta) == ("sequence", 0.04)
     for name in RECIPES:
         apply_recipe(ZeroConfig(), name, set()).validate()
     with pytest.raises(R1kitError, match="unknown recipe"):
@@ -43,7 +44,8 @@ def _zero(tmp_path, *flags):
 
 def test_dapo_recipe_runs_with_dynamic_sampling(tmp_path):
     cfg, rows = _zero(tmp_path, "--recipe", "dapo", "--tis-cap", "2")
-    assert cfg["recipe"] == "dapo" and cfg["dynamic_sampling"] and cfg["overlong_buffer"] == 4
+    algo = cfg["algo"]  # config.json is nested by part
+    assert cfg["recipe"] == "dapo" and algo["dynamic_sampling"] and algo["overlong_buffer"] == 4
     assert len(rows) == 2
     for r in rows:
         assert r["dropped_groups"] >= 0
@@ -78,7 +80,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model_base, tiny_to
             {"question": f"Compute {i} + 1.", "answer": str(i + 1), "flat": f}
             for i, f in enumerate(flags)
         )
-        cfg = ZeroConfig(prompts_per_step=3, group_size=4, dynamic_sampling=True, max_refills=4)
+        cfg = ZeroConfig.of(prompts_per_step=3, group_size=4, dynamic_sampling=True, max_refills=4)
         engine = make_engine(tiny_model_base, tiny_tokenizer.pad_token_id)
         params = SamplingParams(n=4, temperature=1.0, max_tokens=16, seed=1)
         rollouts, used, dropped = _collect(engine, tiny_tokenizer, stream, cfg, params, reward)
@@ -86,7 +88,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model_base, tiny_to
         assert all(not r.example["flat"] for r in rollouts)
         # round 1 takes 3 prompts (2 flat), round 2 takes 2 (1 flat), round 3 takes 1: 6 used
         assert (used, dropped) == (6, 3)
-        off = ZeroConfig(prompts_per_step=3, group_size=4)
+        off = ZeroConfig.of(prompts_per_step=3, group_size=4)
         stream = iter({"question": "q", "answer": "1", "flat": True} for _ in range(3))
         rollouts, used, dropped = _collect(engine, tiny_tokenizer, stream, off, params, reward)
         assert (len(rollouts), used, dropped) == (12, 3, 0)
@@ -100,10 +102,12 @@ def test_gpu_small_preset_fields_and_base():
 
     cfg = ZeroConfig()
     assert apply_preset(cfg, "gpu-small", explicit={"steps"}) == "gpu-small"
-    assert cfg.device == "cuda" and cfg.prompts_per_step == 64 and cfg.steps == 70  # explicit
+    assert (
+        cfg.run.device == "cuda" and cfg.algo.prompts_per_step == 64 and cfg.run.steps == 70
+    )  # explicit
     cfg.validate()
     assert PRESETS["gpu-small"].device == "cuda" and "gpu-small" in ZERO_PRESETS
-    given = ZeroConfig(model="some/dir")
+    given = ZeroConfig.of(model="some/dir")
     assert apply_preset(given, "gpu-small", set()) is None  # --model given: no pretraining
     assert apply_preset(ZeroConfig(), "none", set()) is None
     with pytest.raises(R1kitError, match="unknown preset"):

@@ -55,7 +55,7 @@ def test_packed_loss_equals_padded(tiny_model, tiny_tokenizer):
         model = type(tiny_model)(tiny_model.config)
         model.load_state_dict(tiny_model.state_dict())
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        loss, n_tok, _ = train_step(model, opt, data, SFTConfig(pack_tokens=pack, micro_batch=3),
+        loss, n_tok, _ = train_step(model, opt, data, SFTConfig.of(pack_tokens=pack, micro_batch=3),
                                     tiny_tokenizer.pad_token_id, 0.0)  # fmt: skip
         losses.append(loss)
     assert n_tok == sum(len(e.completion_ids) for e in data)
@@ -66,7 +66,7 @@ def test_packed_loss_equals_padded(tiny_model, tiny_tokenizer):
 
 
 def test_schedule_warmup_then_cosine():
-    cfg = SFTConfig(lr=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
+    cfg = SFTConfig.of(lr=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
     lrs = [lr_at(s, 100, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] > 0.1 - 1e-9
@@ -76,11 +76,11 @@ def test_sft_trains_and_resumes_to_the_same_weights(tmp_path):
     data = _chat_file(tmp_path / "chat.jsonl")
     kw = dict(data=str(data), batch_size=8, micro_batch=4, epochs=2, lr=5e-4, save_every=2,
               eval_problems=0)  # fmt: skip
-    full = run_sft(SFTConfig(out=str(tmp_path / "a"), **kw), progress=False)
+    full = run_sft(SFTConfig.of(out=str(tmp_path / "a"), **kw), progress=False)
     assert full["steps"] == 6 and full["final_loss"] < full["first_loss"]
     # interrupted after step 2: the step-2 checkpoint is the newest one on disk
     b = tmp_path / "b"
-    run_sft(SFTConfig(out=str(b), **kw), progress=False)
+    run_sft(SFTConfig.of(out=str(b), **kw), progress=False)
     for d in ("step-000004", "step-000006"):
         shutil.rmtree(b / "checkpoints" / d)
     shutil.rmtree(b / "final")

@@ -9,13 +9,16 @@ import pytest
 import torch
 from numerics import adam_step_tol, assert_within, decoder_terms, diff_tol
 
-from r1kit.config import ZeroConfig
+from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.rewards.base import WeightedReward
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import Rollout, generate, score
 from r1kit.train.batch import collate, token_logprobs
+
+# the sampling the test rollouts were drawn with: temperature 1, 16 new tokens at most
+T1_16 = {"temperature": 1.0, "max_tokens": 16}
 
 FORMAT = WeightedReward({"format": 1.0})
 
@@ -45,10 +48,11 @@ def _alternate_rewards(rollouts):
 
 def test_one_update_changes_weights(tiny_model, tiny_tokenizer):
     tok = tiny_tokenizer
-    cfg = ZeroConfig(group_size=4, lr=1e-3, max_new_tokens=16)
     rollouts = _rollouts(tiny_model, tok, heldout("arith", 2), _params(tok, 4, 16, seed=0))
     _alternate_rewards(rollouts)
-    trainer = GRPOTrainer(tiny_model, cfg, tok.pad_token_id)
+    trainer = GRPOTrainer(
+        tiny_model, GRPO(group_size=4), GRPOOptim(lr=1e-3), pad_id=tok.pad_token_id, **T1_16
+    )
     w = tiny_model.model.layers[0].mlp.up_proj.weight
     before = w.detach().clone()
     m = trainer.update(rollouts)
@@ -67,14 +71,20 @@ def test_grpo_raises_format_reward(tiny_model, tiny_tokenizer):
     4 x 16 samples, measured with the same sampling seed before and after, rises clearly."""
     tok = tiny_tokenizer
     problems = heldout("arith", 4)
-    cfg = ZeroConfig(lr=1e-3, group_size=8, max_new_tokens=64, temperature=1.0)
 
     def format_rate():
         rollouts = _rollouts(tiny_model, tok, problems, _params(tok, 16, 64, seed=1234))
         return sum(r.reward for r in rollouts) / len(rollouts)
 
     base = format_rate()
-    trainer = GRPOTrainer(tiny_model, cfg, tok.pad_token_id)
+    trainer = GRPOTrainer(
+        tiny_model,
+        GRPO(group_size=8),
+        GRPOOptim(lr=1e-3),
+        temperature=1.0,
+        max_tokens=64,
+        pad_id=tok.pad_token_id,
+    )
     for step in range(8):
         rollouts = _rollouts(tiny_model, tok, problems, _params(tok, 8, 64, seed=100 + step))
         trainer.update(rollouts)
@@ -87,11 +97,11 @@ def test_grpo_raises_format_reward(tiny_model, tiny_tokenizer):
 @pytest.mark.parametrize("beta", [0.0, 0.1])
 def test_mu2_with_reference(beta, tiny_model, tiny_tokenizer):
     tok = tiny_tokenizer
-    cfg = ZeroConfig(group_size=4, lr=1e-3, max_new_tokens=16, mu=2, beta=beta, micro_batch=3)
     ref = copy.deepcopy(tiny_model).eval().requires_grad_(False) if beta > 0 else None
     rollouts = _rollouts(tiny_model, tok, heldout("arith", 2), _params(tok, 4, 16, seed=0))
     _alternate_rewards(rollouts)
-    trainer = GRPOTrainer(tiny_model, cfg, tok.pad_token_id, ref_model=ref)
+    algo, optim = GRPO(group_size=4, mu=2, beta=beta), GRPOOptim(lr=1e-3, micro_batch=3)
+    trainer = GRPOTrainer(tiny_model, algo, optim, pad_id=tok.pad_token_id, ref_model=ref, **T1_16)
     m = trainer.update(rollouts)
     assert all(math.isfinite(v) for v in m.values()), m
     assert trainer.step_count == 1
@@ -106,7 +116,7 @@ def test_mu2_with_reference(beta, tiny_model, tiny_tokenizer):
 
 def test_beta_needs_reference(tiny_model):
     with pytest.raises(ValueError, match="reference"):
-        GRPOTrainer(tiny_model, ZeroConfig(beta=0.1), pad_id=0)
+        GRPOTrainer(tiny_model, GRPO(beta=0.1), GRPOOptim(), pad_id=0, **T1_16)
 
 
 # --------------------------------------------------------------------------- batch / masks
@@ -176,8 +186,8 @@ def test_packed_update_equals_padded(tiny_model_base, tiny_tokenizer):
     results = []
     for pack in (0, 64):
         model = copy.deepcopy(tiny_model_base).train()
-        cfg = ZeroConfig(group_size=4, lr=1e-3, max_new_tokens=16, micro_batch=3, pack_tokens=pack)
-        trainer = GRPOTrainer(model, cfg, tok.pad_token_id)
+        optim = GRPOOptim(lr=1e-3, micro_batch=3, pack_tokens=pack)
+        trainer = GRPOTrainer(model, GRPO(group_size=4), optim, pad_id=tok.pad_token_id, **T1_16)
         m = trainer.update(rollouts)
         results.append((m["loss"], model.model.layers[0].mlp.up_proj.weight, trainer.optimizer))
     # float32 sums in another order (packed rows): the loss sums log-prob ratios over the

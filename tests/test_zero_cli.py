@@ -157,7 +157,7 @@ def test_zero_writes_outputs(run_b2):
 
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3 * 2
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["steps"] == 2 and cfg["group_size"] == 4
+    assert cfg["run"]["steps"] == 2 and cfg["algo"]["group_size"] == 4
     assert (out / "base_eval.json").is_file()
 
 
@@ -282,7 +282,7 @@ def test_console_script(tmp_path):
         ("save_every", 0),
         ("eval_problems", 0),
         ("eval_k", 0),
-        ("max_new_tokens", 0),
+        ("max_tokens", 0),
         ("lr", 0.0),
         ("temperature", 0.0),
         ("eval_temperature", -0.1),
@@ -301,7 +301,7 @@ def test_config_validation(field, value):
 
     ZeroConfig().validate()
     with pytest.raises(R1kitError, match="--" + field.replace("_", "-")):
-        ZeroConfig(**{field: value}).validate()
+        ZeroConfig.of(**{field: value}).validate()
 
 
 def test_run_dir_as_model(run_b2):

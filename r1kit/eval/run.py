@@ -15,26 +15,24 @@ from r1kit.errors import R1kitError
 from r1kit.eval.backends import GoldBackend, Params, Request, request_seed
 from r1kit.eval.benchmarks import get_benchmark, load_problems
 from r1kit.eval.code import get_code_benchmark, grade_code, is_code, load_code_problems
+from r1kit.eval.local import LocalBackend
+from r1kit.eval.remote import RemoteBackend
 from r1kit.eval.report import published_for
 from r1kit.eval.scoring import Grader
 from r1kit.eval.store import SampleStore
 from r1kit.sampling.metrics import cons_at_k, summarize
 
 
-def make_backend(cfg: EvalConfig):
+def make_backend(cfg: EvalConfig) -> GoldBackend | RemoteBackend | LocalBackend:
     if cfg.gold:
         return GoldBackend()
     url = cfg.url
     if url:
-        from r1kit.eval.remote import RemoteBackend
-
         model = cfg.model or (cfg.target if cfg.target and cfg.target != url else None)
-        key = cfg.api_key or os.environ.get("OPENAI_API_KEY")
-        return RemoteBackend(url, key, model, cfg.concurrency, cfg.retries)
+        key = cfg.endpoint.api_key or os.environ.get("OPENAI_API_KEY")
+        return RemoteBackend(url, key, model, cfg.endpoint.concurrency, cfg.endpoint.retries)
     if cfg.model:
         raise R1kitError("--model names an endpoint's model; pass a local model as MODEL_OR_URL")
-    from r1kit.eval.local import LocalBackend
-
     return LocalBackend(cfg.target, engine=cfg.engine, template=cfg.template)
 
 
@@ -42,17 +40,23 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
     """Evaluate, resuming from `cfg.out`; returns the summary (also written to summary.json)."""
     cfg.validate()
     t0 = time.time()
-    code = is_code(cfg.benchmark, cfg.tests_field)
+    code = is_code(cfg.benchmark, cfg.columns.tests_field)
     if code:  # programs run against tests in the sandbox (eval/code.py)
         sandbox.configure(unsafe=cfg.unsafe_exec)
         sandbox.shared()  # none works here and no --unsafe-exec: stop before sampling
-        bench = get_code_benchmark(cfg.benchmark, cfg.data, cfg.question_field, cfg.solution_field)
+        bench = get_code_benchmark(
+            cfg.benchmark, cfg.data, cfg.columns.question_field, cfg.columns.solution_field
+        )
         problems = load_code_problems(
-            bench, cfg.data, cfg.limit, cfg.tests_field, cfg.entry_point_field
+            bench, cfg.data, cfg.limit, cfg.columns.tests_field, cfg.columns.entry_point_field
         )
     else:
         bench = get_benchmark(
-            cfg.benchmark, cfg.data, cfg.question_field, cfg.answer_field, cfg.solution_field
+            cfg.benchmark,
+            cfg.data,
+            cfg.columns.question_field,
+            cfg.columns.answer_field,
+            cfg.columns.solution_field,
         )
         problems = load_problems(bench, cfg.data, cfg.limit)
     k = 1 if cfg.gold else (cfg.k or bench.k)
@@ -65,13 +69,13 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
         "base_url": cfg.url if backend.kind == "remote" else None,
         "benchmark": bench.name,
         "data": str(Path(cfg.data).resolve()) if cfg.data else None,
-        "question_field": cfg.question_field,
-        "answer_field": cfg.answer_field,
-        "solution_field": cfg.solution_field,
+        "question_field": cfg.columns.question_field,
+        "answer_field": cfg.columns.answer_field,
+        "solution_field": cfg.columns.solution_field,
         "template": backend.template,
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "max_tokens": cfg.max_tokens,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
+        "max_tokens": cfg.sampling.max_tokens,
         "seed": seed,
         "k": k,
         "limit": cfg.limit,
@@ -91,7 +95,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
         resumed = len(problems) * k - todo
         if resumed and todo and progress:
             print(f"resuming: {resumed} of {len(problems) * k} samples already in {out}")
-        params = Params(cfg.temperature, cfg.top_p, cfg.max_tokens)
+        params = Params(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
         label = f"{bench.name}: {'references' if cfg.gold else 'sampling'}"
         with _progress(progress and todo > 0, todo, label) as advance:
             for batch in backend.generate(requests, params):
@@ -154,9 +158,9 @@ def _summary(recs, benchmark, model, kind, k, cfg: EvalConfig, seed) -> dict:
         "pass@1_stderr": m["pass1_stderr"],
         "pass@k": m["passk"],
         "cons@k": cons_at_k([[(r["vote_key"], bool(r["correct"])) for r in rs] for rs in recs]),
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "max_tokens": cfg.max_tokens,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
+        "max_tokens": cfg.sampling.max_tokens,
         "seed": seed,
         "tokens": sum(r["tokens"] or 0 for r in flat),
         "mean_tokens": sum(r["tokens"] or 0 for r in flat) / n,

@@ -16,11 +16,13 @@ import hashlib
 import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, user_message
 from r1kit.config import DistillConfig, SFTConfig
+from r1kit.config.parts import TrainRun
 from r1kit.data.datasets import train_stream
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
@@ -34,7 +36,7 @@ from r1kit.sft.data import r1zero_completion
 def prompt_set(cfg: DistillConfig) -> list[dict]:
     """`prompts` distinct train-split problems, each with a stable id (hash of the question)."""
     seen: dict[str, dict] = {}
-    for ex in itertools.islice(train_stream(cfg.dataset, cfg.seed + 303), cfg.prompts * 4):
+    for ex in itertools.islice(train_stream(cfg.dataset, cfg.run.seed + 303), cfg.prompts * 4):
         pid = hashlib.sha1(ex["question"].encode()).hexdigest()[:12]
         seen.setdefault(pid, {**ex, "id": pid})
         if len(seen) == cfg.prompts:
@@ -50,22 +52,22 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
     teacher = make_teacher(cfg)
     setup = {"backend": teacher.kind, "model": teacher.name, "base_url": cfg.url,
              "data": cfg.dataset, "template": teacher.template,
-             "temperature": cfg.temperature, "top_p": cfg.top_p,
-             "max_tokens": cfg.max_tokens, "seed": cfg.seed}  # fmt: skip
+             "temperature": cfg.sampling.temperature, "top_p": cfg.sampling.top_p,
+             "max_tokens": cfg.sampling.max_tokens, "seed": cfg.run.seed}  # fmt: skip
     try:
-        store = SampleStore(Path(cfg.out) / "teacher", setup)
+        store = SampleStore(Path(cfg.run.out) / "teacher", setup)
     except BaseException:
         teacher.close()
         raise
     try:
-        reqs = [Request(p, s, n, request_seed(cfg.seed, p["id"], s))
+        reqs = [Request(p, s, n, request_seed(cfg.run.seed, p["id"], s))
                 for p in problems
                 for s, n in _runs([j for j in range(cfg.k) if j not in store.done(p["id"])])]  # fmt: skip
         todo = sum(r.n for r in reqs)
         new: list[dict] = []
         with _progress(progress and todo > 0, todo, f"teacher {teacher.name}") as advance:
-            for batch in teacher.generate(reqs, Params(cfg.temperature, cfg.top_p,
-                                                       cfg.max_tokens)):  # fmt: skip
+            params = Params(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
+            for batch in teacher.generate(reqs, params):
                 store.add(batch)
                 new += batch
                 advance(len(batch))
@@ -128,20 +130,29 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     from r1kit.modeling import device_of
 
     cfg.validate()
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     t0 = time.time()
-    dist.init(device_of(cfg.device))  # torchrun: join before rank 0 runs the teacher alone
+    dist.init(device_of(cfg.run.device))  # torchrun: join before rank 0 runs the teacher alone
     summary, student = dist.on_main(lambda: _traces_and_student(cfg, progress and dist.is_main()))
-    if cfg.epochs:
+    if cfg.optim.epochs:
         from r1kit.sft.train import run_sft
 
-        sft = SFTConfig(model=student, data=str(out / "traces.jsonl"), out=str(out / "student"),
-                        template=student_template_of(cfg, summary["usage"]["teacher_template"]),
-                        epochs=cfg.epochs, lr=cfg.lr,
-                        batch_size=cfg.batch_size, micro_batch=cfg.batch_size, seed=cfg.seed,
-                        eval_dataset=cfg.dataset, eval_problems=cfg.eval_problems,
-                        eval_k=cfg.eval_k, max_new_tokens=cfg.max_tokens, device=cfg.device,
-                        engine=cfg.engine)  # fmt: skip
+        # the student's SFT: this job's optimizer and held-out evaluation as they are
+        sft = SFTConfig(
+            model=student,
+            data=str(out / "traces.jsonl"),
+            template=student_template_of(cfg, summary["usage"]["teacher_template"]),
+            eval_dataset=cfg.dataset,
+            max_tokens=cfg.sampling.max_tokens,
+            run=TrainRun(
+                out=str(out / "student"),
+                seed=cfg.run.seed,
+                device=cfg.run.device,
+                engine=cfg.run.engine,
+            ),
+            optim=replace(cfg.optim),
+            eval=replace(cfg.eval),
+        )
         summary["student"] = run_sft(sft, resume=(out / "student" / "checkpoints").exists(),
                                      progress=progress)  # fmt: skip
     summary["wall_s"] = round(time.time() - t0, 1)
@@ -156,7 +167,7 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
     from rich.console import Console
 
     console = Console(quiet=not progress)
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     problems = prompt_set(cfg)
@@ -176,10 +187,10 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
     summary: dict[str, Any] = {"teacher": cfg.url or cfg.teacher or "embedded",
                                "prompts": len(problems), **stats, "usage": usage,
                                "teacher_s": round(t_teacher, 1)}  # fmt: skip
-    if not rows and cfg.epochs:
+    if not rows and cfg.optim.epochs:
         raise R1kitError(f"no teacher answer passed verification and the filters; see {out}")
     student = cfg.student
-    if cfg.student_layers and cfg.epochs:
+    if cfg.student_layers and cfg.optim.epochs:
         from r1kit.pipeline.student import shrink
 
         summary["student_init"] = shrink(cfg.student, cfg.student_layers, out / "student-init")

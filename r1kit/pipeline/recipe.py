@@ -3,23 +3,25 @@
     out: runs/pipeline          # each stage writes OUT/NN-NAME/
     model: null                 # the base model (null: the embedded default)
     template: chat              # the format every stage trains in (R1 ends in a chat model)
-    eval: {dataset: mix, problems: 100, k: 4, max_new_tokens: 128}
+    eval: {dataset: mix, problems: 100, k: 4, max_tokens: 128}
     stages:
       - {name: cold_start, kind: sft, data: "traces:mix", max_examples: 1500}
       - {name: reasoning_rl, kind: rl, rewards: "accuracy=1,format=0.5,language=0.5"}
       ...
 
-A stage's fields are those of its job's config (sft: SFTConfig, rl: ZeroConfig, sample:
-SampleConfig, reward_model: RM_FIELDS) plus STAGE_FIELDS; `model` and `data` may name an
-earlier stage (its output) and `model: base` the recipe's base. Unknown stage kinds and field
+A stage's fields are the flat names of its job's config (sft: SFTConfig, rl: ZeroConfig,
+sample: SampleConfig; aliases such as max_new_tokens too; reward_model: RM_FIELDS) plus
+STAGE_FIELDS; `model` and `data` may name an earlier stage (its output) and `model: base` the recipe's base. Unknown stage kinds and field
 names are errors that name the file and line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from r1kit.config import SampleConfig, SFTConfig, ZeroConfig
 from r1kit.errors import R1kitError
@@ -29,7 +31,7 @@ STAGE_FIELDS = {"name", "kind", "model", "data"}
 RL_EXTRA = {"general_share"}  # share of RL prompts without a checkable answer (reward model)
 RM_FIELDS = {"epochs", "lr", "batch_size", "max_rows", "seed"}
 TOP_FIELDS = {"out", "model", "template", "eval", "stages", "seed"}
-EVAL_FIELDS = {"dataset", "problems", "k", "max_new_tokens", "seed"}
+EVAL_FIELDS = {"dataset", "problems", "k", "max_tokens", "max_new_tokens", "seed"}
 OWNED = {"out"}  # set by the pipeline for every stage, never by the recipe
 
 
@@ -56,20 +58,18 @@ class Recipe:
 
 def _allowed(kind: str) -> set[str]:
     cls = KINDS[kind]
-    own = {f.name for f in fields(cls)} if cls else RM_FIELDS
+    own = (
+        {n for f in cls.flat_fields().values() for n in (f.name, *f.aliases)} if cls else RM_FIELDS
+    )
     return (own | STAGE_FIELDS | (RL_EXTRA if kind == "rl" else set())) - OWNED
 
 
 def _plain(node) -> Any:
-    import yaml
-
     return yaml.safe_load(yaml.serialize(node))
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and check a recipe; errors name `path:line`."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise R1kitError(f"recipe not found: {path}")
@@ -86,16 +86,20 @@ def load_recipe(path: str | Path) -> Recipe:
     for k, v in root.value:
         line = k.start_mark.line + 1
         if k.value not in TOP_FIELDS:
-            raise R1kitError(f"{path}:{line}: unknown recipe field {k.value!r}; "
-                             f"known: {', '.join(sorted(TOP_FIELDS))}")  # fmt: skip
+            raise R1kitError(
+                f"{path}:{line}: unknown recipe field {k.value!r}; "
+                f"known: {', '.join(sorted(TOP_FIELDS))}"
+            )
         if k.value == "stages":
             stages_node = v
         elif k.value == "eval":
             ev = _plain(v) or {}
             bad = set(ev) - EVAL_FIELDS
             if bad:
-                raise R1kitError(f"{path}:{line}: unknown eval field {sorted(bad)[0]!r}; "
-                                 f"known: {', '.join(sorted(EVAL_FIELDS))}")  # fmt: skip
+                raise R1kitError(
+                    f"{path}:{line}: unknown eval field {sorted(bad)[0]!r}; "
+                    f"known: {', '.join(sorted(EVAL_FIELDS))}"
+                )
             rec.eval = ev
         else:
             setattr(rec, k.value, _plain(v))
@@ -109,16 +113,19 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = {k.value: (k.start_mark.line + 1, _plain(v)) for k, v in node.value}
         kind = raw.get("kind", (line, None))
         if kind[1] not in KINDS:
-            raise R1kitError(f"{path}:{kind[0]}: unknown stage kind {kind[1]!r}; "
-                             f"known: {', '.join(KINDS)}")  # fmt: skip
+            raise R1kitError(
+                f"{path}:{kind[0]}: unknown stage kind {kind[1]!r}; known: {', '.join(KINDS)}"
+            )
         name = str(raw.get("name", (line, f"{kind[1]}{len(rec.stages) + 1}"))[1])
         if name in names or name == "base":
             raise R1kitError(f"{path}:{line}: stage name {name!r} is used twice or reserved")
         allowed = _allowed(kind[1])
         for key, (kline, _) in raw.items():
             if key not in allowed:
-                raise R1kitError(f"{path}:{kline}: unknown field {key!r} for a {kind[1]} stage; "
-                                 f"known: {', '.join(sorted(allowed))}")  # fmt: skip
+                raise R1kitError(
+                    f"{path}:{kline}: unknown field {key!r} for a {kind[1]} stage; "
+                    f"known: {', '.join(sorted(allowed))}"
+                )
         vals = {k: v for k, (_, v) in raw.items() if k not in STAGE_FIELDS}
         model, data = raw.get("model", (0, None))[1], raw.get("data", (0, None))[1]
         datas = data if isinstance(data, list) else [data]  # data: one source or a list

@@ -9,10 +9,16 @@ OUT/stats.json      prompts, samples, kept, removed per filter (first failure an
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
 from r1kit import sandbox
 from r1kit.chat import resolve_template, set_template, user_message
@@ -20,6 +26,7 @@ from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
+from r1kit.modeling import device_of, load_model, load_tokenizer
 from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
 from r1kit.sampling.rollout import generate
@@ -55,8 +62,11 @@ def select(rollouts: list, limits: Limits, keep_per_prompt: int, k: int) -> dict
             for f in fails:
                 anyf[f] += 1
             ex = r.example
-            row = {**{k: v for k, v in ex.items() if k != "template"},  # the task's fields
-                   "completion": r.text, "tokens": len(r.completion_ids)}  # fmt: skip
+            row = {
+                **{k: v for k, v in ex.items() if k != "template"},  # the task's fields
+                "completion": r.text,
+                "tokens": len(r.completion_ids),
+            }
             if fails:
                 first[fails[0]] += 1
                 rejected.append({**row, "failed": fails})
@@ -74,43 +84,43 @@ def select(rollouts: list, limits: Limits, keep_per_prompt: int, k: int) -> dict
 
 
 def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
-    import itertools
-
-    import torch
-    from rich.console import Console
-
-    from r1kit.modeling import device_of, load_model, load_tokenizer
-
     cfg.validate()
     sandbox.configure(unsafe=cfg.unsafe_exec)  # code problems: only passing programs are kept
     console = Console(quiet=not progress)
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    torch.manual_seed(cfg.seed)
-    examples = list(itertools.islice(train_stream(cfg.dataset, cfg.seed + 101), cfg.prompts))
+    torch.manual_seed(cfg.run.seed)
+    examples = list(itertools.islice(train_stream(cfg.dataset, cfg.run.seed + 101), cfg.prompts))
     # distinct prompts only: a JSONL dataset cycles through epochs
     examples = list({ex["question"]: ex for ex in examples}.values())
-    model = load_model(cfg.model, device=device_of(cfg.device)).eval()
+    model = load_model(cfg.model, device=device_of(cfg.run.device)).eval()
     tok = load_tokenizer(cfg.model)
     cfg.template = resolve_template(tok, cfg.template)  # auto: the model's own format
     set_template(tok, cfg.template)
-    engine = make_engine(model, pad_token_id=tok.pad_token_id, kind=cfg.engine,
-                         **({} if cfg.engine == "hf" else {"max_num_seqs": 512}))  # fmt: skip
-    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_new_tokens, stop_token_ids=(tok.eos_token_id,),
-                            seed=cfg.seed)  # fmt: skip
+    engine = make_engine(
+        model,
+        pad_token_id=tok.pad_token_id,
+        kind=cfg.run.engine,
+        **({} if cfg.run.engine == "hf" else {"max_num_seqs": 512}),
+    )
+    params = SamplingParams(
+        n=cfg.k,
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        max_tokens=cfg.sampling.max_tokens,
+        stop_token_ids=(tok.eos_token_id,),
+        seed=cfg.run.seed,
+    )
     rollouts = []
     chunk = max(1, 512 // cfg.k)
-    from rich.progress import Progress
-
     with Progress(console=console, disable=not progress) as bar:
         task = bar.add_task("sampling", total=len(examples))
         for i in range(0, len(examples), chunk):
             batch = examples[i : i + chunk]
             rollouts += generate(engine, tok, batch, cfg.template, params)
             bar.advance(task, len(batch))
-    res = select(rollouts, Limits.of(cfg), cfg.keep_per_prompt, cfg.k)
+    res = select(rollouts, Limits.of(cfg.filters), cfg.keep_per_prompt, cfg.k)
     for name, rows in (("sft.jsonl", res["kept"]), ("rejected.jsonl", res["rejected"])):
         with (out / name).open("w", encoding="utf-8") as f:
             for row in rows:
@@ -127,16 +137,13 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
         "wall_s": round(time.time() - t0, 1),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if not res["kept"]:
         raise R1kitError(f"no sample passed verification and the filters; see {out}/stats.json")
     return stats
 
 
 def print_stats(stats: dict[str, Any], out: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"rejection sampling: {stats['samples']} samples of {stats['prompts']} prompts")
     t.add_column("filter")
     t.add_column("removed (first failure)", justify="right")

@@ -34,7 +34,6 @@ from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model,
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
 from r1kit.rl import grpo
 from r1kit.rl.report import plot_report
-from r1kit.train.run import read_metrics
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.heldout import evaluate
 from r1kit.sampling.rollout import generate_scored
@@ -45,6 +44,7 @@ from r1kit.train.checkpoint import (
     save_sharded_checkpoint,
 )
 from r1kit.train.lora import add_lora, load_lora_state, lora_state, merged
+from r1kit.train.run import read_metrics
 from r1kit.train.shard import prepare, sync
 
 
@@ -61,9 +61,9 @@ def _prepare_out(out: Path) -> None:
 def _engine_kw(cfg: ZeroConfig) -> dict:
     """Paged-engine options: no more sequences than one step samples. Unseeded requests take
     their seeds from Python's `random`, which this job seeds and checkpoints."""
-    if cfg.engine == "hf":
+    if cfg.run.engine == "hf":
         return {}
-    rows = max(cfg.prompts_per_step * cfg.group_size, cfg.eval_problems * cfg.eval_k)
+    rows = max(cfg.algo.prompts_per_step * cfg.algo.group_size, cfg.eval.problems * cfg.eval.k)
     return {"max_num_seqs": min(512, rows)}
 
 
@@ -72,25 +72,27 @@ def _collect(engine, tok, stream, cfg: ZeroConfig, params, reward) -> tuple[list
     (DAPO) groups whose rewards are all equal carry no gradient and are dropped, and more
     prompts are sampled to refill the batch, for at most `max_refills` extra rounds (a short
     batch trains as it is). Returns (rollouts, prompts consumed, groups dropped)."""
-    G, want = cfg.group_size, cfg.prompts_per_step
+    G, want = cfg.algo.group_size, cfg.algo.prompts_per_step
     kept: list = []
     used = dropped = 0
-    for _ in range(1 + (cfg.max_refills if cfg.dynamic_sampling else 0)):
+    for _ in range(1 + (cfg.algo.max_refills if cfg.algo.dynamic_sampling else 0)):
         need = want - len(kept) // G
         if need <= 0:
             break
         examples = [next(stream) for _ in range(need)]
         used += need
         rollouts = generate_scored(engine, tok, examples, cfg.template, params, reward)
-        if cfg.overlong_buffer:
+        if cfg.algo.overlong_buffer:
             lens = torch.tensor([len(r.completion_ids) for r in rollouts])
-            pen = grpo.soft_overlong_penalty(lens, cfg.max_new_tokens, cfg.overlong_buffer)
+            pen = grpo.soft_overlong_penalty(
+                lens, cfg.sampling.max_tokens, cfg.algo.overlong_buffer
+            )
             for r, p in zip(rollouts, pen.tolist()):
                 r.rewards["overlong"] = p
                 r.reward += p
         for i in range(0, len(rollouts), G):
             group = rollouts[i : i + G]
-            if cfg.dynamic_sampling and len({r.reward for r in group}) == 1:
+            if cfg.algo.dynamic_sampling and len({r.reward for r in group}) == 1:
                 dropped += 1
                 continue
             kept.extend(group)
@@ -120,10 +122,10 @@ def _checked(rewards: dict) -> float:
 
 def _eval(engine, tok, problems, cfg: ZeroConfig, seed: int):
     params = SamplingParams(
-        n=cfg.eval_k,
-        temperature=cfg.eval_temperature,
-        top_p=cfg.eval_top_p,
-        max_tokens=cfg.max_new_tokens,
+        n=cfg.eval.k,
+        temperature=cfg.eval.temperature,
+        top_p=cfg.eval.top_p,
+        max_tokens=cfg.sampling.max_tokens,
         stop_token_ids=(tok.eos_token_id,),
         seed=seed,
     )
@@ -135,34 +137,34 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     cfg.validate()
-    out = Path(cfg.out)
-    device = dist.init(device_of(cfg.device))  # under torchrun: this rank's device
+    out = Path(cfg.run.out)
+    device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
     main = dist.is_main()  # rank 0 writes the run's files (every rank writes its shards)
     if main:
         _prepare_out(out)
     dist.barrier()
     console = Console(quiet=not progress or not main)
     reward = WeightedReward(parse_reward_spec(cfg.rewards))  # unknown names fail before loading
-    problems = heldout(cfg.dataset, cfg.eval_problems, eval_file=cfg.eval_data)
+    problems = heldout(cfg.dataset, cfg.eval.problems, eval_file=cfg.eval_data)
     if not problems:
         raise R1kitError(
             f"no held-out problems in {cfg.eval_data or cfg.dataset}; pass --eval-data FILE.jsonl"
         )
-    stream = train_stream(cfg.dataset, cfg.seed)
+    stream = train_stream(cfg.dataset, cfg.run.seed)
     sandbox.configure(unsafe=cfg.unsafe_exec)
     if any(n.startswith("code") for n in reward.weights) or any("tests" in p for p in problems):
         sandbox.shared()  # no sandbox works here and no --unsafe-exec: stop before any loading
     resolve_model(cfg.model)  # a bad model path fails here, before anything heavy loads
     t0 = time.time()
     ckpt = latest_checkpoint(out) if resume else None
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
     tok = load_tokenizer(str(ckpt) if ckpt else cfg.model)
     set_template(tok, cfg.template)  # the model is saved with the format it is trained in
-    dtype = None if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    if cfg.lora_rank:  # adapters on the base; a checkpoint holds them in its trainer state
+    dtype = None if cfg.run.dtype == "auto" else getattr(torch, cfg.run.dtype)
+    if cfg.lora.rank:  # adapters on the base; a checkpoint holds them in its trainer state
         model = load_model(cfg.model, dtype=dtype, device=device)
-        model = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        model = add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
         if ckpt:
             load_lora_state(
                 model, torch.load(ckpt / "trainer_state.pt", weights_only=False)["lora"]
@@ -171,13 +173,21 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         model = load_model(str(ckpt) if ckpt else cfg.model, dtype=dtype, device=device)
     ref = (
         load_model(cfg.model, dtype=dtype, device=device).eval().requires_grad_(False)
-        if cfg.beta > 0
+        if cfg.algo.beta > 0
         else None
     )
-    engine_model = prepare(model, ref, lora=bool(cfg.lora_rank))  # torchrun: shards model
-    trainer = GRPOTrainer(model, cfg, tok.pad_token_id, ref_model=ref)
+    engine_model = prepare(model, ref, lora=bool(cfg.lora.rank))  # torchrun: shards model
+    trainer = GRPOTrainer(
+        model,
+        cfg.algo,
+        cfg.optim,
+        temperature=cfg.sampling.temperature,
+        max_tokens=cfg.sampling.max_tokens,
+        pad_id=tok.pad_token_id,
+        ref_model=ref,
+    )
     engine = make_engine(
-        engine_model, pad_token_id=tok.pad_token_id, kind=cfg.engine, **_engine_kw(cfg)
+        engine_model, pad_token_id=tok.pad_token_id, kind=cfg.run.engine, **_engine_kw(cfg)
     )
     start, wall_before, consumed = 0, 0.0, 0
     if ckpt:
@@ -197,13 +207,13 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         base = json.loads(base_path.read_text())
     else:
         console.print(
-            f"evaluating the base model on {len(problems)} held-out problems x {cfg.eval_k}"
+            f"evaluating the base model on {len(problems)} held-out problems x {cfg.eval.k}"
         )
-        base, _ = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
+        base, _ = _eval(engine, tok, problems, cfg, seed=cfg.run.seed + 1)
         if main:
             base_path.write_text(json.dumps(base, indent=2))
     console.print(
-        f"base: pass@1 {base['pass1']:.3f}  pass@{cfg.eval_k} {base['passk']:.3f}  "
+        f"base: pass@1 {base['pass1']:.3f}  pass@{cfg.eval.k} {base['passk']:.3f}  "
         f"format {base['format_rate']:.2f}"
     )
 
@@ -212,10 +222,10 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     if main:
         metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
     params = SamplingParams(
-        n=cfg.group_size,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_tokens=cfg.max_new_tokens,
+        n=cfg.algo.group_size,
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        max_tokens=cfg.sampling.max_tokens,
         stop_token_ids=(tok.eos_token_id,),
         logprobs=True,
     )
@@ -228,8 +238,8 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
     ]
     done = start
     with Progress(*cols, console=console, disable=not progress or not main) as bar:
-        task = bar.add_task("", total=cfg.steps, completed=start)
-        for step in range(start + 1, cfg.steps + 1):
+        task = bar.add_task("", total=cfg.run.steps, completed=start)
+        for step in range(start + 1, cfg.run.steps + 1):
             ts = time.time()
             rollouts, used, dropped = _collect(engine, tok, stream, cfg, params, reward)
             consumed += used
@@ -261,11 +271,11 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 ),
             )
             done = step
-            out_of_time = 0 < cfg.time_limit_s <= wall_before + time.time() - t0
+            out_of_time = 0 < cfg.run.time_limit_s <= wall_before + time.time() - t0
             out_of_time = dist.all_reduce(out_of_time, "max") > 0  # every rank stops together
-            if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+            if step % cfg.run.save_every == 0 or step == cfg.run.steps or out_of_time:
                 extra = {"data_pos": consumed, "wall_s": wall_before + time.time() - t0}
-                if cfg.lora_rank:
+                if cfg.lora.rank:
                     extra["lora"] = lora_state(model)
                 if dist.world() > 1:
                     save_sharded_checkpoint(
@@ -277,7 +287,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 break
 
     console.print("evaluating the trained model")
-    final, rollouts = _eval(engine, tok, problems, cfg, seed=cfg.seed + 1)
+    final, rollouts = _eval(engine, tok, problems, cfg, seed=cfg.run.seed + 1)
     if main:  # under torchrun the engine's copy is the full model
         save_model(merged(model) if engine_model is model else engine_model, tok, out / "final")
         with (out / "samples.jsonl").open("w") as f:
@@ -293,7 +303,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
         "final_pass1": final["pass1"],
         "base_passk": base["passk"],
         "final_passk": final["passk"],
-        "k": cfg.eval_k,
+        "k": cfg.eval.k,
         "base_pass1_stderr": base["pass1_stderr"],
         "final_pass1_stderr": final["pass1_stderr"],
         "base_format_rate": base["format_rate"],

@@ -48,18 +48,18 @@ from r1kit.train.shard import model_logprobs, shard, unshard
 
 def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
     """Linear warmup over warmup_ratio of the steps, then cosine down to lr * min_lr_ratio."""
-    warm = int(total * cfg.warmup_ratio)
+    warm = int(total * cfg.optim.warmup_ratio)
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return cfg.optim.lr * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
-    floor = cfg.min_lr_ratio
-    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    floor = cfg.optim.min_lr_ratio
+    return cfg.optim.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
     """AdamW over the (sharded, under torchrun: build it after shard) parameters."""
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
-                             weight_decay=cfg.weight_decay)  # fmt: skip
+    return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95),
+                             weight_decay=cfg.optim.weight_decay)  # fmt: skip
 
 
 def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id: int, lr: float):
@@ -71,15 +71,15 @@ def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id
         g["lr"] = lr
     total = 0.0
     for rows, w in micro_batches(
-        examples, cfg.micro_batch, lambda e: len(e.prompt_ids) + len(e.completion_ids)
+        examples, cfg.optim.micro_batch, lambda e: len(e.prompt_ids) + len(e.completion_ids)
     ):
         mb = collate(rows, pad_id)
-        logp = model_logprobs(model, mb, 1.0, cfg.pack_tokens)  # [n, T-1]
+        logp = model_logprobs(model, mb, 1.0, cfg.optim.pack_tokens)  # [n, T-1]
         loss = -(logp * mb.completion_mask.to(logp.device)).sum() / n_tok
         (loss * w if w != 1 else loss).backward()  # w: W ranks (FSDP averages), 0: padding pass
         total += loss.item() if w else 0.0
     total = dist.all_reduce(total)  # each rank holds its rows' part of the batch loss
-    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
     optimizer.step()
     return total, n_tok, dist.to_float(gn)  # sharded: gn is a DTensor
 
@@ -88,9 +88,9 @@ def _eval_problems(cfg: SFTConfig) -> list[dict]:
     from r1kit.data.datasets import heldout
 
     spec = cfg.eval_dataset or (cfg.data[len(TRACES) :] if cfg.data.startswith(TRACES) else None)
-    if not spec or not cfg.eval_problems:
+    if not spec or not cfg.eval.problems:
         return []
-    return heldout(spec, cfg.eval_problems)
+    return heldout(spec, cfg.eval.problems)
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -98,8 +98,8 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     cfg.validate()
-    out = Path(cfg.out)
-    device = dist.init(device_of(cfg.device))  # under torchrun: this rank's device
+    out = Path(cfg.run.out)
+    device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
     main = dist.is_main()  # rank 0 writes the run's files (every rank writes its shards)
     console = Console(quiet=not progress or not main)
     if main:
@@ -110,11 +110,11 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     sharded = ckpt is not None and (ckpt / "dcp").is_dir()  # its weights come from dcp/
     if ckpt and not sharded and dist.world() > 1:
         raise R1kitError(f"{ckpt} was written by one process: resume it without torchrun")
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
     tok = load_tokenizer(cfg.model)
     set_template(tok, cfg.template)  # the model is saved with the format it is trained in
-    convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.seed, cfg.template)
+    convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.run.seed, cfg.template)
     encoded = [e for c in convs for e in encode_turns(c, tok, cfg.template)]  # every reply
     data = [e for e in encoded if len(e.prompt_ids) + len(e.completion_ids) <= cfg.max_len]
     dropped = len(encoded) - len(data)
@@ -129,14 +129,16 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
             evals["base"] = json.loads(base_path.read_text())
         else:
             console.print(f"evaluating the starting model on {len(problems)} held-out problems")
-            evals["base"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
-                                           cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
+            evals["base"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval.k,
+                                           cfg.max_tokens, engine=cfg.run.engine,
+                                           temperature=cfg.eval.temperature,
+                                           top_p=cfg.eval.top_p)[0]  # fmt: skip
             if main:
                 base_path.write_text(json.dumps(evals["base"], indent=2))
     shard(model)  # torchrun: FSDP-shards the model in place
     optimizer = make_optimizer(model, cfg)
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    per_epoch = math.ceil(len(data) / cfg.optim.batch_size)
+    total = per_epoch * cfg.optim.epochs
     start, wall_before = 0, 0.0
     if ckpt:
         state = load_trainer_state(ckpt, optimizer, model)  # dcp/: weights too, any rank count
@@ -148,15 +150,15 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
         rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if resume and metrics_path.exists() else []  # fmt: skip
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
     console.print(f"{len(data)} examples ({dropped} longer than {cfg.max_len} dropped), "
-                  f"{cfg.epochs} epoch(s), {total} steps")  # fmt: skip
+                  f"{cfg.optim.epochs} epoch(s), {total} steps")  # fmt: skip
     cols = [TextColumn("[bold]sft"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TextColumn("{task.description}")]  # fmt: skip
     model.train()
     step, loss = start, float("nan")
     with Progress(*cols, console=console, disable=not progress or not main) as bar:
         task = bar.add_task("", total=total, completed=start)
-        for epoch in range(start // per_epoch, cfg.epochs):
-            for j, idx in enumerate(batches(len(data), cfg.batch_size, cfg.seed, epoch)):
+        for epoch in range(start // per_epoch, cfg.optim.epochs):
+            for j, idx in enumerate(batches(len(data), cfg.optim.batch_size, cfg.run.seed, epoch)):
                 if epoch * per_epoch + j < start:
                     continue  # resumed: this batch was trained before the checkpoint
                 ts = time.time()
@@ -170,7 +172,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                 bar.update(task, advance=1, description=f"loss {loss:.3f} lr {lr:.2e}")
-                if step % cfg.save_every == 0 or step == total:
+                if step % cfg.run.save_every == 0 or step == total:
                     extra = {"data_pos": step, "wall_s": wall_before + time.time() - t0}
                     if dist.world() > 1:  # dcp/ shards + trainer state; no HF weights
                         save_sharded_checkpoint(out, step, model, None, tok, optimizer, extra)
@@ -185,14 +187,16 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
     train_s = round(wall_before + time.time() - t0, 1)
     if problems:
         console.print("evaluating the fine-tuned model")
-        evals["final"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval_k,
-                                        cfg.max_new_tokens, engine=cfg.engine)[0]  # fmt: skip
+        evals["final"] = evaluate_model(model, tok, problems, cfg.template, cfg.eval.k,
+                                        cfg.max_tokens, engine=cfg.run.engine,
+                                           temperature=cfg.eval.temperature,
+                                           top_p=cfg.eval.top_p)[0]  # fmt: skip
     dist.barrier()  # rank 0's metrics rows are on disk
     hist = [json.loads(x) for x in metrics_path.read_text().splitlines()]
     summary = {
         "examples": len(data),
         "dropped_too_long": dropped,
-        "epochs": cfg.epochs,
+        "epochs": cfg.optim.epochs,
         "steps": step,
         "tokens_per_epoch": sum(len(e.completion_ids) for e in data),
         "first_loss": hist[0]["loss"] if hist else None,
