@@ -77,6 +77,7 @@ def cmd_zero(args: argparse.Namespace) -> int:
             cfg.model = _pretrained_base(need)
     if "recipe" in explicit:
         cfg = apply_recipe(cfg, cfg.recipe, explicit - {"recipe"})
+    cfg.validate()  # a bad setting fails here, before anything loads
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
     if dist.is_main():  # under torchrun rank 0 reports
         zero_report.print_summary(summary, cfg.run.out)
@@ -95,6 +96,7 @@ def _pretrained_base(preset: str) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(EvalConfig, args)
+    cfg.validate()
     summary = run_eval(cfg, progress=not args.quiet)
     if args.quiet:
         keys = ("pass@1", "pass@k", "cons@k")
@@ -218,6 +220,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         base = _saved_config(SFTConfig, args.resume)
         base.run.out = args.resume
     cfg = config_from_args(SFTConfig, args, base)
+    cfg.validate()
     s = run_sft(cfg, resume=bool(args.resume), progress=not args.quiet)
     line = f"{s['examples']} examples, {s['steps']} steps, loss {s['final_loss']:.4f}"
     if "final_pass1" in s:
@@ -230,6 +233,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     cfg = config_from_args(SampleConfig, args)
+    cfg.validate()
     stats = run_sample(cfg, progress=not args.quiet)
     print_stats(stats, cfg.run.out)
     return 0
@@ -247,6 +251,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     cfg = config_from_args(DistillConfig, args)
+    cfg.validate()
     s = run_distill(cfg, progress=not args.quiet)
     if dist.is_main():  # under torchrun rank 0 reports
         print_distill(s, cfg.run.out)
