@@ -154,6 +154,8 @@ BOUNDS = [
     (["sft", "--warmup-ratio", "1"], "--warmup-ratio must be >= 0 and < 1"),
     (["sft", "--epochs", "0"], "--epochs must be >= 1"),
     (["sft", "--template", "alpaca"], "--template must be r1zero or chat"),
+    (["sft", "--engine", "vllm"], "--engine must be auto, paged or hf"),
+    (["eval", "--engine", "vllm"], "--engine must be auto, paged or hf"),
     (["sample", "--min-language", "2"], "--min-language must be >= 0 and <= 1"),
     (["sample", "--temperature", "-1"], "--temperature must be >= 0 (0 is greedy)"),
     (["distill", "--epochs", "-1"], "--epochs must be >= 0"),

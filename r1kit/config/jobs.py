@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from r1kit.config.fields import JobConfig, param, part
 from r1kit.config.parts import (
+    ENGINES,
     GRPO,
     Columns,
     Endpoint,
@@ -187,7 +188,9 @@ class EvalConfig(JobConfig):
     )
     model: str | None = param(None, "the endpoint's model name", shown="the first it lists")
     gold: bool = param(False, "score the reference solutions/answers instead of a model")
-    engine: str = param("auto", "local engine kind for r1kit.engine.make_engine")
+    engine: str = param(
+        "auto", "local engine: auto (paged where supported), paged or hf", choices=ENGINES
+    )
     template: str = param(
         "auto",
         "prompt format of a local model: auto (its own, from its tokenizer), chat or r1zero",

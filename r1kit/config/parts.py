@@ -10,6 +10,7 @@ from r1kit.config.fields import param
 
 DEVICE_HELP = "where to run: auto (cuda when present, else cpu), cpu, cuda, cuda:1, mps"
 ENGINE_HELP = "generation engine: auto (paged where supported), paged, or hf (plain transformers)"
+ENGINES = ("auto", "paged", "hf")
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Run:
     out: str = param("runs/job", "output directory")
     seed: int = param(0, "random seed (data order, sampling, initialisation)")
     device: str = param("auto", DEVICE_HELP)
-    engine: str = param("auto", ENGINE_HELP)
+    engine: str = param("auto", ENGINE_HELP, choices=ENGINES)
 
 
 @dataclass
