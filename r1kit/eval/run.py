@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from r1kit import sandbox
 from r1kit.config import EvalConfig
@@ -89,7 +92,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
         requests = []
         for p in problems:
             have = store.done(p["id"])
-            for start, n in _runs([j for j in range(k) if j not in have]):
+            for start, n in contiguous_runs([j for j in range(k) if j not in have]):
                 requests.append(Request(p, start, n, request_seed(seed, p["id"], start)))
         todo = sum(r.n for r in requests)
         resumed = len(problems) * k - todo
@@ -97,7 +100,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
             print(f"resuming: {resumed} of {len(problems) * k} samples already in {out}")
         params = Params(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
         label = f"{bench.name}: {'references' if cfg.gold else 'sampling'}"
-        with _progress(progress and todo > 0, todo, label) as advance:
+        with progress_bar(progress and todo > 0, todo, label) as advance:
             for batch in backend.generate(requests, params):
                 store.add(batch)
                 advance(len(batch))
@@ -118,7 +121,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
     return summary
 
 
-def _runs(idx: list[int]) -> list[tuple[int, int]]:
+def contiguous_runs(idx: list[int]) -> list[tuple[int, int]]:
     """[0, 1, 2, 5, 6] -> [(0, 3), (5, 2)]: contiguous runs as (start, n)."""
     runs: list[tuple[int, int]] = []
     for j in idx:
@@ -172,13 +175,16 @@ def _summary(recs, benchmark, model, kind, k, cfg: EvalConfig, seed) -> dict:
 
 
 @contextmanager
-def _progress(show: bool, total: int, label: str):
+def progress_bar(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A bar of `total` samples; yields advance(n). Not shown: advance does nothing."""
     if not show:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     cols = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress("[progress.description]{task.description}", *cols) as prog:
         task = prog.add_task(label, total=total)
         yield lambda n: prog.advance(task, n)
+
+
+# the old private names, until pipeline/distill.py imports the public ones
+_progress, _runs = progress_bar, contiguous_runs
