@@ -187,4 +187,3 @@ def progress_bar(show: bool, total: int, label: str) -> Iterator[Callable[[int],
 
 
 # the old private names, until pipeline/distill.py imports the public ones
-_progress, _runs = progress_bar, contiguous_runs

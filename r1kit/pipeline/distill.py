@@ -20,17 +20,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from r1kit import dist
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, user_message
 from r1kit.config import DistillConfig, SFTConfig
 from r1kit.config.parts import TrainRun
 from r1kit.data.datasets import train_stream
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
+from r1kit.eval.run import contiguous_runs, progress_bar
 from r1kit.eval.store import SampleStore
 from r1kit.grading import extract
+from r1kit.modeling import device_of
+from r1kit.pipeline.student import shrink
+from r1kit.pipeline.teacher import make_teacher
 from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
 from r1kit.sft.data import r1zero_completion
+from r1kit.sft.train import run_sft
+from r1kit.train.run import Run
 
 
 def prompt_set(cfg: DistillConfig) -> list[dict]:
@@ -46,9 +55,6 @@ def prompt_set(cfg: DistillConfig) -> list[dict]:
 
 def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[list, dict]:
     """Teacher records for every (problem, sample), from the cache or the teacher."""
-    from r1kit.eval.run import _progress, _runs
-    from r1kit.pipeline.teacher import make_teacher
-
     teacher = make_teacher(cfg)
     setup = {"backend": teacher.kind, "model": teacher.name, "base_url": cfg.url,
              "data": cfg.dataset, "template": teacher.template,
@@ -62,10 +68,10 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
     try:
         reqs = [Request(p, s, n, request_seed(cfg.run.seed, p["id"], s))
                 for p in problems
-                for s, n in _runs([j for j in range(cfg.k) if j not in store.done(p["id"])])]  # fmt: skip
+                for s, n in contiguous_runs([j for j in range(cfg.k) if j not in store.done(p["id"])])]  # fmt: skip
         todo = sum(r.n for r in reqs)
         new: list[dict] = []
-        with _progress(progress and todo > 0, todo, f"teacher {teacher.name}") as advance:
+        with progress_bar(progress and todo > 0, todo, f"teacher {teacher.name}") as advance:
             params = Params(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
             for batch in teacher.generate(reqs, params):
                 store.add(batch)
@@ -125,18 +131,13 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     """Teacher, filters and traces on rank 0 alone under torchrun (a teacher is asked once),
-    then the student's SFT data-parallel on every rank (r1kit/train/plan.py, r1kit/train/shard.py)."""
-    from r1kit import dist
-    from r1kit.modeling import device_of
-
+    then the student's SFT (r1kit sft's job) data-parallel on every rank."""
     cfg.validate()
-    out = Path(cfg.run.out)
-    t0 = time.time()
     dist.init(device_of(cfg.run.device))  # torchrun: join before rank 0 runs the teacher alone
+    run = Run(cfg.run.out, "distill", progress=progress)
+    out = run.out
     summary, student = dist.on_main(lambda: _traces_and_student(cfg, progress and dist.is_main()))
     if cfg.optim.epochs:
-        from r1kit.sft.train import run_sft
-
         # the student's SFT: this job's optimizer and held-out evaluation as they are
         sft = SFTConfig(
             model=student,
@@ -155,17 +156,13 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         )
         summary["student"] = run_sft(sft, resume=(out / "student" / "checkpoints").exists(),
                                      progress=progress)  # fmt: skip
-    summary["wall_s"] = round(time.time() - t0, 1)
-    if dist.is_main():
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    summary["wall_s"] = round(run.wall(), 1)
+    return run.finish(summary)
 
 
 def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, Any], str | None]:
     """Teacher answers -> verified traces.jsonl (+ the truncated student); returns the summary so
     far and the student to fine-tune."""
-    from rich.console import Console
-
     console = Console(quiet=not progress)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,16 +188,12 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
         raise R1kitError(f"no teacher answer passed verification and the filters; see {out}")
     student = cfg.student
     if cfg.student_layers and cfg.optim.epochs:
-        from r1kit.pipeline.student import shrink
-
         summary["student_init"] = shrink(cfg.student, cfg.student_layers, out / "student-init")
         student = str(out / "student-init")
     return summary, student
 
 
 def print_distill(s: dict[str, Any], out: str) -> None:
-    from rich.console import Console
-
     c = Console()
     u = s["usage"]
     c.print(f"teacher {s['teacher']}: {s['answers']} answers for {s['prompts']} prompts "

@@ -17,6 +17,7 @@ from r1kit.rl import grpo
 from r1kit.sampling.rollout import Rollout
 from r1kit.train.batch import TrainBatch, collate
 from r1kit.train.compile import compile_decoder_layers
+from r1kit.train.plan import micro_batches
 from r1kit.train.shard import model_logprobs
 
 
@@ -83,22 +84,13 @@ class GRPOTrainer:
         return grpo.group_advantages(rewards, self.algo.group_size, scale=self.algo.scale_rewards)
 
     @torch.no_grad()
-    def _logp_no_grad(self, model, batch: TrainBatch, mb: int, n_pass: int) -> torch.Tensor:
-        parts = []
-        for p in range(n_pass):
-            pad = p * mb >= len(batch)  # past this rank's rows: row 0 again, result dropped
-            i = 0 if pad else p * mb
-            out = model_logprobs(
-                model,
-                batch.slice(i, i + mb),
-                self.temperature,
-                self.optim.pack_tokens,
-                self.compile_backend,
-            )
-            if not pad:
-                parts.append(out)
-        T = batch.completion_mask.shape[1]
-        return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
+    def _fixed_logprobs(self, model, batches: list[TrainBatch]) -> list[torch.Tensor]:
+        """Log-probs [n, T-1] of each micro-batch under `model`, without gradients (pi_old for
+        mu > 1, the frozen reference for the KL term)."""
+        return [
+            model_logprobs(model, b, self.temperature, self.optim.pack_tokens, self.compile_backend)
+            for b in batches
+        ]
 
     def update(self, rollouts: Sequence[Rollout]) -> dict[str, float]:
         """μ optimizer steps on one generation batch; returns averaged metrics."""
@@ -106,53 +98,47 @@ class GRPOTrainer:
         dev = next(self.model.parameters()).device  # the loss is computed where the model is
         adv = self.advantages(rollouts)  # [N], computed in group order
         zero_std = float((adv.view(-1, algo.group_size).abs().sum(1) == 0).float().mean())
-        # sort by length so each micro-batch pads only to its own longest sequence
-        order = sorted(
-            range(len(rollouts)),
-            key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].completion_ids),
-        )
         # token aggregation over the whole batch (all ranks): completion tokens not masked out
-        n_tok = max(1, sum(len(r.completion_ids) for r in rollouts
-                           if not (algo.mask_truncated and r.finish_reason == "length")))  # fmt: skip
-        n_seq, W = len(rollouts), dist.world()
-        # data-parallel: rank r takes every W-th row of the length order (similar token counts
-        # per rank); a rank left without rows trains one with weight 0 so collectives line up
-        mine = order[dist.rank() :: W] or order[:1]
-        weight = W if dist.rank() < n_seq else 0  # W: FSDP averages gradients over ranks
-        rollouts, adv = [rollouts[i] for i in mine], adv[mine].to(dev)
-        batch = collate(rollouts, self.pad_id, algo.mask_truncated)
-        mbs = dist.micro_batches(len(batch), n_seq, optim.micro_batch)
-        # every rank runs the same number of passes (FSDP's collectives must line up); a rank
-        # whose rows run out first pads with zero-weight passes over its row 0
-        n_pass = dist.passes(n_seq, optim.micro_batch)
+        kept = [r for r in rollouts if not (algo.mask_truncated and r.finish_reason == "length")]
+        n_tok = max(1, sum(len(r.completion_ids) for r in kept))
+        n_seq = len(rollouts)
+        # this rank's forward/backward passes and their loss weights (train/plan.py): rows in
+        # length order, so each micro-batch pads only to its own longest sequence
+        plan = micro_batches(
+            range(n_seq),
+            optim.micro_batch,
+            lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].completion_ids),
+        )
+        batches = [
+            collate([rollouts[i] for i in rows], self.pad_id, algo.mask_truncated)
+            for rows, _ in plan
+        ]
+        advs = [adv[list(rows)].to(dev) for rows, _ in plan]
         # π_old: with μ = 1 the detached current log-probs (ratio 1); with μ > 1 fixed up front
-        old = self._logp_no_grad(self.model, batch, mbs, n_pass) if algo.mu > 1 else None
-        ref = self._logp_no_grad(self.ref_model, batch, mbs, n_pass) if algo.beta > 0 else None
+        old = self._fixed_logprobs(self.model, batches) if algo.mu > 1 else None
+        ref = self._fixed_logprobs(self.ref_model, batches) if algo.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
         self.model.train()
         for _ in range(algo.mu):
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
-            for p in range(n_pass):
-                pad = p * mbs >= len(batch)  # past this rank's rows: row 0 again, weight 0
-                i = 0 if pad else p * mbs
-                mb, live = _live(batch.slice(i, i + mbs))
-                live = 0.0 if pad else live
-                T = mb.completion_mask.shape[1]
+            for j, (batch, (_, weight)) in enumerate(zip(batches, plan)):
+                mb, live = _live(batch)
+                live *= weight > 0  # a padding pass (weight 0) counts in no metric
                 logp = model_logprobs(
                     self.model, mb, self.temperature, optim.pack_tokens, self.compile_backend
                 )
                 cmask = mb.completion_mask.to(dev)
-                old_mb = logp.detach() if old is None else old[i : i + len(mb), :T]
-                ref_mb = None if ref is None else ref[i : i + len(mb), :T]
+                old_mb = logp.detach() if old is None else old[j]
+                ref_mb = None if ref is None else ref[j]
                 isw = None
                 if algo.tis_cap > 0 and mb.engine_logp is not None:
                     isw = grpo.truncated_is_weight(old_mb, mb.engine_logp.to(dev), algo.tis_cap)
                 loss, m = grpo.grpo_loss(
                     logp,
                     old_mb,
-                    adv[i : i + len(mb)],
+                    advs[j],
                     cmask,
                     mode=algo.loss_agg,
                     ref_logp=ref_mb,
@@ -164,10 +150,10 @@ class GRPOTrainer:
                     num_tokens=float(n_tok),
                     num_sequences=n_seq,
                 )
-                w = weight * live  # 1 in one process
+                w = weight * live  # 1 in one process; W under torchrun (FSDP averages)
                 (loss * w if w != 1 else loss).backward()
-                share = mb.completion_mask.sum().item() / n_tok * live * (weight > 0)
-                sums["loss"] += loss.item() * live * (weight > 0)
+                share = mb.completion_mask.sum().item() / n_tok * live
+                sums["loss"] += loss.item() * live
                 sums["clip_ratio"] += m["clip_ratio"] * share
                 sums["kl"] += m["kl"] * share
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.max_grad_norm)

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from r1kit.train.compile import compiled_chunk_logp
+
 
 @dataclass
 class TrainBatch:
@@ -91,8 +93,6 @@ def token_logprobs(
     head = model.get_output_embeddings()
     fn = _chunk_logp
     if compile_backend:
-        from r1kit.train.compile import compiled_chunk_logp
-
         fn = compiled_chunk_logp(_chunk_logp, compile_backend)
     parts = []
     for i in range(0, h.shape[0], chunk):
