@@ -125,3 +125,72 @@ def test_varlen_prefill_matches_per_sequence_sdpa(Hkv):
         for qs, ks, vs in zip(q.split(lens), k.split(lens), v.split(lens))
     ])  # fmt: skip
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_top_p_kernel_keeps_the_exact_nucleus():
+    """The sort-free top-p threshold against a float64 brute-force nucleus, on near-uniform
+    rows (a random-init model: the nucleus is most of the vocabulary), ordinary and peaked
+    rows, with ties (bf16 logits of small integers). The threshold is a logit of its row; the
+    kept set is the exact nucleus unless a prefix mass lies within the float32 rounding of a
+    V-term sum (V * 2^-24) of top_p, where float32 summation order decides."""
+    from r1kit.engine.triton_sample import triton_top_p
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    B, V = 60, 50_003
+    scale = torch.tensor([0.02, 1.0, 4.0], device="cuda").repeat_interleave(B // 3)
+    logits = torch.randn(B, V, device="cuda", generator=g) * scale[:, None]
+    logits[B - 6 :] = torch.randint(-3, 4, (6, V), device="cuda", generator=g).float()  # ties
+    logits = logits.to(torch.bfloat16)
+    top_p = torch.tensor([0.5, 0.9, 0.95, 0.99, 1.0], device="cuda").repeat(B // 5)
+    inv_t = torch.tensor([1 / 0.6, 1.0, 1 / 1.3], device="cuda").repeat(B // 3)
+    th, mx = triton_top_p(logits, inv_t, top_p, torch.zeros(B, device="cuda"))
+    x = logits.float() * inv_t[:, None]  # the float32 values the sampler compares
+    on = top_p < 1  # rows without a filter are skipped (max -inf)
+    torch.testing.assert_close(mx[on], x.max(-1).values[on], rtol=0, atol=0)
+    tol = V * 2.0**-24
+    exact = 0
+    for r in range(B):
+        if top_p[r] == 1:
+            assert th[r] == float("-inf")
+            continue
+        assert bool((x[r] == th[r]).any()), "the threshold is a logit of the row"
+        p64 = (x[r].double() - x[r].double().logsumexp(0)).exp()
+        at_or_above, above = float(p64[x[r] >= th[r]].sum()), float(p64[x[r] > th[r]].sum())
+        assert at_or_above >= top_p[r] - tol and above < top_p[r] + tol
+        srt = p64.sort(descending=True).values
+        n = int(((srt.cumsum(0) - srt) < float(top_p[r])).sum())
+        want = x[r].sort(descending=True).values[n - 1]
+        exact += int(th[r] == want)
+    assert exact >= 0.9 * int((top_p < 1).sum())
+
+
+def test_fused_thresholds_match_the_sorting_ones():
+    """top-p, top-k and min-p combined: the CUDA path (no sort, no host sync) keeps what the
+    CPU path keeps, row by row."""
+    from r1kit.engine.sampler import SamplingRows, fused_thresholds, thresholds
+    from r1kit.engine.types import SamplingParams
+
+    g = torch.Generator(device="cuda").manual_seed(2)
+    V = 30_011
+    params = [
+        SamplingParams(temperature=0.6, top_p=0.95),
+        SamplingParams(temperature=1.0, top_k=40),
+        SamplingParams(temperature=0.7, top_k=300, top_p=0.8),
+        SamplingParams(temperature=1.0, min_p=0.05),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.0),
+    ] * 4
+    B = len(params)
+    logits = (torch.randn(B, V, device="cuda", generator=g) * 3).to(torch.bfloat16)
+    logits[:6] *= 0.01  # flat rows: nuclei past any top-k shortcut
+    rows = SamplingRows.build(params, list(range(B)), [0] * B, "cuda")
+    inv_t = torch.where(rows.temperature <= 0, 1.0, 1.0 / rows.temperature.clamp(min=1e-6))
+    x = logits.float() * inv_t[:, None]
+    new = fused_thresholds(logits, inv_t, rows)
+    ref = thresholds(x, rows)
+    kept_new, kept_ref = (x >= new[:, None]).sum(-1), (x >= ref[:, None]).sum(-1)
+    assert (kept_new == kept_ref).float().mean() >= 0.9
+    # top-k and min-p alone involve no sum: exactly the same
+    for r, sp in enumerate(params):
+        if sp.top_p == 1:
+            assert kept_new[r] == kept_ref[r]

@@ -74,8 +74,11 @@ class PagedEngine:
         self._pending: _Launched | None = None  # the decode step launched but not yet read
         self._flip = 0
         if self.device.type == "cuda":
+            # flat: the [2, B] view of its head is contiguous, so the copy into it is one
+            # asynchronous DMA (a strided view of a [2, max_num_seqs] buffer makes torch
+            # copy synchronously, and the host would wait for the step it just launched)
             self._host = [
-                torch.empty((2, max_num_seqs), dtype=torch.float64, pin_memory=True)
+                torch.empty(2 * max_num_seqs, dtype=torch.float64, pin_memory=True)
                 for _ in range(2)
             ]
 
@@ -172,9 +175,14 @@ class PagedEngine:
             seqs = self.scheduler.grow([s for s in prev.seqs if self._continues(s)])
             if not seqs:
                 return None
-            row = {id(s): i for i, s in enumerate(prev.seqs)}
-            idx = torch.tensor([row[id(s)] for s in seqs]).to(prev.tok.device, non_blocking=True)
-            ids = prev.tok.index_select(0, idx)
+            if len(seqs) == len(prev.seqs) and all(map(_same, seqs, prev.seqs)):
+                ids = prev.tok  # the usual case: the same batch, no gather (no upload)
+            else:
+                row = {id(s): i for i, s in enumerate(prev.seqs)}
+                idx = torch.tensor([row[id(s)] for s in seqs]).to(
+                    prev.tok.device, non_blocking=True
+                )
+                ids = prev.tok.index_select(0, idx)
         logits = self.runner.decode(seqs, ids)
         for s in seqs:
             s.num_cached += 1
@@ -196,7 +204,7 @@ class PagedEngine:
         event = None
         if both.is_cuda:  # read back through pinned memory, double-buffered, waited on later
             self._flip ^= 1
-            host = self._host[self._flip][:, : len(seqs)]
+            host = self._host[self._flip][: 2 * len(seqs)].view(2, len(seqs))
             host.copy_(both, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
@@ -279,6 +287,8 @@ class PagedEngine:
         greedy = SamplingParams(max_tokens=2, temperature=0.0)
         for prompts in ([prompt[:16]], [prompt], [prompt, prompt[:-5] + [2, 3]]):
             self.generate(prompts, greedy)
+        # and the sampler's filters (their Triton kernels compile on first use)
+        self.generate([prompt[:16]], SamplingParams(max_tokens=2, top_p=0.95, top_k=50))
         self.alloc.clear()
 
     # ----------------------------------------------------------------- weights and memory

@@ -48,11 +48,15 @@ class ModelRunner:
         n = self.buckets[-1]
         # host-side inputs: rows ids, positions, slots, context lengths; and block tables.
         # On CUDA the meta rows and a block-table staging area are pinned, so the per-step
-        # uploads are asynchronous.
+        # uploads are asynchronous; two of each, used in turn: with pipelined decode, step t+1
+        # is written while step t's upload may still wait in the stream (the host has only
+        # waited for step t-1, whose upload came from the other pair).
         pin = self.device.type == "cuda"
-        self._meta_t = torch.zeros((4, n), dtype=torch.int64, pin_memory=pin)
-        self._meta = self._meta_t.numpy()
-        self._stage = torch.zeros(n * self.max_blocks, dtype=torch.int64, pin_memory=pin)
+        self._metas = [torch.zeros((4, n), dtype=torch.int64, pin_memory=pin) for _ in range(2)]
+        self._stages = [
+            torch.zeros(n * self.max_blocks, dtype=torch.int64, pin_memory=pin) for _ in range(2)
+        ]
+        self._turn = 0
         self._bt = np.zeros((n, self.max_blocks), dtype=np.int64)
         self._rows: list[tuple | None] = [None] * n  # (seq, epoch, blocks) written in each row
         self.k = self.v = None
@@ -117,7 +121,9 @@ class ModelRunner:
         """The last token of each sequence (not yet cached) -> logits [B, V]. `ids` [B] on the
         device replaces the host's token ids (pipelined decode: they are not on the host yet)."""
         B = len(seqs)
-        bs, meta, bt, rows = self.bs, self._meta, self._bt, self._rows
+        self._turn ^= 1
+        meta_t, stage = self._metas[self._turn], self._stages[self._turn]
+        bs, meta, bt, rows = self.bs, meta_t.numpy(), self._bt, self._rows
         pos = [s.num_cached for s in seqs]
         meta[0, :B] = [s.tokens[-1] for s in seqs]
         meta[1, :B] = pos
@@ -143,10 +149,10 @@ class ModelRunner:
         meta[3, B:b] = 1  # dummy rows: token 0 at slot 0 of block 0, context 1
         bt[B:b, 0] = 0
         rows[B:b] = [None] * (b - B)
-        self.g_meta.copy_(self._meta_t, non_blocking=True)
+        self.g_meta.copy_(meta_t, non_blocking=True)
         if ids is not None:
             self.g_meta[0, :B].copy_(ids)
-        stage = self._stage[: b * width].view(b, width)
+        stage = stage[: b * width].view(b, width)
         stage.numpy()[:] = bt[:b, :width]
         self.g_bt[:b, :width].copy_(stage, non_blocking=True)
         graph, logits = self.graphs.get(b) or self._capture(b)

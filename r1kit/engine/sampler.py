@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+# the Triton kernel imports triton (optional, CUDA only) when first built, not at import
+from r1kit.engine.triton_sample import triton_available, triton_sample, triton_top_p
+
 M32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # the multiplier of a well-mixing 32-bit integer hash
 _GOLD = 0x61C88647  # 2^32 / golden ratio, mod 2^32 (kept < 2^31 so Triton treats it as int32)
@@ -87,7 +90,8 @@ def thresholds(scaled: torch.Tensor, rows: SamplingRows) -> torch.Tensor:
 
     A full sort of [B, 152k] logits per step would cost more than the model's forward, so the
     cut-offs come from the top K (>= 256 and >= the largest top-k) entries; only rows whose
-    nucleus reaches past them are sorted in full (one device sync to find them).
+    nucleus reaches past them are sorted in full (one device sync to find them). This is the
+    path off CUDA; on CUDA `fused_thresholds` gives the same cut-offs with no sort and no sync.
     """
     B, V = scaled.shape
     th = torch.full((B,), float("-inf"), device=scaled.device)
@@ -127,17 +131,31 @@ def sample(logits: torch.Tensor, rows: SamplingRows) -> tuple[torch.Tensor, torc
     inv_t = torch.where(greedy, 1.0, 1.0 / rows.temperature.clamp(min=1e-6))
     noise = (~greedy).float()
     keys = row_keys(rows.seeds, rows.steps)
+    if logits.is_cuda and triton_available():
+        th = torch.full_like(inv_t, float("-inf"))
+        if rows.filtered:
+            th = fused_thresholds(logits, inv_t, rows)
+        return triton_sample(logits, inv_t, noise, th, keys)
     th = None
     if rows.filtered:
         th = thresholds(logits.float() * inv_t[:, None], rows)
-    if logits.is_cuda:
-        from r1kit.engine.triton_sample import triton_available, triton_sample
-
-        if triton_available():
-            if th is None:
-                th = torch.full_like(inv_t, float("-inf"))
-            return triton_sample(logits, inv_t, noise, th, keys)
     return sample_reference(logits, inv_t, noise, th, keys)
+
+
+def fused_thresholds(logits: torch.Tensor, inv_t: torch.Tensor, rows: SamplingRows):
+    """`thresholds` on CUDA with no sort and no host sync (the decode step stays pipelined):
+    top-p and min-p from one Triton kernel (triton_sample.triton_top_p), top-k from a top-k of
+    the raw logits (x -> x * inv_t is increasing, so the same entries and, scaled in float32
+    as in `sample`, the same values)."""
+    th, mx = triton_top_p(logits, inv_t, rows.top_p, rows.min_p)
+    th_m = torch.where(rows.min_p > 0, mx + rows.min_p.clamp(min=1e-30).log(), float("-inf"))
+    th = torch.maximum(th, th_m)
+    if rows.max_top_k:
+        K = min(logits.shape[1], rows.max_top_k)
+        vals = logits.topk(K, dim=-1).values.float() * inv_t[:, None]
+        kth = vals.gather(1, (rows.top_k.clamp(1, K) - 1)[:, None])[:, 0]
+        th = torch.maximum(th, torch.where(rows.top_k > 0, kth, float("-inf")))
+    return th
 
 
 def sample_reference(logits, inv_t, noise, th, keys) -> tuple[torch.Tensor, torch.Tensor]:

@@ -148,13 +148,18 @@ async def keepalive(
     gone = asyncio.ensure_future(_client_gone(request)) if request is not None else None
     try:
         while True:
-            waiting = {nxt} if gone is None else {nxt, gone}
-            done, _ = await asyncio.wait(waiting, timeout=interval, return_when="FIRST_COMPLETED")
-            if gone is not None and gone in done:
+            if not nxt.done():  # one turn of the loop runs it: an item already queued (a
+                await asyncio.sleep(0)  # client behind the engine) then needs no timed wait
+            if not nxt.done():
+                waiting = {nxt} if gone is None else {nxt, gone}
+                done, _ = await asyncio.wait(
+                    waiting, timeout=interval, return_when="FIRST_COMPLETED"
+                )
+                if not done:
+                    yield None
+                    continue
+            if gone is not None and gone.done():
                 return
-            if not done:
-                yield None
-                continue
             try:
                 item = nxt.result()
             except StopAsyncIteration:
