@@ -70,7 +70,7 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model_base, tiny_to
     the completion length (which varies across samples) and are kept; the batch is refilled."""
     from r1kit.engine import SamplingParams, make_engine
     from r1kit.rewards import base
-    from r1kit.rl.zero import _collect
+    from r1kit.rl.collect import collect
 
     base.REGISTRY["_test_len_unless_flat"] = lambda c, ex: 0.0 if ex["flat"] else float(len(c))
     try:
@@ -83,14 +83,18 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_model_base, tiny_to
         cfg = ZeroConfig.of(prompts_per_step=3, group_size=4, dynamic_sampling=True, max_refills=4)
         engine = make_engine(tiny_model_base, tiny_tokenizer.pad_token_id)
         params = SamplingParams(n=4, temperature=1.0, max_tokens=16, seed=1)
-        rollouts, used, dropped = _collect(engine, tiny_tokenizer, stream, cfg, params, reward)
+        rollouts, used, dropped = collect(
+            engine, tiny_tokenizer, stream, cfg.template, cfg.algo, params, reward
+        )
         assert len(rollouts) == 12
         assert all(not r.example["flat"] for r in rollouts)
         # round 1 takes 3 prompts (2 flat), round 2 takes 2 (1 flat), round 3 takes 1: 6 used
         assert (used, dropped) == (6, 3)
         off = ZeroConfig.of(prompts_per_step=3, group_size=4)
         stream = iter({"question": "q", "answer": "1", "flat": True} for _ in range(3))
-        rollouts, used, dropped = _collect(engine, tiny_tokenizer, stream, off, params, reward)
+        rollouts, used, dropped = collect(
+            engine, tiny_tokenizer, stream, off.template, off.algo, params, reward
+        )
         assert (len(rollouts), used, dropped) == (12, 3, 0)
     finally:
         del base.REGISTRY["_test_len_unless_flat"]
