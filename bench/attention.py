@@ -81,16 +81,26 @@ def flex_paged(q, kc, vc, tables, lens, scale):
         pos = logical[b, kv // BS] * BS + kv % BS
         return pos < lens[b]
 
-    bm = BlockMask.from_kv_blocks(nblk[:, None, None], kv_idx[:, None, None, :],
-                                  BLOCK_SIZE=(128, BS), mask_mod=mask_mod,
-                                  seq_lengths=(1, NB * BS))  # fmt: skip
+    bm = BlockMask.from_kv_blocks(
+        nblk[:, None, None],
+        kv_idx[:, None, None, :],
+        BLOCK_SIZE=(128, BS),
+        mask_mod=mask_mod,
+        seq_lengths=(1, NB * BS),
+    )
     k = kc.view(1, NB * BS, HKV, D).transpose(1, 2)  # [1, Hkv, S, D], pages laid end to end
     v = vc.view(1, NB * BS, HKV, D).transpose(1, 2)
     fn = torch.compile(flex_attention, dynamic=False)
 
     def run():
-        return fn(q[:, :, None], k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1),
-                  block_mask=bm, scale=scale, enable_gqa=True)[:, :, 0]  # fmt: skip
+        return fn(
+            q[:, :, None],
+            k.expand(B, -1, -1, -1),
+            v.expand(B, -1, -1, -1),
+            block_mask=bm,
+            scale=scale,
+            enable_gqa=True,
+        )[:, :, 0]
 
     return run
 
@@ -116,8 +126,11 @@ def decode_part(res: dict, name: str, ctx: list[int]) -> None:
         try:
             err = float((fn().float() - ref.float()).abs().max())
             t = bench(fn)
-            res[f"decode.{name}.{cand}"] = {"us": round(t * 1e6, 1), "max_abs_err": round(err, 4),
-                                            "kv_GB_per_s": round(kv_bytes / t / 1e9)}  # fmt: skip
+            res[f"decode.{name}.{cand}"] = {
+                "us": round(t * 1e6, 1),
+                "max_abs_err": round(err, 4),
+                "kv_GB_per_s": round(kv_bytes / t / 1e9),
+            }
         except Exception as e:  # noqa: BLE001
             res[f"decode.{name}.{cand}"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(name, cand, res[f"decode.{name}.{cand}"], flush=True)
@@ -126,8 +139,9 @@ def decode_part(res: dict, name: str, ctx: list[int]) -> None:
 def varlen_fn(q, k, v, lens, scale):
     from torch.nn.attention.varlen import varlen_attn
 
-    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], device=q.device,
-                      dtype=torch.int32)  # fmt: skip
+    cu = torch.tensor(
+        [0, *torch.tensor(lens).cumsum(0).tolist()], device=q.device, dtype=torch.int32
+    )
     sig = inspect.signature(varlen_attn).parameters
     kw: dict = {"scale": scale}
     if "window_size" in sig:
@@ -146,8 +160,9 @@ def varlen_fn(q, k, v, lens, scale):
 def flex_doc_fn(q, k, v, lens, scale):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    doc = torch.repeat_interleave(torch.arange(len(lens), device=q.device),
-                                  torch.tensor(lens, device=q.device))  # fmt: skip
+    doc = torch.repeat_interleave(
+        torch.arange(len(lens), device=q.device), torch.tensor(lens, device=q.device)
+    )
 
     def causal_doc(b, h, qi, ki):
         return (doc[qi] == doc[ki]) & (qi >= ki)
@@ -176,16 +191,21 @@ def prefill_part(res: dict, name: str, lens: list[int]) -> None:
         try:
             fn = make()
             err = float((fn().float() - ref.float()).abs().max())
-            res[f"prefill.{name}.{cand}"] = {"us": round(bench(fn, 20) * 1e6, 1),
-                                             "max_abs_err": round(err, 4)}  # fmt: skip
+            res[f"prefill.{name}.{cand}"] = {
+                "us": round(bench(fn, 20) * 1e6, 1),
+                "max_abs_err": round(err, 4),
+            }
         except Exception as e:  # noqa: BLE001
             res[f"prefill.{name}.{cand}"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(name, cand, res[f"prefill.{name}.{cand}"], flush=True)
 
 
 def main() -> None:
-    res: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                 "shape": f"H={H} Hkv={HKV} D={D} block={BS}, bf16"}  # fmt: skip
+    res: dict = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "shape": f"H={H} Hkv={HKV} D={D} block={BS}, bf16",
+    }
     decode_part(res, "b512_ctx640", [640] * 512)
     decode_part(res, "b512_ctx64-2176", [64 + (i * 2112) // 511 for i in range(512)])
     prefill_part(res, "64x128", [128] * 64)

@@ -89,9 +89,14 @@ def profile_table(eng: PagedEngine, steps: int = 10) -> list[dict]:
         torch.cuda.synchronize()
     rows = []
     for e in prof.key_averages():
-        rows.append({"name": e.key[:60], "calls": e.count,
-                     "cpu_ms": round(e.self_cpu_time_total / 1e3 / steps, 3),
-                     "cuda_ms": round(getattr(e, "self_device_time_total", 0) / 1e3 / steps, 3)})  # fmt: skip
+        rows.append(
+            {
+                "name": e.key[:60],
+                "calls": e.count,
+                "cpu_ms": round(e.self_cpu_time_total / 1e3 / steps, 3),
+                "cuda_ms": round(getattr(e, "self_device_time_total", 0) / 1e3 / steps, 3),
+            }
+        )
     top_cuda = sorted(rows, key=lambda r: -r["cuda_ms"])[:14]
     top_cpu = sorted(rows, key=lambda r: -r["cpu_ms"])[:14]
     return {"per_step_top_cuda": top_cuda, "per_step_top_cpu": top_cpu}
@@ -142,8 +147,13 @@ def main() -> None:
     ap.add_argument("--levels", default="1,128,256")
     a = ap.parse_args()
     model, _, name = model_here("0.5B", "cuda", decode_all=False)
-    res = {"model": name, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "levels": []}  # fmt: skip
+    res = {
+        "model": name,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "levels": [],
+    }
     eng = PagedEngine(model)
     eng.warm_up()
     for n in [int(x) for x in a.levels.split(",")]:

@@ -57,35 +57,61 @@ def main() -> None:
     pre = student_base(args.student)
     load0 = round(os.getloadavg()[0], 2)
     t0 = time.time()
-    cfg = DistillConfig.of(teacher=args.teacher, student=args.student, prompts=args.prompts, k=4,
-                        max_tokens=128, epochs=args.epochs, lr=2e-3, out=str(out / "distill"))  # fmt: skip
+    cfg = DistillConfig.of(
+        teacher=args.teacher,
+        student=args.student,
+        prompts=args.prompts,
+        k=4,
+        max_tokens=128,
+        epochs=args.epochs,
+        lr=2e-3,
+        out=str(out / "distill"),
+    )
     d = run_distill(cfg)
     print_distill(d, cfg.run.out)
     wall = time.time() - t0
-    rl = run_zero(ZeroConfig.of(model=args.student, out=str(out / "rl"), steps=100_000,
-                             time_limit_s=wall, save_every=1000))  # fmt: skip
+    rl = run_zero(
+        ZeroConfig.of(
+            model=args.student,
+            out=str(out / "rl"),
+            steps=100_000,
+            time_limit_s=wall,
+            save_every=1000,
+        )
+    )
     st = d["student"]
     res = {
         "date": time.strftime("%Y-%m-%d"),
         "command": "OMP_NUM_THREADS=2 python bench/distill_cpu.py " + " ".join(sys.argv[1:]),
         "load_avg_start_end": [load0, round(os.getloadavg()[0], 2)],
         "teacher": {"path": args.teacher, "params": params(args.teacher)},
-        "student": {"path": args.student, "params": params(args.student),
-                    "layers": pre["config"]["layers"], "pretrain_tokens": pre["tokens"],
-                    "pretrain_wall_s": pre["wall_s"]},
+        "student": {
+            "path": args.student,
+            "params": params(args.student),
+            "layers": pre["config"]["layers"],
+            "pretrain_tokens": pre["tokens"],
+            "pretrain_wall_s": pre["wall_s"],
+        },
         "eval": "100 held-out mix problems x 4 samples, T=0.6, top-p 0.95, seed 1",
         "teacher_answers": d["answers"],
         "traces_kept": d["kept"],
         "removed": d["removed"],
         "usage": d["usage"],
-        "distill": {"wall_s": round(wall, 1), "start_pass1": st["base_pass1"],
-                    "final_pass1": st["final_pass1"],
-                    "gain": round(st["final_pass1"] - st["base_pass1"], 4),
-                    "sft_steps": st["steps"]},
-        "rl_alone": {"wall_s": rl["wall_s"], "steps": rl["steps"],
-                     "start_pass1": rl["base_pass1"], "final_pass1": rl["final_pass1"],
-                     "gain": round(rl["final_pass1"] - rl["base_pass1"], 4)},
-    }  # fmt: skip
+        "distill": {
+            "wall_s": round(wall, 1),
+            "start_pass1": st["base_pass1"],
+            "final_pass1": st["final_pass1"],
+            "gain": round(st["final_pass1"] - st["base_pass1"], 4),
+            "sft_steps": st["steps"],
+        },
+        "rl_alone": {
+            "wall_s": rl["wall_s"],
+            "steps": rl["steps"],
+            "start_pass1": rl["base_pass1"],
+            "final_pass1": rl["final_pass1"],
+            "gain": round(rl["final_pass1"] - rl["base_pass1"], 4),
+        },
+    }
     Path(args.result).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: res[k] for k in ("distill", "rl_alone")}, indent=2))
 

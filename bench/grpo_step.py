@@ -135,8 +135,14 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
         engine.sync_weights()
         engine.wake()
         t5 = sync()
-        row = {"rollout_s": t1 - t0, "reward_s": t2 - t1, "sleep_s": t3 - t2, "update_s": t4 - t3,
-               "sync_wake_s": t5 - t4, "step_s": t5 - t0}  # fmt: skip
+        row = {
+            "rollout_s": t1 - t0,
+            "reward_s": t2 - t1,
+            "sleep_s": t3 - t2,
+            "update_s": t4 - t3,
+            "sync_wake_s": t5 - t4,
+            "step_s": t5 - t0,
+        }
         if k:
             rows.append(row)
         print(tag, k, {a: round(b, 3) for a, b in row.items()}, flush=True)
@@ -144,16 +150,23 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
     lens = [(len(r.prompt_ids), len(r.completion_ids)) for r in rollouts]
     flops = update_flops(m, lens)
     ntok = sum(p + n for p, n in lens)
-    log(res, f"r1kit.{tag}", {
-        **mean, "steps_timed": len(rows),
-        "rollout_tok_per_s": round(sum(n for _, n in lens) / mean["rollout_s"]),
-        "update_tok_per_s": round(ntok / mean["update_s"]),
-        "update_mfu": round(flops / mean["update_s"] / PEAK, 3),
-        "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
-        "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
-        "micro_batch": cfg.optim.micro_batch, "grad_checkpoint": cfg.optim.grad_checkpoint,
-        "pack_tokens": cfg.optim.pack_tokens, "compile_update": cfg.optim.compile_update,
-    })  # fmt: skip
+    log(
+        res,
+        f"r1kit.{tag}",
+        {
+            **mean,
+            "steps_timed": len(rows),
+            "rollout_tok_per_s": round(sum(n for _, n in lens) / mean["rollout_s"]),
+            "update_tok_per_s": round(ntok / mean["update_s"]),
+            "update_mfu": round(flops / mean["update_s"] / PEAK, 3),
+            "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+            "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
+            "micro_batch": cfg.optim.micro_batch,
+            "grad_checkpoint": cfg.optim.grad_checkpoint,
+            "pack_tokens": cfg.optim.pack_tokens,
+            "compile_update": cfg.optim.compile_update,
+        },
+    )
 
 
 def part_r1kit(res, variants: list[str], steps: int) -> None:
@@ -164,10 +177,18 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
     for v in variants:  # e.g. "mb32", "mb64+ckpt", "mb64+compile"
         opts = v.split("+")
         mb = int(opts[0].removeprefix("mb"))
-        cfg = ZeroConfig.of(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-6,
-                         beta=0.0, loss_agg="token", micro_batch=mb, temperature=1.0,
-                         grad_checkpoint="ckpt" in opts,
-                         compile_update="compile" in opts)  # fmt: skip
+        cfg = ZeroConfig.of(
+            group_size=G,
+            prompts_per_step=P,
+            max_new_tokens=GEN,
+            lr=1e-6,
+            beta=0.0,
+            loss_agg="token",
+            micro_batch=mb,
+            temperature=1.0,
+            grad_checkpoint="ckpt" in opts,
+            compile_update="compile" in opts,
+        )
         if "ckpt" in opts:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -182,8 +203,12 @@ def part_trl(res) -> None:
     t = time.time()
     logf = OUT.with_name("trl_log.txt")  # TRL's own output, kept beside the results
     with logf.open("w") as f:
-        p = subprocess.run([sys.executable, str(Path(__file__).parent / "anchors" / "trl_grpo_step.py")],
-                           env=env, stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "anchors" / "trl_grpo_step.py")],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     if p.returncode:
         log(res, "trl", {"error": logf.read_text()[-2000:]})
         return
@@ -204,8 +229,15 @@ def part_update_fit(res, shape: str, n: int, clen: int, mb: int, lora_rank: int 
         m = add_lora(m, lora_rank)
     engine = PagedEngine(m, max_num_seqs=256, kv_memory=0.3, seed=0)
     engine.sleep()
-    cfg = ZeroConfig.of(group_size=G, prompts_per_step=n // G, max_new_tokens=clen, lr=1e-6,
-                     micro_batch=mb, grad_checkpoint=True, lora_rank=lora_rank)  # fmt: skip
+    cfg = ZeroConfig.of(
+        group_size=G,
+        prompts_per_step=n // G,
+        max_new_tokens=clen,
+        lr=1e-6,
+        micro_batch=mb,
+        grad_checkpoint=True,
+        lora_rank=lora_rank,
+    )
     trainer = trainer_for(m, cfg)
     rollouts = synth_rollouts(n, PLEN, clen)
     torch.cuda.reset_peak_memory_stats()
@@ -216,15 +248,25 @@ def part_update_fit(res, shape: str, n: int, clen: int, mb: int, lora_rank: int 
     engine.wake()
     t2 = sync()
     lens = [(PLEN, clen)] * n
-    log(res, f"fit.{shape}{'.lora' if lora_rank else ''}", {
-        "completions": n, "completion_tokens": clen, "prompt_tokens": PLEN, "micro_batch": mb,
-        "update_s": round(t1 - t0, 2), "sync_wake_s": round(t2 - t1, 2),
-        "update_mfu": round(update_flops(m, lens) / (t1 - t0) / PEAK, 3) if not lora_rank else None,
-        "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
-        "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
-        "gpu_total_GB": round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1),
-        "trainable_params": sum(p.numel() for p in m.parameters() if p.requires_grad),
-    })  # fmt: skip
+    log(
+        res,
+        f"fit.{shape}{'.lora' if lora_rank else ''}",
+        {
+            "completions": n,
+            "completion_tokens": clen,
+            "prompt_tokens": PLEN,
+            "micro_batch": mb,
+            "update_s": round(t1 - t0, 2),
+            "sync_wake_s": round(t2 - t1, 2),
+            "update_mfu": round(update_flops(m, lens) / (t1 - t0) / PEAK, 3)
+            if not lora_rank
+            else None,
+            "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+            "peak_reserved_GB": round(torch.cuda.max_memory_reserved() / 1e9, 1),
+            "gpu_total_GB": round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1),
+            "trainable_params": sum(p.numel() for p in m.parameters() if p.requires_grad),
+        },
+    )
     del engine, trainer, m
     torch.cuda.empty_cache()
 
@@ -237,8 +279,15 @@ def part_lora7(res, steps: int) -> None:
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(100, 150000, (P, PLEN), generator=g).tolist()
     engine = PagedEngine(m, max_num_seqs=P * G, kv_memory=0.3, seed=0)
-    cfg = ZeroConfig.of(group_size=G, prompts_per_step=P, max_new_tokens=GEN, lr=1e-5,
-                     micro_batch=16, grad_checkpoint=True, lora_rank=64)  # fmt: skip
+    cfg = ZeroConfig.of(
+        group_size=G,
+        prompts_per_step=P,
+        max_new_tokens=GEN,
+        lr=1e-5,
+        micro_batch=16,
+        grad_checkpoint=True,
+        lora_rank=64,
+    )
     grpo_steps(res, "lora7B", m, engine, cfg, prompts, steps)
     del engine, m
     torch.cuda.empty_cache()
@@ -254,9 +303,12 @@ def main() -> None:
     parts = a.parts.split(",")
     import transformers
 
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "transformers": transformers.__version__,
-           "workload": f"{P} prompts x {G} completions, prompt {PLEN}, {GEN} new tokens forced"}  # fmt: skip
+    res = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "workload": f"{P} prompts x {G} completions, prompt {PLEN}, {GEN} new tokens forced",
+    }
     if "r1kit" in parts:
         part_r1kit(res, a.variants.split(","), a.steps)
     if "fit15" in parts:

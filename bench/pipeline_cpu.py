@@ -25,9 +25,18 @@ from r1kit.pipeline.recipe import load_recipe
 from r1kit.pipeline.run import _eval_kw, run_pipeline
 from r1kit.sampling.heldout import evaluate_path
 
-KEYS = ("pass1", "passk", "format_rate", "language_consistency", "language_mixing_rate",
-        "malformed_rate", "no_final_answer_rate", "over_length_rate", "repetition_rate",
-        "mean_length")  # fmt: skip
+KEYS = (
+    "pass1",
+    "passk",
+    "format_rate",
+    "language_consistency",
+    "language_mixing_rate",
+    "malformed_rate",
+    "no_final_answer_rate",
+    "over_length_rate",
+    "repetition_rate",
+    "mean_length",
+)
 
 
 def main() -> None:
@@ -47,8 +56,13 @@ def main() -> None:
         from r1kit.rl.zero import run_zero
 
         zt0 = time.time()
-        run_zero(ZeroConfig.of(out=args.zero, dataset=rec.eval.get("dataset", "mix"),
-                            max_new_tokens=ev["max_new_tokens"]))  # fmt: skip
+        run_zero(
+            ZeroConfig.of(
+                out=args.zero,
+                dataset=rec.eval.get("dataset", "mix"),
+                max_new_tokens=ev["max_new_tokens"],
+            )
+        )
         print(f"R1-Zero run: {time.time() - zt0:.0f}s")
     out = Path(json.loads(json.dumps(summary))["final_model"]).parents[1]
     problems = [json.loads(x) for x in (out / "heldout.jsonl").read_text().splitlines()]

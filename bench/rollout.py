@@ -29,11 +29,21 @@ from r1kit.engine import SamplingParams
 from r1kit.engine.paged import PagedEngine
 
 SHAPES = {
-    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                 num_attention_heads=14, num_key_value_heads=2),
-    "1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                 num_attention_heads=12, num_key_value_heads=2),
-}  # fmt: skip
+    "0.5B": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+    ),
+    "1.5B": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+    ),
+}
 P, G, PLEN, GEN = 64, 8, 128, 512
 HBM = 4.8e12  # H200 datasheet bytes/s
 PEAK = 790e12  # bf16 matmul FLOP/s measured on this machine kind (device KINDS.md)
@@ -49,8 +59,13 @@ def log(res: dict, key: str, val) -> None:
 
 def make_model(shape: str, dtype=torch.bfloat16) -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
-                      tie_word_embeddings=True, **SHAPES[shape])  # fmt: skip
+    cfg = Qwen2Config(
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        tie_word_embeddings=True,
+        **SHAPES[shape],
+    )
     m = Qwen2ForCausalLM(cfg).to("cuda", dtype).eval()
     m.config._attn_implementation = "sdpa"
     return m
@@ -92,19 +107,32 @@ def run_r1kit(res, shape, m, prompts, lens, tag):
     cold = time_it(gen)
     warm = time_it(gen)
     roof = roofline_s(m, [n for n in lens for _ in range(G)], PLEN)
-    log(res, f"{shape}.{tag}.r1kit", {
-        "tok_per_s": round(tokens / warm), "s": round(warm, 2), "cold_s": round(cold, 2),
-        "roofline_tok_per_s": round(tokens / roof), "roofline_fraction": round(roof / warm, 3),
-        "kv_cache_GB": round(eng.runner.kv_bytes / 1e9, 1), "graphs": len(eng.runner.graphs),
-        "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
-    })  # fmt: skip
+    log(
+        res,
+        f"{shape}.{tag}.r1kit",
+        {
+            "tok_per_s": round(tokens / warm),
+            "s": round(warm, 2),
+            "cold_s": round(cold, 2),
+            "roofline_tok_per_s": round(tokens / roof),
+            "roofline_fraction": round(roof / warm, 3),
+            "kv_cache_GB": round(eng.runner.kv_bytes / 1e9, 1),
+            "graphs": len(eng.runner.graphs),
+            "peak_mem_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+        },
+    )
     if tag == "uniform":  # GPU time of one full-batch decode step vs the whole step
         graph, _ = eng.runner.graphs[P * G]
         n = 20
         gpu = time_it(lambda: [graph.replay() for _ in range(n)]) / n
-        log(res, f"{shape}.{tag}.r1kit.decode_step_ms", {
-            "graph_replay_ms": round(gpu * 1e3, 2), "whole_step_ms": round(warm / GEN * 1e3, 2),
-        })  # fmt: skip
+        log(
+            res,
+            f"{shape}.{tag}.r1kit.decode_step_ms",
+            {
+                "graph_replay_ms": round(gpu * 1e3, 2),
+                "whole_step_ms": round(warm / GEN * 1e3, 2),
+            },
+        )
     t0 = time.perf_counter()
     eng.sleep()
     t1 = time.perf_counter()
@@ -127,8 +155,14 @@ class PerRowStop(StoppingCriteria):
 
 
 def run_hf(res, shape, m, ids, lens, tag, static: bool):
-    kw = dict(do_sample=True, temperature=1.0, num_return_sequences=G, pad_token_id=0,
-              eos_token_id=None, max_new_tokens=max(lens))  # fmt: skip
+    kw = dict(
+        do_sample=True,
+        temperature=1.0,
+        num_return_sequences=G,
+        pad_token_id=0,
+        eos_token_id=None,
+        max_new_tokens=max(lens),
+    )
     if tag == "uniform":
         kw["min_new_tokens"] = GEN
     else:
@@ -141,16 +175,25 @@ def run_hf(res, shape, m, ids, lens, tag, static: bool):
     with torch.no_grad():
         if static and tag == "ragged":  # compile on a short run with the same cache shape
             short = [PerRowStop([16] * len(lens), PLEN)]
-            first = time_it(lambda: m.generate(input_ids=ids, attention_mask=att,
-                                               **{**kw, "stopping_criteria": short}))  # fmt: skip
+            first = time_it(
+                lambda: m.generate(
+                    input_ids=ids, attention_mask=att, **{**kw, "stopping_criteria": short}
+                )
+            )
             warm = time_it(gen)
         else:
             first = time_it(gen)
             warm = time_it(gen) if static else first
     name = "hf_static_compile" if static else "hf_generate"
-    log(res, f"{shape}.{tag}.{name}", {
-        "tok_per_s": round(tokens / warm), "s": round(warm, 2), "first_s": round(first, 2),
-    })  # fmt: skip
+    log(
+        res,
+        f"{shape}.{tag}.{name}",
+        {
+            "tok_per_s": round(tokens / warm),
+            "s": round(warm, 2),
+            "first_s": round(first, 2),
+        },
+    )
 
 
 def run_sync(res, shape):
@@ -161,10 +204,16 @@ def run_sync(res, shape):
     eng.sync_weights()
     times = [time_it(eng.sync_weights) for _ in range(5)]
     n = sum(o.numel() for o, _ in eng.model._own.values())
-    log(res, f"{shape}.weight_sync", {
-        "copy_path_s": round(min(times), 4), "tensors": len(eng.model._own),
-        "params_copied": n, "shared_path_tensors_copied": 0,
-    })  # fmt: skip
+    log(
+        res,
+        f"{shape}.weight_sync",
+        {
+            "copy_path_s": round(min(times), 4),
+            "tensors": len(eng.model._own),
+            "params_copied": n,
+            "shared_path_tensors_copied": 0,
+        },
+    )
     del eng, m
     torch.cuda.empty_cache()
 

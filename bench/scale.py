@@ -95,9 +95,14 @@ def main() -> None:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     model = build(a, device)
     engine_model = dp.prepare(model)
-    cfg = ZeroConfig.of(group_size=a.group, lr=1e-6, micro_batch=a.micro_batch,
-                     pack_tokens=a.pack_tokens, max_new_tokens=a.gen,
-                     grad_checkpoint=a.grad_checkpoint)  # fmt: skip
+    cfg = ZeroConfig.of(
+        group_size=a.group,
+        lr=1e-6,
+        micro_batch=a.micro_batch,
+        pack_tokens=a.pack_tokens,
+        max_new_tokens=a.gen,
+        grad_checkpoint=a.grad_checkpoint,
+    )
     trainer = GRPOTrainer(
         model,
         cfg.algo,
@@ -133,12 +138,22 @@ def main() -> None:
         t3 = now()
         comp = sum(len(r.completion_ids) for r in rollouts)
         total = comp + sum(len(r.prompt_ids) for r in rollouts)
-        row = dict(step=step, step_s=t3 - t0, rollout_s=t1 - t0, update_s=t2 - t1,
-                   sync_s=t3 - t2, completion_tokens=comp, update_tokens=total,
-                   loss=m["loss"], grad_norm=m["grad_norm"])  # fmt: skip
+        row = dict(
+            step=step,
+            step_s=t3 - t0,
+            rollout_s=t1 - t0,
+            update_s=t2 - t1,
+            sync_s=t3 - t2,
+            completion_tokens=comp,
+            update_tokens=total,
+            loss=m["loss"],
+            grad_norm=m["grad_norm"],
+        )
         if dist.is_main():
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                              for k, v in row.items()}), flush=True)  # fmt: skip
+            print(
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                flush=True,
+            )
         if step >= a.warmup:
             steps.append(row)
 
@@ -173,8 +188,10 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"scale_{dist.world()}{'gpu' if on_gpu else 'cpu'}.json"
         path.write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {path}: step {res['step_s']} s, rollout {res['rollout_tokens_per_s']} "
-              f"tok/s, update {res['update_tokens_per_s']} tok/s, peak {peaks} GiB")  # fmt: skip
+        print(
+            f"wrote {path}: step {res['step_s']} s, rollout {res['rollout_tokens_per_s']} "
+            f"tok/s, update {res['update_tokens_per_s']} tok/s, peak {peaks} GiB"
+        )
     dist.shutdown()
 
 

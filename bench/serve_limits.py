@@ -36,8 +36,9 @@ def start(db: str) -> tuple[subprocess.Popen, int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = "import sys; from r1kit.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--no-auth", "--port",
-                             str(port), "--db", db])  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--no-auth", "--port", str(port), "--db", db]
+    )
     t0 = time.time()
     while time.time() - t0 < 300:
         try:
@@ -60,8 +61,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def stream(c: httpx.AsyncClient, i: int, max_tokens: int) -> dict:
-    body = {"messages": [{"role": "user", "content": f"What is {i} + 7?"}], "stream": True,
-            "max_tokens": max_tokens, "ignore_eos": True, "seed": i}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": f"What is {i} + 7?"}],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "seed": i,
+    }
     times = []
     async with c.stream("POST", "/v1/chat/completions", json=body) as r:
         async for line in r.aiter_lines():
@@ -74,10 +80,14 @@ async def stream(c: httpx.AsyncClient, i: int, max_tokens: int) -> dict:
 async def big_post(c: httpx.AsyncClient, size: int) -> dict:
     body = json.dumps({"messages": [{"role": "user", "content": "x" * size}]})
     t0 = time.perf_counter()
-    r = await c.post("/v1/chat/completions", content=body,
-                     headers={"content-type": "application/json"})  # fmt: skip
-    return {"status": r.status_code, "latency_s": time.perf_counter() - t0,
-            "code": r.json()["error"]["code"]}  # fmt: skip
+    r = await c.post(
+        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    return {
+        "status": r.status_code,
+        "latency_s": time.perf_counter() - t0,
+        "code": r.json()["error"]["code"],
+    }
 
 
 async def streams(url: str, n: int, max_tokens: int, big: int = 0) -> dict:
@@ -99,8 +109,10 @@ async def streams(url: str, n: int, max_tokens: int, big: int = 0) -> dict:
 
 
 def huge_body(port: int, size: int = 50 << 20) -> dict:
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-            f"application/json\r\nContent-Length: {size}\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        f"application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
     sent, t0 = 0, time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
         s.sendall(head + b'{"messages": [{"role": "user", "content": "')
@@ -123,8 +135,11 @@ def huge_body(port: int, size: int = 50 << 20) -> dict:
             if not chunk:
                 break
             data += chunk
-    return {"status": int(data.split()[1]), "seconds": round(time.perf_counter() - t0, 3),
-            "bytes_sent_before_answer": sent}  # fmt: skip
+    return {
+        "status": int(data.split()[1]),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "bytes_sent_before_answer": sent,
+    }
 
 
 def quota_check(rows: int) -> dict:
@@ -148,8 +163,11 @@ def quota_check(rows: int) -> dict:
     for _ in range(5):  # what it did before: sum the key's usage rows
         s._q("SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = ?", (k.id,))
     before = (time.perf_counter() - t0) / 5
-    return {"usage_rows": rows, "check_ms": round(now * 1e3, 3),
-            "usage_scan_ms": round(before * 1e3, 1)}  # fmt: skip
+    return {
+        "usage_rows": rows,
+        "check_ms": round(now * 1e3, 3),
+        "usage_scan_ms": round(before * 1e3, 1),
+    }
 
 
 def main() -> None:
@@ -158,8 +176,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--rows", type=int, default=2_000_000)
     args = ap.parse_args()
-    out: dict = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-                 "command": "OMP_NUM_THREADS=1 python bench/serve_limits.py"}  # fmt: skip
+    out: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "command": "OMP_NUM_THREADS=1 python bench/serve_limits.py",
+    }
     db = str(Path(tempfile.mkdtemp()) / "r1kit.db")
     proc, port = start(db)
     url = f"http://127.0.0.1:{port}"
@@ -169,10 +190,16 @@ def main() -> None:
             streams(url, args.streams, args.max_tokens, big=5)
         )
         rss0 = peak_rss_mb(proc.pid)
-        out["body_50MB"] = {**huge_body(port), "server_peak_rss_mb_before": round(rss0),
-                            "server_peak_rss_mb_after": round(peak_rss_mb(proc.pid))}  # fmt: skip
-        r = httpx.post(url + "/v1/chat/completions", timeout=60,
-                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})  # fmt: skip
+        out["body_50MB"] = {
+            **huge_body(port),
+            "server_peak_rss_mb_before": round(rss0),
+            "server_peak_rss_mb_after": round(peak_rss_mb(proc.pid)),
+        }
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
         out["healthy_after"] = r.status_code == 200
     finally:
         proc.terminate()

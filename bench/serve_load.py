@@ -41,9 +41,14 @@ import httpx
 
 RESULTS = Path(__file__).parent / "results"
 SHAPES = {
-    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                 num_attention_heads=14, num_key_value_heads=2),
-}  # fmt: skip
+    "0.5B": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+    ),
+}
 
 
 BLOCK = 32  # the paged engine's default block size
@@ -61,8 +66,13 @@ def model_here(shape: str | None, device: str, decode_all: bool = True):
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         torch.manual_seed(0)
-        cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
-                          tie_word_embeddings=True, **SHAPES[shape])  # fmt: skip
+        cfg = Qwen2Config(
+            vocab_size=151936,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+            tie_word_embeddings=True,
+            **SHAPES[shape],
+        )
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = Qwen2ForCausalLM(cfg).to(device, dtype).eval()
         if decode_all:
@@ -73,8 +83,9 @@ def model_here(shape: str | None, device: str, decode_all: bool = True):
     return model, tok, name
 
 
-def serve_here(port: int, shape: str | None, device: str = "cuda", cache: bool = True,
-               thread: bool = False) -> None:  # fmt: skip
+def serve_here(
+    port: int, shape: str | None, device: str = "cuda", cache: bool = True, thread: bool = False
+) -> None:
     """The server process (`thread`: the engine on a thread of it, not in a process)."""
     import uvicorn
 
@@ -109,8 +120,9 @@ def bare_here(shape: str | None, device: str, levels: list[int], max_tokens: int
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def run(n: int, tokens: int) -> dict:
-        ps = [SamplingParams(temperature=0.6, top_p=0.95, max_tokens=tokens, seed=i)
-              for i in range(n)]  # fmt: skip
+        ps = [
+            SamplingParams(temperature=0.6, top_p=0.95, max_tokens=tokens, seed=i) for i in range(n)
+        ]
         prompts = [ids(i) for i in range(n)]
         t0 = time.perf_counter()
         reqs = [eng.requests[eng.add_request(p, sp)] for p, sp in zip(prompts, ps)]
@@ -125,8 +137,13 @@ def bare_here(shape: str | None, device: str, levels: list[int], max_tokens: int
         wall = time.perf_counter() - t0
         toks = sum(r.seqs[0].num_output for r in reqs)
         ttfts = sorted(first.values())
-        return {"concurrency": n, "wall_s": round(wall, 3), "tokens": toks,
-                "tokens_per_s": round(toks / wall, 1), **_pcts(ttfts)}  # fmt: skip
+        return {
+            "concurrency": n,
+            "wall_s": round(wall, 3),
+            "tokens": toks,
+            "tokens_per_s": round(toks / wall, 1),
+            **_pcts(ttfts),
+        }
 
     run(1, 4)  # warm-up
     for n in levels:
@@ -142,11 +159,20 @@ def _pcts(ttfts: list[float]) -> dict:
     }
 
 
-async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
-              messages: list[dict] | None = None) -> dict:  # fmt: skip
-    body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
-            "seed": i, "messages": messages or question(i), "temperature": 0.6, "top_p": 0.95,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+async def one(
+    c: httpx.AsyncClient, i: int, max_tokens: int, model: str, messages: list[dict] | None = None
+) -> dict:
+    body = {
+        "model": model,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "seed": i,
+        "messages": messages or question(i),
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "stream_options": {"include_usage": True},
+    }
     t0, sent = time.perf_counter(), time.time()
     ttft, usage = None, {}
     async with c.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -160,15 +186,22 @@ async def one(c: httpx.AsyncClient, i: int, max_tokens: int, model: str,
                     ttft = time.perf_counter() - t0
             if '"usage": {' in line:
                 usage = json.loads(line[6:])["usage"]
-    return {"ttft": ttft, "tokens": usage.get("completion_tokens", 0), "usage": usage,
-            "wall": time.perf_counter() - t0, "sent": sent, "end": time.time()}  # fmt: skip
+    return {
+        "ttft": ttft,
+        "tokens": usage.get("completion_tokens", 0),
+        "usage": usage,
+        "wall": time.perf_counter() - t0,
+        "sent": sent,
+        "end": time.time(),
+    }
 
 
 STREAMS_PER_CLIENT = 64  # more streams than this get more client processes
 
 
-async def _client(url: str, key: str | None, ids: list[int], max_tokens: int, model: str,
-                  start: float) -> list[dict]:  # fmt: skip
+async def _client(
+    url: str, key: str | None, ids: list[int], max_tokens: int, model: str, start: float
+) -> list[dict]:
     """One client process's share of a level: its requests all sent at wall-clock `start`."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     n = len(ids)
@@ -227,24 +260,37 @@ def _prompt_ids(tok, messages: list[dict]) -> list[int]:
     return list(tok(text, add_special_tokens=False)["input_ids"])
 
 
-async def multi_turn(url: str, key: str | None, model: str, convs: int, history: int,
-                     max_tokens: int) -> dict:  # fmt: skip
+async def multi_turn(
+    url: str, key: str | None, model: str, convs: int, history: int, max_tokens: int
+) -> dict:
     """Turn 1 then turn 2 of `convs` concurrent conversations; turn 2's TTFT and hits."""
     from r1kit.modeling import load_tokenizer
 
     tok = load_tokenizer(None)  # the prompts' text needs none of the bench's added tokens
-    first = [[{"role": "system", "content": _history(k, history, tok)},
-              {"role": "user", "content": "Summarise the notes in one line."}]
-             for k in range(convs)]  # fmt: skip
-    second = [m + [{"role": "assistant", "content": "The notes list values."},
-                   {"role": "user", "content": "Which value is the largest?"}] for m in first]  # fmt: skip
+    first = [
+        [
+            {"role": "system", "content": _history(k, history, tok)},
+            {"role": "user", "content": "Summarise the notes in one line."},
+        ]
+        for k in range(convs)
+    ]
+    second = [
+        m
+        + [
+            {"role": "assistant", "content": "The notes list values."},
+            {"role": "user", "content": "Which value is the largest?"},
+        ]
+        for m in first
+    ]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     limits = httpx.Limits(max_connections=convs + 8, max_keepalive_connections=convs + 8)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as c:
-        t1 = await asyncio.gather(*[one(c, 1000 + k, max_tokens, model, m)
-                                    for k, m in enumerate(first)])  # fmt: skip
-        t2 = await asyncio.gather(*[one(c, 2000 + k, max_tokens, model, m)
-                                    for k, m in enumerate(second)])  # fmt: skip
+        t1 = await asyncio.gather(
+            *[one(c, 1000 + k, max_tokens, model, m) for k, m in enumerate(first)]
+        )
+        t2 = await asyncio.gather(
+            *[one(c, 2000 + k, max_tokens, model, m) for k, m in enumerate(second)]
+        )
     failed = [r for r in t1 + t2 if "error" in r]
     if failed:
         raise SystemExit(f"multi-turn requests failed: {failed[0]}")
@@ -303,9 +349,12 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=None, help="default 700 CPU, 2000 GPU")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare engine")
     ap.add_argument("--no-multi-turn", action="store_true")
-    ap.add_argument("--engine-thread", action="store_true",
-                    help="the server steps the engine on a thread of its own process (the old "
-                    "design), not in an engine process")  # fmt: skip
+    ap.add_argument(
+        "--engine-thread",
+        action="store_true",
+        help="the server steps the engine on a thread of its own process (the old "
+        "design), not in an engine process",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda", help="for --model-shape (cpu: a smoke test)")
     ap.add_argument("--_serve", type=int, default=None, help=argparse.SUPPRESS)
@@ -327,20 +376,34 @@ def main() -> None:
     server_args = [*shape_args, "--_thread"] if a.engine_thread else shape_args
     import torch
 
-    res = {"max_tokens": max_tokens, "url": a.url or "local",
-           "device": torch.cuda.get_device_name() if gpu else "cpu",
-           "cpu_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "levels": [],
-           "engine": "thread" if a.engine_thread else "process",
-           "bare": [], "multi_turn": {}}  # fmt: skip
+    res = {
+        "max_tokens": max_tokens,
+        "url": a.url or "local",
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "cpu_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "levels": [],
+        "engine": "thread" if a.engine_thread else "process",
+        "bare": [],
+        "multi_turn": {},
+    }
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=1) + "\n")
 
     if a.url is None and not a.no_bare:  # the bare engine first, alone on the machine
-        cmd = [sys.executable, __file__, "--_bare", "--levels", ",".join(map(str, levels)),
-               "--max-tokens", str(max_tokens), *shape_args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_bare",
+            "--levels",
+            ",".join(map(str, levels)),
+            "--max-tokens",
+            str(max_tokens),
+            *shape_args,
+        ]
         for line in subprocess.run(
             cmd, check=True, capture_output=True, text=True
         ).stdout.splitlines():  # noqa: E501

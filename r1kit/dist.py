@@ -257,8 +257,10 @@ def on_main(fn: Callable[[], T]) -> T:
         try:
             box[0] = ("ok", fn())
         except BaseException as err:  # tell the others, then fail here as well
-            box[0] = ("error", f"{type(err).__name__}: {err}" if not isinstance(err, R1kitError)
-                      else str(err))  # fmt: skip
+            box[0] = (
+                "error",
+                f"{type(err).__name__}: {err}" if not isinstance(err, R1kitError) else str(err),
+            )
             dist.broadcast_object_list(box, src=0, group=_LONG)
             raise
     dist.broadcast_object_list(box, src=0, group=_LONG)

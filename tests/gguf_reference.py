@@ -33,8 +33,10 @@ def torch_greedy(model, tok, prompts=PROMPTS, n: int = NEW_TOKENS) -> list[list[
     from r1kit.engine import SamplingParams, make_engine
 
     eng = make_engine(model, tok.pad_token_id or 0)
-    outs = eng.generate([prompt_ids(tok, p) for p in prompts],
-                        SamplingParams(temperature=0.0, max_tokens=n, stop_token_ids=(tok.eos_token_id,)))  # fmt: skip
+    outs = eng.generate(
+        [prompt_ids(tok, p) for p in prompts],
+        SamplingParams(temperature=0.0, max_tokens=n, stop_token_ids=(tok.eos_token_id,)),
+    )
     return [o.samples[0].token_ids for o in outs]
 
 

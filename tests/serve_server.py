@@ -23,8 +23,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, auth: bool = True, max_waiting: int | None = 64, app_kw: dict | None = None,
-                 **engine_kw) -> None:  # fmt: skip
+    def __init__(
+        self,
+        auth: bool = True,
+        max_waiting: int | None = 64,
+        app_kw: dict | None = None,
+        **engine_kw,
+    ) -> None:
         import uvicorn
 
         from r1kit.serve.app import create_app
@@ -32,8 +37,13 @@ class Server:
         from r1kit.serve.store import Store
 
         self.dir = tempfile.mkdtemp(prefix="r1kit-serve-")
-        self.gen = Generator(_model(), _tokenizer(), MODEL, max_waiting=max_waiting,
-                             **{"kv_memory": 32 << 20, **engine_kw})  # fmt: skip
+        self.gen = Generator(
+            _model(),
+            _tokenizer(),
+            MODEL,
+            max_waiting=max_waiting,
+            **{"kv_memory": 32 << 20, **engine_kw},
+        )
         self.store = Store(Path(self.dir) / "r1kit.db")
         self.key, _ = self.store.create_key("tests")
         self.app = create_app(self.gen, self.store, auth=auth, **(app_kw or {}))
@@ -101,8 +111,16 @@ def find_seed(srv, msgs, max_tokens=120):
         gen = srv.gen
         ids = gen.encode(gen.render(msgs))
         eng = PagedEngine(gen.model, kv_memory=16 << 20)
-        ps = [SamplingParams(max_tokens=max_tokens, temperature=0.6, top_p=0.95, seed=seed,
-                             stop_token_ids=gen.eos_ids) for seed in range(32)]  # fmt: skip
+        ps = [
+            SamplingParams(
+                max_tokens=max_tokens,
+                temperature=0.6,
+                top_p=0.95,
+                seed=seed,
+                stop_token_ids=gen.eos_ids,
+            )
+            for seed in range(32)
+        ]
         outs = eng.generate([ids] * len(ps), ps)
         for seed, o in enumerate(outs):
             toks = o.samples[0].token_ids

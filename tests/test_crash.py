@@ -14,10 +14,26 @@ import torch
 from safetensors.torch import load_file
 
 FLAGS = [
-    "--quiet", "--dataset", "arith", "--steps", "5", "--prompts-per-step", "2",
-    "--group-size", "4", "--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", "16",
-    "--save-every", "1", "--lr", "1e-3",
-]  # fmt: skip
+    "--quiet",
+    "--dataset",
+    "arith",
+    "--steps",
+    "5",
+    "--prompts-per-step",
+    "2",
+    "--group-size",
+    "4",
+    "--eval-problems",
+    "2",
+    "--eval-k",
+    "1",
+    "--max-new-tokens",
+    "16",
+    "--save-every",
+    "1",
+    "--lr",
+    "1e-3",
+]
 CMD = [sys.executable, "-m", "r1kit.cli", "zero"]
 
 

@@ -34,14 +34,27 @@ BASE = dict(lr=1e-3, max_tokens=16)
 # with overlong filtering (the longest micro-batch may hold no loss token at all)
 CASES = [
     dict(BASE, group_size=4),
-    dict(BASE, group_size=3, loss_agg="sequence", scale_rewards="batch", beta=0.1, mu=2,
-         micro_batch=3),
-    dict(BASE, group_size=4, loss_agg="constant", scale_rewards="none", mask_truncated=True,
-         micro_batch=2),
+    dict(
+        BASE,
+        group_size=3,
+        loss_agg="sequence",
+        scale_rewards="batch",
+        beta=0.1,
+        mu=2,
+        micro_batch=3,
+    ),
+    dict(
+        BASE,
+        group_size=4,
+        loss_agg="constant",
+        scale_rewards="none",
+        mask_truncated=True,
+        micro_batch=2,
+    ),
     # one row per pass on 8 and 7 rows: rank 1 runs out of rows first and pads with a
     # zero-weight pass (its reference forward too), or FSDP's collectives would hang
     dict(BASE, group_size=3, beta=0.1, micro_batch=1),
-]  # fmt: skip
+]
 
 
 def _trainer(model, cfg: ZeroConfig, pad_id: int, ref_model=None) -> GRPOTrainer:
@@ -61,8 +74,14 @@ def _trainer(model, cfg: ZeroConfig, pad_id: int, ref_model=None) -> GRPOTrainer
 def _rollouts(model, tok, n_problems: int, seed: int, n: int = 4):
     """n scored rollouts per problem from the embedded model, with rewards varied within each
     group (so advantages are non-zero)."""
-    params = SamplingParams(n=n, temperature=1.0, max_tokens=16, seed=seed, logprobs=True,
-                            stop_token_ids=(tok.eos_token_id,))  # fmt: skip
+    params = SamplingParams(
+        n=n,
+        temperature=1.0,
+        max_tokens=16,
+        seed=seed,
+        logprobs=True,
+        stop_token_ids=(tok.eos_token_id,),
+    )
     rollouts = generate(
         make_engine(model, tok.pad_token_id), tok, heldout("arith", n_problems), "r1zero", params
     )
@@ -76,8 +95,17 @@ def _torchrun(job: dict, tmp: Path, name: str) -> dict:
     job_path, res_path = tmp / f"{name}-job.pt", tmp / f"{name}-result.pt"
     torch.save(job, job_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", str(WORKER), str(job_path), str(res_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        str(job_path),
+        str(res_path),
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = torch.load(res_path, weights_only=False)
@@ -96,8 +124,13 @@ def _single_step(base, tok, cfg_d: dict, rollouts, trainer=None):
     steps: list[dict] = []  # each optimizer step's state and gradients, as Adam took them
 
     def snapshot(opt, *_):
-        steps.append({p: ({k: v.clone() for k, v in opt.state[p].items()}, p.grad.clone())
-                      for p in opt.state if p.grad is not None})  # fmt: skip
+        steps.append(
+            {
+                p: ({k: v.clone() for k, v in opt.state[p].items()}, p.grad.clone())
+                for p in opt.state
+                if p.grad is not None
+            }
+        )
 
     hook = trainer.optimizer.register_step_post_hook(snapshot)
     m = trainer.update(rollouts)
@@ -230,13 +263,45 @@ def test_zero_under_torchrun_then_resume_in_one_process(tmp_path):
 
     from r1kit.cli import main
 
-    flags = ["--dataset", "arith", "--steps", "2", "--prompts-per-step", "3", "--group-size",
-             "4", "--eval-problems", "3", "--eval-k", "1", "--max-new-tokens", "16",
-             "--save-every", "1", "--lr", "1e-3", "--quiet"]  # fmt: skip
+    flags = [
+        "--dataset",
+        "arith",
+        "--steps",
+        "2",
+        "--prompts-per-step",
+        "3",
+        "--group-size",
+        "4",
+        "--eval-problems",
+        "3",
+        "--eval-k",
+        "1",
+        "--max-new-tokens",
+        "16",
+        "--save-every",
+        "1",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     run = tmp_path / "dp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "r1kit.cli", "zero", "--device", "cpu", "--out", str(run), *flags]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "r1kit.cli",
+        "zero",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        *flags,
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["steps"] == 2

@@ -31,8 +31,15 @@ LR = 1e-3
 
 
 def _torchrun(args: list[str], timeout: int = 300) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        *args,
+    ]
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
@@ -98,9 +105,30 @@ def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = tmp_path / "dp"
-    _torchrun(["-m", "r1kit.cli", "sft", "--device", "cpu", "--data", str(data), "--out",
-               str(run), "--batch-size", "5", "--micro-batch", "2", "--save-every", "1",
-               "--eval-problems", "0", "--lr", str(LR), "--quiet"])  # fmt: skip
+    _torchrun(
+        [
+            "-m",
+            "r1kit.cli",
+            "sft",
+            "--device",
+            "cpu",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--batch-size",
+            "5",
+            "--micro-batch",
+            "2",
+            "--save-every",
+            "1",
+            "--eval-problems",
+            "0",
+            "--lr",
+            str(LR),
+            "--quiet",
+        ]
+    )
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
     hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in hist] == [1, 2]  # one writer: no duplicated rows

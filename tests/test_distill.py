@@ -33,8 +33,9 @@ class FaultyR1kitServer:
         from r1kit.serve.store import Store
 
         self.dir = Path(__import__("tempfile").mkdtemp(prefix="r1kit-distill-"))
-        self.gen = Generator(_model(), _tokenizer(), "r1kit-tiny", max_waiting=64,
-                             kv_memory=32 << 20)  # fmt: skip
+        self.gen = Generator(
+            _model(), _tokenizer(), "r1kit-tiny", max_waiting=64, kv_memory=32 << 20
+        )
         self.store = Store(self.dir / "r1kit.db")
         self.key, _ = self.store.create_key("tests")
         app = create_app(self.gen, self.store, auth=True)
@@ -47,15 +48,25 @@ class FaultyR1kitServer:
                     code = self.fail.pop(0) if self.fail else 200
                     self.statuses.append(code)
                 if code != 200:
-                    return JSONResponse({"error": {"message": "injected", "type": "x",
-                                                   "param": None, "code": code}},
-                                        status_code=code, headers={"retry-after-ms": "10"})  # fmt: skip
+                    return JSONResponse(
+                        {
+                            "error": {
+                                "message": "injected",
+                                "type": "x",
+                                "param": None,
+                                "code": code,
+                            }
+                        },
+                        status_code=code,
+                        headers={"retry-after-ms": "10"},
+                    )
             return await call_next(request)
 
         self.url = f"http://127.0.0.1:{free_port()}/v1"
         port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning"))  # fmt: skip
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -70,9 +81,31 @@ class FaultyR1kitServer:
 def test_endpoint_teacher_retries_caches_resumes_and_prices(tmp_path):
     srv = FaultyR1kitServer(fail=[429, 503, 500])
     out = tmp_path / "d"
-    args = ["distill", "--teacher", srv.url, "--api-key", srv.key, "--prompts", "6", "--k", "2",
-            "--max-tokens", "24", "--epochs", "0", "--out", str(out), "--concurrency", "2",
-            "--price-prompt", "1", "--price-completion", "2", "--seed", "3"]  # fmt: skip
+    args = [
+        "distill",
+        "--teacher",
+        srv.url,
+        "--api-key",
+        srv.key,
+        "--prompts",
+        "6",
+        "--k",
+        "2",
+        "--max-tokens",
+        "24",
+        "--epochs",
+        "0",
+        "--out",
+        str(out),
+        "--concurrency",
+        "2",
+        "--price-prompt",
+        "1",
+        "--price-completion",
+        "2",
+        "--seed",
+        "3",
+    ]
     try:
         assert main(args) == 0
         assert srv.statuses[:3] == [429, 503, 500] and srv.statuses.count(200) == 12
@@ -107,16 +140,26 @@ class NoReasoningStub(StubServer):
 
 def test_teacher_without_reasoning_is_reported(tmp_path):
     with NoReasoningStub({}) as stub:
-        cfg = DistillConfig.of(teacher=stub.url, api_key="sk-test", prompts=4, k=1, epochs=0,
-                            out=str(tmp_path / "d"))  # fmt: skip
+        cfg = DistillConfig.of(
+            teacher=stub.url, api_key="sk-test", prompts=4, k=1, epochs=0, out=str(tmp_path / "d")
+        )
         with pytest.raises(R1kitError, match="no reasoning in any of its 4 answers"):
             run_distill(cfg, progress=False)
 
 
 def test_local_teacher_into_a_truncated_student(tmp_path):
-    cfg = DistillConfig.of(teacher=None, student_layers="0,3", prompts=24, k=2, max_tokens=64,
-                        epochs=1, batch_size=16, eval_problems=4, eval_k=2,
-                        out=str(tmp_path / "d"))  # fmt: skip
+    cfg = DistillConfig.of(
+        teacher=None,
+        student_layers="0,3",
+        prompts=24,
+        k=2,
+        max_tokens=64,
+        epochs=1,
+        batch_size=16,
+        eval_problems=4,
+        eval_k=2,
+        out=str(tmp_path / "d"),
+    )
     s = run_distill(cfg, progress=False)
     assert s["student_init"]["params_after"] < s["student_init"]["params_before"]
     assert s["kept"] > 0 and s["student"]["examples"] == s["kept"]

@@ -52,9 +52,14 @@ def _model(arch: str):
 
     torch.manual_seed(0)
     kw = dict(
-        vocab_size=300, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
-        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
+        vocab_size=300,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     cfg = Qwen2Config(**kw, tie_word_embeddings=True) if arch == "qwen2" else LlamaConfig(**kw)
     m = AutoModelForCausalLM.from_config(cfg).to("cuda", torch.float32).eval()
     for p in m.parameters():  # a larger init so greedy output does not collapse to one token
@@ -117,13 +122,19 @@ def test_varlen_prefill_matches_per_sequence_sdpa(Hkv):
     k = torch.randn(T, Hkv, 64, device="cuda", generator=g, dtype=torch.bfloat16)
     v = torch.randn(T, Hkv, 64, device="cuda", generator=g, dtype=torch.bfloat16)
     out = attention._prefill_varlen(q, k, v, lens, 0.125)
-    ref = torch.cat([  # one causal SDPA per sequence, the CPU path
-        torch.nn.functional.scaled_dot_product_attention(
-            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1),
-            is_causal=True, scale=0.125, enable_gqa=True,
-        ).transpose(0, 1)
-        for qs, ks, vs in zip(q.split(lens), k.split(lens), v.split(lens))
-    ])  # fmt: skip
+    ref = torch.cat(
+        [  # one causal SDPA per sequence, the CPU path
+            torch.nn.functional.scaled_dot_product_attention(
+                qs.transpose(0, 1),
+                ks.transpose(0, 1),
+                vs.transpose(0, 1),
+                is_causal=True,
+                scale=0.125,
+                enable_gqa=True,
+            ).transpose(0, 1)
+            for qs, ks, vs in zip(q.split(lens), k.split(lens), v.split(lens))
+        ]
+    )
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
 
 

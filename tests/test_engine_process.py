@@ -24,9 +24,16 @@ def model():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(5)
-    cfg = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      initializer_range=0.5)  # fmt: skip
+    cfg = Qwen2Config(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.5,
+    )
     return Qwen2ForCausalLM(cfg).eval()
 
 
@@ -52,8 +59,10 @@ async def _collect(src) -> tuple[list[list[int]], list[list[float]], list[str], 
 
 
 def test_same_samples_as_the_engine_here(model, core):
-    params = [SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=i, logprobs=True)
-              for i in range(len(PROMPTS))]  # fmt: skip
+    params = [
+        SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=i, logprobs=True)
+        for i in range(len(PROMPTS))
+    ]
     want = PagedEngine(model, block_size=4, max_num_seqs=8).generate(PROMPTS, params)
 
     async def main():

@@ -36,9 +36,15 @@ def _fields(path) -> dict:
 def test_metadata_and_tokenizer_as_llama_cpp_reads_them(exported, tiny_tokenizer):
     meta, tensors = _fields(exported["f16"].path)
     assert meta["general.architecture"] == "qwen2" and meta["general.file_type"] == 1
-    want = {"context_length": 1024, "embedding_length": 192, "block_count": 4,
-            "feed_forward_length": 512, "attention.head_count": 4, "attention.head_count_kv": 2,
-            "rope.freq_base": 10000.0}  # fmt: skip
+    want = {
+        "context_length": 1024,
+        "embedding_length": 192,
+        "block_count": 4,
+        "feed_forward_length": 512,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 2,
+        "rope.freq_base": 10000.0,
+    }
     assert {k: meta[f"qwen2.{k}"] for k in want} == want
     assert meta["qwen2.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "qwen2"
@@ -59,8 +65,11 @@ def test_metadata_and_tokenizer_as_llama_cpp_reads_them(exported, tiny_tokenizer
     assert meta["general.sampling.temp"] == pytest.approx(0.6)
 
     names = {t.name for t in tensors}
-    known = {gguf.TENSOR_NAMES[k].format(bid=i)
-             for k in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.QWEN2] for i in range(4)}  # fmt: skip
+    known = {
+        gguf.TENSOR_NAMES[k].format(bid=i)
+        for k in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.QWEN2]
+        for i in range(4)
+    }
     assert {n.rsplit(".", 1)[0] for n in names} <= known  # names llama.cpp's qwen2 loader knows
     assert "output.weight" not in names  # tied: llama.cpp reuses token_embd
     assert len(names) == 2 + 4 * 12  # embd, norm; per block 7 matrices, 2 norms, 3 biases
@@ -84,7 +93,9 @@ def test_tensor_types_and_sizes(exported):
     ]
     # rows that do not fill 32-value blocks fall back to F16, and say why
     assert tensor_type("blk.0.attn_q.weight", (48, 40), "q8_0", False) == (
-        T.F16, "row of 40 is not a multiple of 32")  # fmt: skip
+        T.F16,
+        "row of 40 is not a multiple of 32",
+    )
     assert tensor_type("blk.0.attn_q.bias", (48,), "q4_0", False)[0] == T.F32
 
 
@@ -93,8 +104,10 @@ def test_weights_read_back_give_the_same_greedy_tokens(exported, tiny_model_base
     q8_0 and q4_0 stay close (the numbers are the export's own quantization error, without
     llama.cpp's kernels)."""
     ref = torch_greedy(tiny_model_base, tiny_tokenizer)
-    got = {t: agreement(ref, torch_greedy(hf_from_gguf(r.path, tiny_model_base), tiny_tokenizer))
-           for t, r in exported.items()}  # fmt: skip
+    got = {
+        t: agreement(ref, torch_greedy(hf_from_gguf(r.path, tiny_model_base), tiny_tokenizer))
+        for t, r in exported.items()
+    }
     print("greedy agreement, GGUF read back into PyTorch:", got)
     assert got["f16"]["identical"] == 1.0
     assert got["q8_0"]["prefix"] >= 0.7
@@ -105,12 +118,24 @@ def test_llama_permutation_and_rope_factors(tmp_path, tiny_tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=437, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=False,
-                      rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
-                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                       "original_max_position_embeddings": 64})  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=437,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.save_pretrained(tmp_path / "llama")
     tiny_tokenizer.save_pretrained(tmp_path / "llama")

@@ -38,10 +38,19 @@ def test_config_only_hub_shape(tmp_path):
     """A directory with only config.json (no weights): counted from the config. The shape of
     DeepSeek-R1-Distill-Qwen-1.5B / Qwen2.5-1.5B, whose published count is 1,543,714,304 with
     tied embeddings (the distill unties them: + 151936 * 1536)."""
-    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536,
-           "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-           "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072,
-           "tie_word_embeddings": True, "rms_norm_eps": 1e-6}  # fmt: skip
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-6,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     info = describe(str(tmp_path))
     assert info.params == 1_543_714_304

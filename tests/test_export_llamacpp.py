@@ -33,8 +33,9 @@ def ggufs(tmp_path_factory):
 def _llama(path, n_ctx: int = 1024, **kw):
     # one thread for prompts too: llama-cpp-python's batch default (all cores) stalls on a
     # shared CPU (see serve/llamacpp.py)
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1,
-                           verbose=False, **kw)  # fmt: skip
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, verbose=False, **kw
+    )
 
 
 def _llama_greedy(llm, tok, n: int = 48) -> list[list[int]]:
@@ -87,12 +88,26 @@ def test_llama_export_logits_match(tmp_path, tiny_tokenizer, rope):
     torch.manual_seed(0)
     rp = {"rope_type": rope, "rope_theta": 10000.0}
     if rope == "llama3":
-        rp |= {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 64}  # fmt: skip
-    cfg = LlamaConfig(vocab_size=437, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=False, rope_parameters=rp, bos_token_id=0,
-                      eos_token_id=1, pad_token_id=4)  # fmt: skip
+        rp |= {
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+    cfg = LlamaConfig(
+        vocab_size=437,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        rope_parameters=rp,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=4,
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.save_pretrained(tmp_path / "llama")
     tiny_tokenizer.save_pretrained(tmp_path / "llama")
@@ -125,11 +140,17 @@ def test_serve_gguf_same_answers_as_pytorch_server(ggufs, tiny_model_base, tiny_
     from r1kit.serve.llamacpp import GGUFGenerator
     from r1kit.serve.store import Store
 
-    body = {"model": "m", "messages": [{"role": "user", "content": "What is 6 * 7?"}],
-            "temperature": 0, "max_tokens": 40}  # fmt: skip
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "What is 6 * 7?"}],
+        "temperature": 0,
+        "max_tokens": 40,
+    }
     answers = {}
-    gens = {"torch": Generator(tiny_model_base, tiny_tokenizer, "m", engine="hf"),
-            "gguf": GGUFGenerator(str(ggufs["f16"]), "m", n_threads=1)}  # fmt: skip
+    gens = {
+        "torch": Generator(tiny_model_base, tiny_tokenizer, "m", engine="hf"),
+        "gguf": GGUFGenerator(str(ggufs["f16"]), "m", n_threads=1),
+    }
     for kind, gen in gens.items():
         app = create_app(gen, Store(":memory:"), auth=False)  # --no-auth: loopback Host only
         with TestClient(app, base_url="http://127.0.0.1") as c:
@@ -145,9 +166,16 @@ def test_serve_gguf_same_answers_as_pytorch_server(ggufs, tiny_model_base, tiny_
                 msg = answers[kind]["choices"][0]["message"]
                 streamed = "".join(d.get("reasoning_content") or "" for d in deltas)
                 assert streamed == msg["reasoning_content"]
-                r = c.post("/api/chat", json={"model": "m", "messages": body["messages"],
-                                              "think": True, "stream": False,
-                                              "options": {"temperature": 0, "num_predict": 40}})  # fmt: skip
+                r = c.post(
+                    "/api/chat",
+                    json={
+                        "model": "m",
+                        "messages": body["messages"],
+                        "think": True,
+                        "stream": False,
+                        "options": {"temperature": 0, "num_predict": 40},
+                    },
+                )
                 assert r.json()["message"]["thinking"] == msg["reasoning_content"]
                 d = c.get("/api/tags").json()["models"][0]["details"]
                 assert d["format"] == "gguf" and d["quantization_level"] == "F16"

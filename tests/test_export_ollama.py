@@ -85,9 +85,11 @@ class _Tok:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         out, _ = render_jinja_template(
-            conversations=[messages], chat_template=self.chat_template,
-            add_generation_prompt=add_generation_prompt, bos_token=BOS,
-        )  # fmt: skip
+            conversations=[messages],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=BOS,
+        )
         return out[0]
 
 
@@ -106,8 +108,14 @@ def test_ollama_template_renders_like_the_models_template(tmp_path, jinja, go):
     src = tmp_path / "render.go"
     src.write_text(GO_RENDER)
     env = {"GOCACHE": str(tmp_path / "gocache"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    res = subprocess.run(["go", "run", str(src)], input=json.dumps({"Template": go,
-                         "Cases": cases}), capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    res = subprocess.run(
+        ["go", "run", str(src)],
+        input=json.dumps({"Template": go, "Cases": cases}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == want
 

@@ -193,9 +193,18 @@ class Replay:
             batch = []
             for j in range(r.start, r.start + r.n):
                 reasoning, answer = split_output(self.texts[r.problem["id"]][j], in_think=True)
-                batch.append({"problem_id": r.problem["id"], "sample": j, "prompt": "",
-                              "reasoning": reasoning, "answer": answer, "tokens": 1,
-                              "prompt_tokens": 1, "finish_reason": "stop"})  # fmt: skip
+                batch.append(
+                    {
+                        "problem_id": r.problem["id"],
+                        "sample": j,
+                        "prompt": "",
+                        "reasoning": reasoning,
+                        "answer": answer,
+                        "tokens": 1,
+                        "prompt_tokens": 1,
+                        "finish_reason": "stop",
+                    }
+                )
             yield batch
 
     def close(self) -> None:
@@ -224,8 +233,10 @@ def test_eval_verdicts_equal_the_reward(template, tmp_path):
     summary, samples = _eval(tmp_path, rows, [[text] for text, _, _ in cases], template)
     got = [s["correct"] for s in samples]
     want = [c for _, _, c in cases]
-    rewards = [accuracy(text, {**row, "template": template}) == 1.0 for (text, _, _), row in
-               zip(cases, rows)]  # fmt: skip
+    rewards = [
+        accuracy(text, {**row, "template": template}) == 1.0
+        for (text, _, _), row in zip(cases, rows)
+    ]
     assert got == want == rewards, [
         (text, g) for (text, g, _), a, b in zip(cases, got, want) if a != b
     ]
@@ -260,8 +271,9 @@ def test_heldout_pass1_equals_eval(tiny_model_base, tiny_tokenizer, tmp_path):
     k = 4
     tok = tiny_tokenizer
     engine = make_engine(tiny_model_base, pad_token_id=tok.pad_token_id, kind="hf")
-    params = SamplingParams(n=k, temperature=0.6, top_p=0.95, max_tokens=64,
-                            stop_token_ids=(tok.eos_token_id,), seed=1)  # fmt: skip
+    params = SamplingParams(
+        n=k, temperature=0.6, top_p=0.95, max_tokens=64, stop_token_ids=(tok.eos_token_id,), seed=1
+    )
     held, rollouts = evaluate(engine, tok, problems, "r1zero", params)
     texts = [[r.text for r in rollouts[i : i + k]] for i in range(0, len(rollouts), k)]
     summary, samples = _eval(tmp_path, problems, texts, "r1zero")

@@ -499,7 +499,10 @@ def test_weight_sync_shared_tensors():
     eng = engine_for(model)
     emb = model.model.embed_tokens.weight
     assert eng.model.embed.data_ptr() == emb.data_ptr()
-    assert eng.model.layers[0].wq.data_ptr() == model.model.layers[0].self_attn.q_proj.weight.data_ptr()  # fmt: skip
+    assert (
+        eng.model.layers[0].wq.data_ptr()
+        == model.model.layers[0].self_attn.q_proj.weight.data_ptr()
+    )
     old = [eng.generate([p], greedy())[0].samples[0].token_ids for p in PROMPTS]
     _adamw_step(model)  # an optimizer step updates the parameters in place
     new = [hf_greedy(model, p) for p in PROMPTS]

@@ -78,8 +78,15 @@ def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
     assert main(["pipeline", str(recipe)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     names = [r["stage"] for r in summary["stages"]]
-    assert names == ["base", "cold_start", "reasoning_rl", "rejection_sampling", "sft",
-                     "reward_model", "all_scenario_rl"]  # fmt: skip
+    assert names == [
+        "base",
+        "cold_start",
+        "reasoning_rl",
+        "rejection_sampling",
+        "sft",
+        "reward_model",
+        "all_scenario_rl",
+    ]
     for r in summary["stages"]:
         assert (r["eval"] is not None) == (r["kind"] in ("-", "sft", "rl"))
     assert summary["final_model"].endswith("06-all_scenario_rl/final")
@@ -91,7 +98,9 @@ def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
     assert cold["eval"]["format_rate"] > 0.5  # reasoning in <think>, then a \boxed{} answer
     train = [json.loads(x) for x in (out / "06-all_scenario_rl" / "train.jsonl").open()]
     assert {tuple(r["rewards"]) for r in train} == {
-        ("reward_model", "format", "language"), ("accuracy", "format", "language")}  # fmt: skip
+        ("reward_model", "format", "language"),
+        ("accuracy", "format", "language"),
+    }
     info = json.loads((out / "04-sft" / "stage.json").read_text())
     assert info["model_in"] is None  # SFT of the base, not of the RL model
     assert (out / "report.md").exists() and (out / "report.png").exists()

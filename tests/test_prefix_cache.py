@@ -156,9 +156,16 @@ def test_weight_update_invalidates_the_cache():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(4)
-    cfg = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      initializer_range=0.5)  # fmt: skip
+    cfg = Qwen2Config(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.5,
+    )
     model = Qwen2ForCausalLM(cfg).eval()
     shared, copied = engine(model), engine(model, dtype=torch.float64)
     for eng in (shared, copied):

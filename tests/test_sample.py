@@ -36,8 +36,21 @@ def test_each_filter(text, finish, expect):
 
 def test_sample_keeps_only_verified_readable_distinct(tmp_path, capsys):
     out = tmp_path / "s"
-    args = ["sample", "--prompts", "24", "--k", "4", "--out", str(out), "--max-new-tokens", "64",
-            "--keep-per-prompt", "2", "--temperature", "1.0"]  # fmt: skip
+    args = [
+        "sample",
+        "--prompts",
+        "24",
+        "--k",
+        "4",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "64",
+        "--keep-per-prompt",
+        "2",
+        "--temperature",
+        "1.0",
+    ]
     assert main(args) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["samples"] == stats["prompts"] * 4

@@ -44,10 +44,18 @@ def test_multi_turn_hits_are_exact(srv):
     assert (u2.prompt_cache_hit_tokens, u2.prompt_cache_miss_tokens) == (hit, p1 - hit)
     assert u2.prompt_tokens_details.cached_tokens == hit
     # turn 2 resends turn 1 and adds to it: at least turn 1's prompt blocks hit, streamed too
-    turn2 = msgs + [{"role": "assistant", "content": r1.choices[0].message.content or "4"},
-                    {"role": "user", "content": "And 3 + 3?"}]  # fmt: skip
-    stream = client.chat.completions.create(model=MODEL, messages=turn2, max_tokens=8, seed=1,
-                                            stream=True, stream_options={"include_usage": True})  # fmt: skip
+    turn2 = msgs + [
+        {"role": "assistant", "content": r1.choices[0].message.content or "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=turn2,
+        max_tokens=8,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     u3 = [c.usage for c in stream if c.usage][0]
     assert u3.prompt_cache_hit_tokens >= hit and u3.prompt_cache_hit_tokens % BLOCK == 0
     assert u3.prompt_cache_hit_tokens + u3.prompt_cache_miss_tokens == u3.prompt_tokens

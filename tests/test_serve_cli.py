@@ -30,8 +30,9 @@ def test_keys_cli(tmp_path, capsys):
     assert kid in out and "active" in out and "alice" in out and key not in out
     s = Store(db)
     s.record(kid, MODEL, "chat", 1_000_000, 2_000_000, 500_000)
-    assert main(["keys", "usage", "--db", db, "--price-prompt", "1", "--price-completion",
-                 "2"]) == 0  # fmt: skip
+    assert (
+        main(["keys", "usage", "--db", db, "--price-prompt", "1", "--price-completion", "2"]) == 0
+    )
     out = capsys.readouterr().out
     assert "5.0000" in out and "500000" in out  # 1M x $1 + 2M x $2
     assert main(["keys", "revoke", kid, "--db", db]) == 0
@@ -57,8 +58,10 @@ def test_run_terminal_chat():
     srv = shared()
     stdin = io.StringIO("What is 3 + 4?\n/set nothink\nSay hi\n/bogus\n/bye\nnever read\n")
     out = io.StringIO()
-    assert chat_loop(srv.url + "/v1", None, srv.key, stdin=stdin, out=out, color=True,
-                     max_tokens=64) == 0  # fmt: skip
+    assert (
+        chat_loop(srv.url + "/v1", None, srv.key, stdin=stdin, out=out, color=True, max_tokens=64)
+        == 0
+    )
     text = out.getvalue()
     assert "\x1b[2mThinking..." in text and "Set 'nothink' mode." in text
     assert "Unknown command" in text and "never read" not in text

@@ -44,8 +44,9 @@ def test_base_url_without_v1(srv, client):
 
 def test_deepseek_names_and_thinking_switch(srv, client):
     seed, reasoning, _, _ = find_seed(srv, Q)
-    r = client.chat.completions.create(model="deepseek-reasoner", messages=Q, seed=seed,
-                                       max_tokens=120)  # fmt: skip
+    r = client.chat.completions.create(
+        model="deepseek-reasoner", messages=Q, seed=seed, max_tokens=120
+    )
     assert r.model == "deepseek-reasoner" and r.choices[0].message.reasoning_content == reasoning
     r = client.chat.completions.create(model="deepseek-chat", messages=Q, max_tokens=16)
     m = r.choices[0].message
@@ -56,8 +57,9 @@ def test_deepseek_names_and_thinking_switch(srv, client):
     assert r.choices[0].message.reasoning_content is None
     # thinking enabled on deepseek-chat thinks, as DeepSeek's hybrid model does
     on = {"thinking": {"type": "enabled"}}
-    r = client.chat.completions.create(model="deepseek-chat", messages=Q, seed=seed,
-                                       max_tokens=120, extra_body=on)  # fmt: skip
+    r = client.chat.completions.create(
+        model="deepseek-chat", messages=Q, seed=seed, max_tokens=120, extra_body=on
+    )
     assert r.choices[0].message.reasoning_content == reasoning
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=Q, extra_body={"thinking": "on"})
@@ -81,7 +83,7 @@ def test_context_overflow_openai_wording(client):
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
             "response_format",
-        ),  # fmt: skip
+        ),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
@@ -107,7 +109,7 @@ def test_context_overflow_openai_wording(client):
                 ]
             },
             "messages[0].content[1]",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_unsupported_parameters_named(srv, extra, param):
@@ -120,18 +122,40 @@ def test_unsupported_parameters_named(srv, extra, param):
 
 def test_unsupported_accepts_neutral_values(srv):
     # what SDKs send by default is no request for a feature: zero penalties, text format...
-    body = {"model": MODEL, "messages": Q, "max_tokens": 4, "presence_penalty": 0,
-            "frequency_penalty": 0.0, "logprobs": False, "response_format": {"type": "text"},
-            "tools": [], "tool_choice": "none", "logit_bias": {}, "modalities": ["text"]}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": Q,
+        "max_tokens": 4,
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "logprobs": False,
+        "response_format": {"type": "text"},
+        "tools": [],
+        "tool_choice": "none",
+        "logit_bias": {},
+        "modalities": ["text"],
+    }
     r = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=srv.headers, timeout=30)
     assert r.status_code == 200, r.text
-    for extra, param in (({"echo": True}, "echo"), ({"suffix": "x"}, "suffix"),
-                         ({"best_of": 3}, "best_of"), ({"logprobs": 2}, "logprobs")):  # fmt: skip
-        r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=30,
-                       json={"model": MODEL, "prompt": "1 +", "max_tokens": 2, **extra})  # fmt: skip
+    for extra, param in (
+        ({"echo": True}, "echo"),
+        ({"suffix": "x"}, "suffix"),
+        ({"best_of": 3}, "best_of"),
+        ({"logprobs": 2}, "logprobs"),
+    ):
+        r = httpx.post(
+            srv.url + "/v1/completions",
+            headers=srv.headers,
+            timeout=30,
+            json={"model": MODEL, "prompt": "1 +", "max_tokens": 2, **extra},
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == param
-    r = httpx.post(srv.url + "/api/chat", headers=srv.headers, timeout=30,
-                   json={"model": MODEL, "messages": Q, "format": "json", "stream": False})  # fmt: skip
+    r = httpx.post(
+        srv.url + "/api/chat",
+        headers=srv.headers,
+        timeout=30,
+        json={"model": MODEL, "messages": Q, "format": "json", "stream": False},
+    )
     assert r.status_code == 400 and "format" in r.json()["error"]
 
 
@@ -141,9 +165,17 @@ def test_balance_with_credit(srv, capsys):
     key = capsys.readouterr().out.strip()
     h = {"Authorization": f"Bearer {key}"}
     b = httpx.get(srv.url + "/user/balance", headers=h, timeout=30).json()
-    assert b == {"is_available": True, "balance_infos": [{"currency": "CNY",
-                 "total_balance": "10.00", "granted_balance": "10.00",
-                 "topped_up_balance": "0.00"}]}  # fmt: skip
+    assert b == {
+        "is_available": True,
+        "balance_infos": [
+            {
+                "currency": "CNY",
+                "total_balance": "10.00",
+                "granted_balance": "10.00",
+                "topped_up_balance": "0.00",
+            }
+        ],
+    }
     c = openai.OpenAI(base_url=srv.url, api_key=key, max_retries=0)
     r = c.chat.completions.create(model="deepseek-reasoner", messages=Q, max_tokens=8)
     kid = key.split("-")[2]
@@ -155,8 +187,9 @@ def test_balance_with_credit(srv, capsys):
     # a nearly spent credit: the request is clamped to what is left, then refused (402)
     with srv.store._db:
         srv.store._db.execute("UPDATE keys SET spent = ? WHERE id = ?", (10 - 400e-6, kid))
-    r = c.chat.completions.create(model="deepseek-reasoner", messages=Q, max_tokens=100,
-                                  extra_body={"ignore_eos": True})  # fmt: skip
+    r = c.chat.completions.create(
+        model="deepseek-reasoner", messages=Q, max_tokens=100, extra_body={"ignore_eos": True}
+    )
     assert r.usage.prompt_tokens * 4 + r.usage.completion_tokens * 16 <= 400
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens < 100
     assert srv.store.get_key(kid).money_left() >= 0
@@ -193,16 +226,24 @@ def test_langchain_chat_deepseek(srv):
     from langchain_deepseek import ChatDeepSeek
 
     seed, reasoning, answer, _ = find_seed(srv, Q)
-    llm = ChatDeepSeek(model="deepseek-reasoner", api_key=srv.key, api_base=srv.url,
-                       max_tokens=120, max_retries=0, seed=seed)  # fmt: skip
+    llm = ChatDeepSeek(
+        model="deepseek-reasoner",
+        api_key=srv.key,
+        api_base=srv.url,
+        max_tokens=120,
+        max_retries=0,
+        seed=seed,
+    )
     m = llm.invoke("What is 3 + 4?")
     assert m.additional_kwargs["reasoning_content"] == reasoning and m.content == answer
     with pytest.raises(ContextOverflowError):
         llm.invoke(LONG[0]["content"])
     # structured output needs response_format or tools: refused, not a silent None
     with pytest.raises(openai.BadRequestError, match="response_format|tools"):
-        llm.with_structured_output({"title": "A", "type": "object", "properties": {
-            "x": {"type": "integer"}}}, method="json_mode").invoke("x = 1")  # fmt: skip
+        llm.with_structured_output(
+            {"title": "A", "type": "object", "properties": {"x": {"type": "integer"}}},
+            method="json_mode",
+        ).invoke("x = 1")
 
 
 def test_litellm(srv):
@@ -210,8 +251,9 @@ def test_litellm(srv):
     litellm = pytest.importorskip("litellm")
     seed, reasoning, answer, _ = find_seed(srv, Q)
     kw = {"api_base": srv.url, "api_key": srv.key, "num_retries": 0}
-    r = litellm.completion(model="deepseek/deepseek-reasoner", messages=Q, max_tokens=120,
-                           seed=seed, **kw)  # fmt: skip
+    r = litellm.completion(
+        model="deepseek/deepseek-reasoner", messages=Q, max_tokens=120, seed=seed, **kw
+    )
     assert r.choices[0].message.reasoning_content == reasoning
     assert r.choices[0].message.content == answer
     with pytest.raises(litellm.ContextWindowExceededError):
@@ -224,9 +266,16 @@ def test_llamaindex(srv):
     from llama_index.llms.openai_like import OpenAILike
 
     seed, reasoning, answer, _ = find_seed(srv, Q)
-    llm = OpenAILike(model="deepseek-reasoner", api_base=srv.url + "/v1", api_key=srv.key,
-                     is_chat_model=True, max_tokens=120, max_retries=0, temperature=0.6,
-                     additional_kwargs={"seed": seed})  # fmt: skip
+    llm = OpenAILike(
+        model="deepseek-reasoner",
+        api_base=srv.url + "/v1",
+        api_key=srv.key,
+        is_chat_model=True,
+        max_tokens=120,
+        max_retries=0,
+        temperature=0.6,
+        additional_kwargs={"seed": seed},
+    )
     r = llm.chat([ChatMessage(role="user", content=Q[0]["content"])])
     assert r.message.content == answer
     thinking = [b.content for b in r.message.blocks if b.block_type == "thinking"]
@@ -234,8 +283,12 @@ def test_llamaindex(srv):
 
 
 def test_ollama_durations_measured(srv):
-    body = {"model": MODEL, "messages": Q, "stream": False,
-            "options": {"num_predict": 24, "temperature": 0}}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": Q,
+        "stream": False,
+        "options": {"num_predict": 24, "temperature": 0},
+    }
     r = httpx.post(srv.url + "/api/chat", json=body, headers=srv.headers, timeout=60).json()
     for k in ("load_duration", "prompt_eval_duration", "eval_duration"):
         assert r[k] > 0, (k, r)
@@ -245,7 +298,12 @@ def test_ollama_durations_measured(srv):
     decode = r["eval_duration"] * (n - 1) // n
     assert r["load_duration"] + r["prompt_eval_duration"] + decode <= r["total_duration"]
     lines = []
-    with httpx.stream("POST", srv.url + "/api/generate", headers=srv.headers, timeout=60,
-                      json={"model": MODEL, "prompt": "hi", "options": {"num_predict": 8}}) as s:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        srv.url + "/api/generate",
+        headers=srv.headers,
+        timeout=60,
+        json={"model": MODEL, "prompt": "hi", "options": {"num_predict": 8}},
+    ) as s:
         lines = [json.loads(x) for x in s.iter_lines() if x]
     assert lines[-1]["done"] and lines[-1]["eval_duration"] > 0

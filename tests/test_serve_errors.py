@@ -51,7 +51,7 @@ LONG = "7 + 8 = 15. " * 400  # far past the tiny model's 1,024-token context
             json.dumps({**GOOD, "messages": [{"role": "user", "content": LONG}]}).encode(),
             400,
             "messages",
-        ),  # fmt: skip
+        ),
         (json.dumps({**GOOD, "model": "gpt-9"}).encode(), 400, "model"),  # DeepSeek: 400
         (json.dumps({**GOOD, "max_tokens": 0}).encode(), 422, "max_tokens"),
         (json.dumps({**GOOD, "max_tokens": -5}).encode(), 422, "max_tokens"),
@@ -63,7 +63,7 @@ LONG = "7 + 8 = 15. " * 400  # far past the tiny model's 1,024-token context
             json.dumps({**GOOD, "messages": [{"role": "wizard", "content": "x"}]}).encode(),
             422,
             None,
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_requests(srv, raw, status, param):
@@ -118,17 +118,25 @@ def test_ollama_errors(srv):
     assert r.status_code == 400 and "error" in r.json()
     r = httpx.post(srv.url + "/api/chat", json={"model": "llama9", "messages": []}, headers=h)
     assert r.status_code == 404 and r.json()["error"] == "model 'llama9' not found"
-    r = httpx.post(srv.url + "/api/chat", json={"model": MODEL, "messages": [{"role": "user",
-                   "content": "hi"}], "stream": False, "options": {"temperature": -2}},
-                   headers=h)  # fmt: skip
+    r = httpx.post(
+        srv.url + "/api/chat",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": False,
+            "options": {"temperature": -2},
+        },
+        headers=h,
+    )
     assert r.status_code == 422
 
 
 def test_disconnect_aborts_and_frees_blocks(srv):
     st0 = srv.gen.stats()
     body = {**GOOD, "max_tokens": 900, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, headers=srv.headers,
-                      timeout=30) as r:  # fmt: skip
+    with httpx.stream(
+        "POST", srv.url + "/v1/chat/completions", json=body, headers=srv.headers, timeout=30
+    ) as r:
         lines = r.iter_lines()
         for _ in range(4):
             next(lines)

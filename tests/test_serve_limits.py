@@ -60,8 +60,10 @@ def raw_request(srv, head: str, body: bytes = b"", read_after: bool = True) -> t
 
 def test_body_cap_refuses_before_reading(srv):
     # 50 MB declared, 64 KB sent: the 413 comes back without the rest ever being sent
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-            f"{srv.key}\r\nContent-Type: application/json\r\nContent-Length: {50 << 20}\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{srv.key}\r\nContent-Type: application/json\r\nContent-Length: {50 << 20}\r\n"
+    )
     status, body = raw_request(srv, head, b"x" * (64 << 10))
     err = json.loads(body)["error"]
     assert status == 413 and err["code"] == "request_too_large" and "--max-body" in err["message"]
@@ -77,8 +79,12 @@ def test_body_cap_chunked(srv):
         for _ in range(80):
             yield b"a" * (64 << 10)  # 5 MiB in all, past the 4 MiB default
 
-    r = httpx.post(srv.url + "/v1/chat/completions", content=chunks(),
-                   headers={**srv.headers, "Content-Type": "application/json"}, timeout=60)  # fmt: skip
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        content=chunks(),
+        headers={**srv.headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
     healthy(srv)
 
@@ -99,8 +105,9 @@ def test_quota_exact_under_concurrency_and_n(srv):
     body = {**GOOD, "max_tokens": 30, "ignore_eos": True}
 
     async def burst():
-        async with httpx.AsyncClient(base_url=srv.url, timeout=120,
-                                     headers={"Authorization": f"Bearer {key}"}) as c:  # fmt: skip
+        async with httpx.AsyncClient(
+            base_url=srv.url, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        ) as c:
             return await asyncio.gather(
                 *[c.post("/v1/chat/completions", json=body) for _ in range(50)]
             )
@@ -112,8 +119,12 @@ def test_quota_exact_under_concurrency_and_n(srv):
     assert srv.store.get_key(rec.id).reserved_tokens == 0  # every reservation settled
 
     key, rec = srv.store.create_key("n16", quota_tokens=200)
-    r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "n": 16, "max_tokens": 500},
-                   headers={"Authorization": f"Bearer {key}"}, timeout=120)  # fmt: skip
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        json={**body, "n": 16, "max_tokens": 500},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    )
     u = r.json()["usage"]
     assert r.status_code == 200 and len(r.json()["choices"]) == 16
     assert u["total_tokens"] == srv.store.tokens_used(rec.id) <= 200
@@ -122,8 +133,11 @@ def test_quota_exact_under_concurrency_and_n(srv):
     r = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=h, timeout=60)
     assert r.status_code == 402 and r.json()["error"]["code"] == "insufficient_quota"
     b = httpx.get(srv.url + "/user/balance", headers=h, timeout=30).json()
-    assert b["token_quota"] == {"total": 200, "used": u["total_tokens"],
-                                "left": 200 - u["total_tokens"]}  # fmt: skip
+    assert b["token_quota"] == {
+        "total": 200,
+        "used": u["total_tokens"],
+        "left": 200 - u["total_tokens"],
+    }
     healthy(srv)
 
 
@@ -132,15 +146,20 @@ def test_quota_reads_running_total_not_usage_rows(srv):
     healthy(srv, key)
     used = srv.store.tokens_used(rec.id)
     db = sqlite3.connect(srv.store.path)
-    rows = db.execute("SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = ?",
-                      (rec.id,)).fetchone()[0]  # fmt: skip
+    rows = db.execute(
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = ?", (rec.id,)
+    ).fetchone()[0]
     assert used == rows > 0
     # the usage rows are history only: removing them changes no quota decision
     with db:
         db.execute("UPDATE keys SET used_tokens = 10000 WHERE id = ?", (rec.id,))
         db.execute("DELETE FROM usage WHERE key_id = ?", (rec.id,))
-    r = httpx.post(srv.url + "/v1/chat/completions", json=GOOD,
-                   headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        json=GOOD,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     assert r.status_code == 402
     db.close()
 
@@ -169,8 +188,10 @@ def test_old_database_gains_running_totals(tmp_path):
 def test_non_streaming_disconnect_aborts(srv):
     st0 = srv.gen.stats()
     body = json.dumps({**GOOD, "max_tokens": 900, "ignore_eos": True}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-            f"{srv.key}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{srv.key}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    )
     used0 = srv.store.tokens_used(srv.store.find_key(srv.key).id)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
         s.sendall(head.encode() + b"\r\n" + body)
@@ -190,8 +211,12 @@ def test_non_streaming_disconnect_aborts(srv):
 
 def test_lone_surrogate_is_400(srv):
     raw = b'{"model": "r1kit-tiny", "messages": [{"role": "user", "content": "\\ud800"}]}'
-    r = httpx.post(srv.url + "/v1/chat/completions", content=raw,
-                   headers={**srv.headers, "Content-Type": "application/json"}, timeout=30)  # fmt: skip
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        content=raw,
+        headers={**srv.headers, "Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"]
     ok = b'{"model": "r1kit-tiny", "max_tokens": 2, "messages": [{"role": "user", "content": '
     ok += b'"\\ud83d\\ude00"}]}'  # a valid pair is one character
@@ -211,8 +236,10 @@ def test_404_405_in_error_shape(srv):
 
 
 def test_ollama_tags_show_need_key_and_hide_paths(srv):
-    for method, path, kw in (("GET", "/api/tags", {}), ("POST", "/api/show", {"json": {"model":
-                             MODEL}})):  # fmt: skip
+    for method, path, kw in (
+        ("GET", "/api/tags", {}),
+        ("POST", "/api/show", {"json": {"model": MODEL}}),
+    ):
         assert httpx.request(method, srv.url + path, **kw).status_code == 401
         r = httpx.request(method, srv.url + path, headers=srv.headers, **kw)
         assert r.status_code == 200
@@ -247,8 +274,11 @@ def test_keys_create_refuses_useless_limits(tmp_path, capsys, flags, msg):
 def local():
     """A --no-auth server: one sequence at a time (so a second request waits), keep-alive
     comments every 50 ms, and one origin allowed."""
-    s = Server(auth=False, max_num_seqs=1,
-               app_kw={"allow_origins": ("http://app.example",), "keepalive_s": 0.05})  # fmt: skip
+    s = Server(
+        auth=False,
+        max_num_seqs=1,
+        app_kw={"allow_origins": ("http://app.example",), "keepalive_s": 0.05},
+    )
     yield s
     s.close()
 
@@ -267,35 +297,54 @@ def test_no_auth_host_origin_json(local):
     # the form-style post a browser sends cross-site without a preflight
     r = httpx.post(url, content=json.dumps(GOOD), headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
-    r = httpx.post(local.url + "/api/chat", content=b"{}",
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    r = httpx.post(
+        local.url + "/api/chat",
+        content=b"{}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 415 and isinstance(r.json()["error"], str)
     assert httpx.post(url, json=GOOD, timeout=60).status_code == 200
 
 
 def test_cors_only_for_allowed_origins(srv, local):
-    pre = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    pre = {
+        "Origin": "http://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     r = httpx.options(local.url + "/v1/chat/completions", headers=pre)
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "http://app.example"
-    r = httpx.post(local.url + "/v1/chat/completions", json=GOOD, timeout=60,
-                   headers={"Origin": "http://app.example"})  # fmt: skip
+    r = httpx.post(
+        local.url + "/v1/chat/completions",
+        json=GOOD,
+        timeout=60,
+        headers={"Origin": "http://app.example"},
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "http://app.example"
     # the shared server names no origin: no CORS headers, a preflight is not answered
     r = httpx.options(srv.url + "/v1/chat/completions", headers=pre)
     assert "access-control-allow-origin" not in r.headers and r.status_code == 405
-    r = httpx.post(srv.url + "/v1/chat/completions", json=GOOD, timeout=60,
-                   headers={**srv.headers, "Origin": "http://app.example"})  # fmt: skip
+    r = httpx.post(
+        srv.url + "/v1/chat/completions",
+        json=GOOD,
+        timeout=60,
+        headers={**srv.headers, "Origin": "http://app.example"},
+    )
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
 def _busy(s: Server) -> threading.Thread:
     """A streamed request that holds the server's one sequence slot; returns once its first
     tokens came back (it runs then, and has ~35 tokens to go)."""
-    busy = {"model": MODEL, "messages": GOOD["messages"], "max_tokens": 40, "ignore_eos": True,
-            "stream": True}  # fmt: skip
+    busy = {
+        "model": MODEL,
+        "messages": GOOD["messages"],
+        "max_tokens": 40,
+        "ignore_eos": True,
+        "stream": True,
+    }
     running = threading.Event()
 
     def run() -> None:
@@ -319,14 +368,18 @@ def test_sse_keep_alive_while_waiting(local):
         lines = [x for x in r.iter_lines() if x]
     t.join()
     alive = [i for i, x in enumerate(lines) if x == ": keep-alive"]
-    tokens = [i for i, x in enumerate(lines) if x.startswith("data: {")
-              and "role" not in json.loads(x[6:])["choices"][0]["delta"]]  # fmt: skip
+    tokens = [
+        i
+        for i, x in enumerate(lines)
+        if x.startswith("data: {") and "role" not in json.loads(x[6:])["choices"][0]["delta"]
+    ]
     assert alive and tokens and alive[0] < tokens[0] and lines[-1] == "data: [DONE]"
     # the openai SDK reads through the comments
     t = _busy(local)
     c = openai.OpenAI(base_url=local.url, api_key="none", max_retries=0)
-    chunks = list(c.chat.completions.create(model=MODEL, messages=GOOD["messages"], max_tokens=8,
-                                            stream=True))  # fmt: skip
+    chunks = list(
+        c.chat.completions.create(model=MODEL, messages=GOOD["messages"], max_tokens=8, stream=True)
+    )
     t.join()
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
@@ -341,11 +394,16 @@ def test_stream_settles_once(srv):
     key, rec = srv.store.create_key("stream", quota_tokens=5_000)
     h = {"Authorization": f"Bearer {key}"}
     body = {**GOOD, "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, headers=h,
-                      timeout=60) as r:  # fmt: skip
+    with httpx.stream(
+        "POST", srv.url + "/v1/chat/completions", json=body, headers=h, timeout=60
+    ) as r:
         usage = [json.loads(x[6:])["usage"] for x in r.iter_lines() if x.startswith("data: {")][-1]
-    r = httpx.post(srv.url + "/api/chat", headers=h, timeout=60,
-                   json={"model": MODEL, "messages": GOOD["messages"], "options": {"num_predict": 5}})  # fmt: skip
+    r = httpx.post(
+        srv.url + "/api/chat",
+        headers=h,
+        timeout=60,
+        json={"model": MODEL, "messages": GOOD["messages"], "options": {"num_predict": 5}},
+    )
     last = [json.loads(x) for x in r.text.splitlines() if x][-1]
     total = usage["total_tokens"] + last["prompt_eval_count"] + last["eval_count"]
     time.sleep(0.5)  # let the background settles of the two streams run (each must be a no-op)

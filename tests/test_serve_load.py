@@ -20,9 +20,15 @@ def srv():
 
 
 async def _stream(c: httpx.AsyncClient, seed: int) -> tuple[str, str, str, int]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": f"What is {seed} + 3?"}],
-            "stream": True, "max_tokens": TOKENS, "seed": seed, "ignore_eos": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"What is {seed} + 3?"}],
+        "stream": True,
+        "max_tokens": TOKENS,
+        "seed": seed,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
     r_, c_, finish, usage = "", "", None, 0
     async with c.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200

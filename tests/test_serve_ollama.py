@@ -32,8 +32,9 @@ def _reference(srv, seed: int, n: int = 60):
 
 def test_chat_think(srv, client):
     for seed in range(6):
-        r = client.chat(model=MODEL, messages=Q, think=True, options={"seed": seed,
-                        "num_predict": 60})  # fmt: skip
+        r = client.chat(
+            model=MODEL, messages=Q, think=True, options={"seed": seed, "num_predict": 60}
+        )
         reasoning, content = _reference(srv, seed)
         assert r.message.thinking == (reasoning or None)
         assert r.message.content == (content or "")
@@ -43,8 +44,7 @@ def test_chat_think(srv, client):
 def test_chat_think_streaming(srv, client):
     whole = client.chat(model=MODEL, messages=Q, think=True, options={"seed": 2})
     thinking, content, last = "", "", None
-    for part in client.chat(model=MODEL, messages=Q, think=True, stream=True,
-                            options={"seed": 2}):  # fmt: skip
+    for part in client.chat(model=MODEL, messages=Q, think=True, stream=True, options={"seed": 2}):
         thinking += part.message.thinking or ""
         content += part.message.content or ""
         last = part
@@ -59,17 +59,30 @@ def test_think_false(client):
 
 
 def test_generate(srv, client):
-    r = client.generate(model=MODEL, prompt="What is 2 + 2?", think=True,
-                        options={"seed": 1, "num_predict": 40})  # fmt: skip
+    r = client.generate(
+        model=MODEL, prompt="What is 2 + 2?", think=True, options={"seed": 1, "num_predict": 40}
+    )
     assert r.done and isinstance(r.response, str)
-    ref = client.chat(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}],
-                      think=True, options={"seed": 1, "num_predict": 40})  # fmt: skip
+    ref = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is 2 + 2?"}],
+        think=True,
+        options={"seed": 1, "num_predict": 40},
+    )
     assert (r.thinking, r.response) == (ref.message.thinking, ref.message.content)
-    raw = client.generate(model=MODEL, prompt="User: 1 + 1\n", raw=True,
-                          options={"seed": 1, "num_predict": 8})  # fmt: skip
+    raw = client.generate(
+        model=MODEL, prompt="User: 1 + 1\n", raw=True, options={"seed": 1, "num_predict": 8}
+    )
     assert raw.done and raw.eval_count == 8 or raw.done_reason == "stop"
-    parts = list(client.generate(model=MODEL, prompt="What is 2 + 2?", think=True, stream=True,
-                                 options={"seed": 1, "num_predict": 40}))  # fmt: skip
+    parts = list(
+        client.generate(
+            model=MODEL,
+            prompt="What is 2 + 2?",
+            think=True,
+            stream=True,
+            options={"seed": 1, "num_predict": 40},
+        )
+    )
     assert parts[-1].done
     assert "".join(p.response for p in parts) == r.response
 

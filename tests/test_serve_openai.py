@@ -38,8 +38,14 @@ def test_chat_non_streaming_matches_engine(srv, client):
 
 def test_chat_streaming_same_as_whole(srv, client):
     seed, reasoning, answer, ntok = find_seed(srv, Q)
-    stream = client.chat.completions.create(model=MODEL, messages=Q, seed=seed, max_tokens=120,
-                                            stream=True, stream_options={"include_usage": True})  # fmt: skip
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=Q,
+        seed=seed,
+        max_tokens=120,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     rs, cs, order, usage, finish = "", "", [], None, None
     for chunk in stream:
         if not chunk.choices:
@@ -63,8 +69,9 @@ def test_chat_streaming_same_as_whole(srv, client):
 
 def test_raw_sse_shape(srv):
     body = {"model": MODEL, "messages": Q, "stream": True, "max_tokens": 8, "seed": 0}
-    with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, headers=srv.headers,
-                      timeout=30) as r:  # fmt: skip
+    with httpx.stream(
+        "POST", srv.url + "/v1/chat/completions", json=body, headers=srv.headers, timeout=30
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         lines = [x for x in r.iter_lines() if x]
     assert lines[-1] == "data: [DONE]"
@@ -79,34 +86,50 @@ def test_raw_sse_shape(srv):
 
 
 def test_n_stop_and_max_tokens(client):
-    r = client.chat.completions.create(model=MODEL, messages=Q, n=3, max_tokens=5, seed=3,
-                                       extra_body={"ignore_eos": True})  # fmt: skip
+    r = client.chat.completions.create(
+        model=MODEL, messages=Q, n=3, max_tokens=5, seed=3, extra_body={"ignore_eos": True}
+    )
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert all(c.finish_reason == "length" for c in r.choices)
     assert r.usage.completion_tokens == 15
     # a stop string cuts the text there and ends the sample with "stop"
-    full = client.completions.create(model=MODEL, prompt="1 + 2 = ", max_tokens=30, seed=5,
-                                     extra_body={"ignore_eos": True})  # fmt: skip
+    full = client.completions.create(
+        model=MODEL, prompt="1 + 2 = ", max_tokens=30, seed=5, extra_body={"ignore_eos": True}
+    )
     text = full.choices[0].text
     assert len(text) > 4
     stop = text[2:4]
-    cut = client.completions.create(model=MODEL, prompt="1 + 2 = ", max_tokens=30, seed=5,
-                                    stop=[stop], extra_body={"ignore_eos": True})  # fmt: skip
+    cut = client.completions.create(
+        model=MODEL,
+        prompt="1 + 2 = ",
+        max_tokens=30,
+        seed=5,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    )
     assert cut.choices[0].text == text[: text.find(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
 
 def test_completions_streaming(client):
     whole = client.completions.create(model=MODEL, prompt="User: 2 + 2\n", max_tokens=12, seed=1)
-    parts = client.completions.create(model=MODEL, prompt="User: 2 + 2\n", max_tokens=12, seed=1,
-                                      stream=True)  # fmt: skip
+    parts = client.completions.create(
+        model=MODEL, prompt="User: 2 + 2\n", max_tokens=12, seed=1, stream=True
+    )
     assert "".join(c.choices[0].text for c in parts if c.choices) == whole.choices[0].text
 
 
 def test_history_reasoning_stripped(srv, client):
     gen = srv.gen
-    with_r = [*Q, {"role": "assistant", "content": "<think>\nlong thought\n</think>\n\n7",
-                   "reasoning_content": "ignored"}, {"role": "user", "content": "And 5+5?"}]  # fmt: skip
+    with_r = [
+        *Q,
+        {
+            "role": "assistant",
+            "content": "<think>\nlong thought\n</think>\n\n7",
+            "reasoning_content": "ignored",
+        },
+        {"role": "user", "content": "And 5+5?"},
+    ]
     prompt = gen.render(with_r)
     assert "long thought" not in prompt and "ignored" not in prompt and "7" in prompt
     r = client.chat.completions.create(model=MODEL, messages=with_r, max_tokens=4)
@@ -114,8 +137,9 @@ def test_history_reasoning_stripped(srv, client):
 
 
 def test_think_off_answers_directly(client):
-    r = client.chat.completions.create(model=MODEL, messages=Q, max_tokens=20, seed=0,
-                                       extra_body={"think": False})  # fmt: skip
+    r = client.chat.completions.create(
+        model=MODEL, messages=Q, max_tokens=20, seed=0, extra_body={"think": False}
+    )
     m = r.choices[0].message
     assert m.model_extra["reasoning_content"] is None and m.content is not None
     assert r.usage.completion_tokens_details.reasoning_tokens == 0
@@ -145,8 +169,9 @@ def test_hf_engine_fallback(srv):
             reasoning,
             answer,
         )
-        parts = c.chat.completions.create(model=MODEL, messages=Q, seed=seed, max_tokens=120,
-                                          stream=True)  # fmt: skip
+        parts = c.chat.completions.create(
+            model=MODEL, messages=Q, seed=seed, max_tokens=120, stream=True
+        )
         text = "".join(p.choices[0].delta.content or "" for p in parts if p.choices)
         assert text == answer
     finally:

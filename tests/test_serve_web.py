@@ -63,7 +63,7 @@ SAVED = [
         "thought_s": 3.2,
         "think": True,
         "finish": "stop",
-    },  # fmt: skip
+    },
     {"role": "user", "content": "Think forever"},
     {
         "role": "assistant",
@@ -72,7 +72,7 @@ SAVED = [
         "thought_s": 9,
         "think": True,
         "finish": "length",
-    },  # fmt: skip
+    },
 ]
 
 
@@ -99,8 +99,16 @@ def size(request) -> str:
 class Chat:
     """One signed-in page (its own browser context and key) at one viewport size."""
 
-    def __init__(self, browser, srv, size: str, query: str = "", key: str | None = None,
-                 scheme: str = "light", **key_kw) -> None:  # fmt: skip
+    def __init__(
+        self,
+        browser,
+        srv,
+        size: str,
+        query: str = "",
+        key: str | None = None,
+        scheme: str = "light",
+        **key_kw,
+    ) -> None:
         self.srv, self.size = srv, size
         self.key = key or srv.store.create_key("web", **key_kw)[0]
         self.key_id = self.key.split("-")[2]
@@ -111,10 +119,21 @@ class Chat:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         # offline: nothing leaves the server, and every static file (KaTeX fonts too) loads
-        self.page.on("request", lambda r: r.url.startswith((srv.url, "data:", "blob:"))
-                     or self.errors.append("off-site request " + r.url))  # fmt: skip
-        self.page.on("response", lambda r: "/static/" in r.url and r.status >= 400
-                     and self.errors.append(f"{r.status} {r.url}"))  # fmt: skip
+        self.page.on(
+            "request",
+            lambda r: (
+                r.url.startswith((srv.url, "data:", "blob:"))
+                or self.errors.append("off-site request " + r.url)
+            ),
+        )
+        self.page.on(
+            "response",
+            lambda r: (
+                "/static/" in r.url
+                and r.status >= 400
+                and self.errors.append(f"{r.status} {r.url}")
+            ),
+        )
         self.page.add_init_script(f"localStorage.setItem('r1kit-key', {json.dumps(self.key)})")
         self.page.goto(f"{srv.url}/{query}")
         self.page.locator("#app").wait_for()
@@ -175,8 +194,13 @@ def inside(page, selector: str) -> bool:
     """The element is fully inside the viewport."""
     box = page.locator(selector).bounding_box()
     vp = page.viewport_size
-    return (box is not None and box["x"] >= 0 and box["y"] >= 0
-            and box["x"] + box["width"] <= vp["width"] and box["y"] + box["height"] <= vp["height"])  # fmt: skip
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= vp["width"]
+        and box["y"] + box["height"] <= vp["height"]
+    )
 
 
 CONTRAST = """sels => {
@@ -198,10 +222,25 @@ CONTRAST = """sels => {
   }));
 }"""
 # text a reader must read: WCAG AA asks 4.5:1 for normal text
-READABLE = [".answer p", ".answer th", ".answer td", ".msg.user .body", "#send", "#deepthink",
-            "#status", "#model-name", "#signout", "#title", "#conversations li.active .open",
-            "details.thinking summary", ".reasoning", ".notice", ".code-head span",
-            ".code-head .copy-code", ".msg .actions .icon"]  # fmt: skip
+READABLE = [
+    ".answer p",
+    ".answer th",
+    ".answer td",
+    ".msg.user .body",
+    "#send",
+    "#deepthink",
+    "#status",
+    "#model-name",
+    "#signout",
+    "#title",
+    "#conversations li.active .open",
+    "details.thinking summary",
+    ".reasoning",
+    ".notice",
+    ".code-head span",
+    ".code-head .copy-code",
+    ".msg .actions .icon",
+]
 
 
 def test_sign_in_and_layout(browser, srv, size):
@@ -334,10 +373,13 @@ def test_deepthink_copy_regenerate_edit(browser, srv, size, tiny_tokenizer):
     expect(user.locator(".body")).to_have_text("What is 3 + 5?")
     expect(msg.locator(".actions")).to_be_visible(timeout=60_000)
     stored = wait_until(
-        lambda: (m := chat.stored(conv["id"])["messages"])[0]["content"] == "What is 3 + 5?"
-        and len(m) == 2 and m,
+        lambda: (
+            (m := chat.stored(conv["id"])["messages"])[0]["content"] == "What is 3 + 5?"
+            and len(m) == 2
+            and m
+        ),
         what="edited save",
-    )  # fmt: skip
+    )
     assert stored[1]["finish"] in ("stop", "length")
     # DeepThink off: no thinking block
     page.goto(f"{srv.url}/?max_tokens=16")
@@ -517,5 +559,9 @@ def test_history_routes_are_not_model_requests(srv):
             assert c.get("/web/conversations").is_success
         assert [c.get("/v1/models").status_code for _ in range(3)] == [200, 200, 429]
     assert httpx.get(f"{srv.url}/web/me").status_code == 401
-    assert httpx.get(f"{srv.url}/web/conversations",
-                     headers={"Authorization": "Bearer sk-r1-0-bad"}).status_code == 401  # fmt: skip
+    assert (
+        httpx.get(
+            f"{srv.url}/web/conversations", headers={"Authorization": "Bearer sk-r1-0-bad"}
+        ).status_code
+        == 401
+    )

@@ -28,9 +28,13 @@ def _chat_file(path: Path, n: int = 24) -> Path:
 
 
 def test_loss_only_on_assistant_tokens(tiny_tokenizer):
-    conv = Conversation([{"role": "user", "content": "Compute 2 + 3."},
-                         {"role": "assistant", "content": "<think> 2 + 3 = 5. </think> "
-                                                          "<answer> 5 </answer>"}], "x")  # fmt: skip
+    conv = Conversation(
+        [
+            {"role": "user", "content": "Compute 2 + 3."},
+            {"role": "assistant", "content": "<think> 2 + 3 = 5. </think> <answer> 5 </answer>"},
+        ],
+        "x",
+    )
     e = encode(conv, tiny_tokenizer, "r1zero")
     prompt = tiny_tokenizer.decode(e.prompt_ids)
     assert prompt.rstrip().endswith("<think>") and "Compute 2 + 3." in prompt
@@ -55,8 +59,14 @@ def test_packed_loss_equals_padded(tiny_model, tiny_tokenizer):
         model = type(tiny_model)(tiny_model.config)
         model.load_state_dict(tiny_model.state_dict())
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        loss, n_tok, _ = train_step(model, opt, data, SFTConfig.of(pack_tokens=pack, micro_batch=3),
-                                    tiny_tokenizer.pad_token_id, 0.0)  # fmt: skip
+        loss, n_tok, _ = train_step(
+            model,
+            opt,
+            data,
+            SFTConfig.of(pack_tokens=pack, micro_batch=3),
+            tiny_tokenizer.pad_token_id,
+            0.0,
+        )
         losses.append(loss)
     assert n_tok == sum(len(e.completion_ids) for e in data)
     # the token mean of -log-probs (all of one sign): float32 sums in another order
@@ -74,8 +84,15 @@ def test_schedule_warmup_then_cosine():
 
 def test_sft_trains_and_resumes_to_the_same_weights(tmp_path):
     data = _chat_file(tmp_path / "chat.jsonl")
-    kw = dict(data=str(data), batch_size=8, micro_batch=4, epochs=2, lr=5e-4, save_every=2,
-              eval_problems=0)  # fmt: skip
+    kw = dict(
+        data=str(data),
+        batch_size=8,
+        micro_batch=4,
+        epochs=2,
+        lr=5e-4,
+        save_every=2,
+        eval_problems=0,
+    )
     full = run_sft(SFTConfig.of(out=str(tmp_path / "a"), **kw), progress=False)
     assert full["steps"] == 6 and full["final_loss"] < full["first_loss"]
     # interrupted after step 2: the step-2 checkpoint is the newest one on disk

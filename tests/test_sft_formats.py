@@ -41,7 +41,7 @@ def _write(path: Path, rows: list) -> str:
                 {"role": "user", "content": [{"type": "text", "text": Q}]},
                 {"role": "assistant", "content": A},
             ]
-        },  # fmt: skip
+        },
         {"conversations": [{"from": "human", "value": Q}, {"from": "gpt", "value": A}]},
         {"instruction": Q, "input": "", "output": A},
         {"prompt": Q, "completion": A},
@@ -69,8 +69,10 @@ def test_multi_turn_formats_keep_system_and_turns(tmp_path):
     )
     assert load_conversations(_write(tmp_path / "t.jsonl", [trl]))[0].messages == MULTI
     (c,) = load_conversations(_write(tmp_path / "a.jsonl", [alpaca]))
-    assert c.messages == [{"role": "user", "content": "Add these.\n\n2 and 3"},
-                          {"role": "assistant", "content": "5"}]  # fmt: skip
+    assert c.messages == [
+        {"role": "user", "content": "Add these.\n\n2 and 3"},
+        {"role": "assistant", "content": "5"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_multi_turn_formats_keep_system_and_turns(tmp_path):
             [{"messages": SINGLE}, {"prompt": Q, "completion": A}],
             ":2: not in this file's format messages (detected from its first row); "
             "fields: completion, prompt",
-        ),  # fmt: skip
+        ),
         ([{"conversations": [{"from": "bard", "value": Q}]}], "ShareGPT speaker 'bard'"),
         ([{"messages": [{"role": "tool", "content": "x"}]}], "message role 'tool'"),
         ([{"messages": SINGLE[:1]}], "the last message must be the assistant's"),

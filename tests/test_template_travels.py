@@ -107,9 +107,24 @@ def test_answer_tags_streamed_in_any_chunks_equal_whole(text, answer):
 @pytest.fixture(scope="module")
 def zero_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("zero") / "run"
-    args = ["zero", "--steps", "2", "--prompts-per-step", "4", "--group-size", "4",
-            "--eval-problems", "4", "--eval-k", "2", "--max-new-tokens", "48",
-            "--out", str(out), "--quiet"]  # fmt: skip
+    args = [
+        "zero",
+        "--steps",
+        "2",
+        "--prompts-per-step",
+        "4",
+        "--group-size",
+        "4",
+        "--eval-problems",
+        "4",
+        "--eval-k",
+        "2",
+        "--max-new-tokens",
+        "48",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     return out
 
@@ -129,8 +144,19 @@ def test_eval_defaults_to_the_models_format(zero_run, tmp_path):
     summaries, prompts = {}, {}
     for tpl in ("auto", "r1zero", "chat"):
         out = tmp_path / f"eval-{tpl}"
-        args = ["eval", str(zero_run), "--data", str(data), "--k", "2", "--max-tokens", "48",
-                "--out", str(out), "--quiet"] + ([] if tpl == "auto" else ["--template", tpl])  # fmt: skip
+        args = [
+            "eval",
+            str(zero_run),
+            "--data",
+            str(data),
+            "--k",
+            "2",
+            "--max-tokens",
+            "48",
+            "--out",
+            str(out),
+            "--quiet",
+        ] + ([] if tpl == "auto" else ["--template", tpl])
         assert main(args) == 0
         summaries[tpl] = json.loads((out / "summary.json").read_text())
         first = json.loads((out / "samples.jsonl").open().readline())

@@ -119,9 +119,12 @@ def prefill_cached_attention(
     mask = torch.arange(L, device=dev)[None, None] <= pos[:, :, None]  # [S, n_max, L]
     with _any_mask_kernels(dev):
         o = F.scaled_dot_product_attention(
-            qp.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2),
-            attn_mask=mask[:, None], scale=scale,
-        )  # fmt: skip
+            qp.transpose(1, 2),
+            kc.transpose(1, 2),
+            vc.transpose(1, 2),
+            attn_mask=mask[:, None],
+            scale=scale,
+        )
     o = o.transpose(1, 2)  # [S, n_max, H, D]
     for r, i in enumerate(cached):
         out[offs[i] : offs[i + 1]] = o[r, : lens[i]]

@@ -46,8 +46,12 @@ class EngineProcess:
         import torch
 
         threads = torch.get_num_threads()  # the child starts with the default, not ours
-        self.proc = ctx.Process(target=core_main, args=(child, model, engine_kw, threads),
-                                name="r1kit-engine-core", daemon=True)  # fmt: skip
+        self.proc = ctx.Process(
+            target=core_main,
+            args=(child, model, engine_kw, threads),
+            name="r1kit-engine-core",
+            daemon=True,
+        )
         self.proc.start()
         child.close()
         if not self._conn.poll(START_TIMEOUT_S):
@@ -68,8 +72,7 @@ class EngineProcess:
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
         self._closed = False
-        self._reader = threading.Thread(target=self._read, name="r1kit-engine-reader",
-                                        daemon=True)  # fmt: skip
+        self._reader = threading.Thread(target=self._read, name="r1kit-engine-reader", daemon=True)
         self._reader.start()
 
     # ----------------------------------------------------------------- front end
@@ -186,8 +189,16 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     core = _Core(engine, conn)
-    conn.send(("ready", {"max_model_len": engine.max_model_len,
-                         "max_num_seqs": engine.max_num_seqs, "stats": core.stats()}))  # fmt: skip
+    conn.send(
+        (
+            "ready",
+            {
+                "max_model_len": engine.max_model_len,
+                "max_num_seqs": engine.max_num_seqs,
+                "stats": core.stats(),
+            },
+        )
+    )
     try:
         core.run()
     except (EOFError, OSError, KeyboardInterrupt):  # the server went away

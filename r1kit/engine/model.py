@@ -124,16 +124,26 @@ class NativeDecoder:
 
             self.layers.append(
                 Layer(
-                    g("ln1", blk.input_layernorm), g("wq", a.q_proj), g("wk", a.k_proj),
-                    g("wv", a.v_proj), g("bq", a.q_proj, "bias"), g("bk", a.k_proj, "bias"),
-                    g("bv", a.v_proj, "bias"), g("qn", getattr(a, "q_norm", None)),
-                    g("kn", getattr(a, "k_norm", None)), g("wo", a.o_proj),
-                    g("ln2", blk.post_attention_layernorm), g("wg", f.gate_proj),
-                    g("wu", f.up_proj), g("wd", f.down_proj), g("bo", a.o_proj, "bias"),
-                    g("bg", f.gate_proj, "bias"), g("bu", f.up_proj, "bias"),
+                    g("ln1", blk.input_layernorm),
+                    g("wq", a.q_proj),
+                    g("wk", a.k_proj),
+                    g("wv", a.v_proj),
+                    g("bq", a.q_proj, "bias"),
+                    g("bk", a.k_proj, "bias"),
+                    g("bv", a.v_proj, "bias"),
+                    g("qn", getattr(a, "q_norm", None)),
+                    g("kn", getattr(a, "k_norm", None)),
+                    g("wo", a.o_proj),
+                    g("ln2", blk.post_attention_layernorm),
+                    g("wg", f.gate_proj),
+                    g("wu", f.up_proj),
+                    g("wd", f.down_proj),
+                    g("bo", a.o_proj, "bias"),
+                    g("bg", f.gate_proj, "bias"),
+                    g("bu", f.up_proj, "bias"),
                     g("bd", f.down_proj, "bias"),
                 )
-            )  # fmt: skip
+            )
 
     @torch.no_grad()
     def sync(self, model=None) -> int:
@@ -142,8 +152,16 @@ class NativeDecoder:
         of tensors copied."""
         if model is not None and model is not self.source:
             c, o = model.config, self.source.config
-            dims = ("model_type", "num_hidden_layers", "num_attention_heads", "hidden_size",
-                    "num_key_value_heads", "vocab_size", "rope_theta", "rope_parameters")  # fmt: skip
+            dims = (
+                "model_type",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "hidden_size",
+                "num_key_value_heads",
+                "vocab_size",
+                "rope_theta",
+                "rope_parameters",
+            )
             if any(getattr(c, d, None) != getattr(o, d, None) for d in dims):
                 raise ValueError(
                     "sync_weights(model) needs the same architecture; build a new engine"

@@ -103,7 +103,11 @@ class ModelRunner:
         lens = [len(s.tokens) - st for s, st in zip(seqs, starts)]
         ids = [t for s, st in zip(seqs, starts) for t in s.tokens[st:]]
         pos = [p for s, st in zip(seqs, starts) for p in range(st, len(s.tokens))]
-        slots = [s.blocks[p // bs] * bs + p % bs for s, st in zip(seqs, starts) for p in range(st, len(s.tokens))]  # fmt: skip
+        slots = [
+            s.blocks[p // bs] * bs + p % bs
+            for s, st in zip(seqs, starts)
+            for p in range(st, len(s.tokens))
+        ]
         dev = self.device
         ids_t, pos_t, slots_t = (torch.tensor(x, device=dev) for x in (ids, pos, slots))
         last = torch.tensor(np.cumsum(lens) - 1, device=dev)

@@ -87,8 +87,15 @@ class ThreadedEngine:
     finished))` as tokens come (once at the end is fine) and returning early once `stop` is
     set; it runs under a lock, so requests take turns. `max_waiting` requests may wait."""
 
-    def __init__(self, run: Run, kind: str, max_model_len: int, max_num_seqs: int = 64,
-                 max_waiting: int | None = 64, on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run: Run,
+        kind: str,
+        max_model_len: int,
+        max_num_seqs: int = 64,
+        max_waiting: int | None = 64,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.kind, self.max_model_len, self.max_num_seqs = kind, max_model_len, max_num_seqs
         self.max_waiting = max_waiting
         self._run, self._on_close = run, on_close

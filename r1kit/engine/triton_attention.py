@@ -21,11 +21,27 @@ def _kernel():
 
     @triton.jit
     def kernel(
-        Q, K, V, BT, CL, Out, scale,
-        s_qb, s_qh, s_kb, s_ks, s_kh, s_bt, s_ob, s_oh,
-        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
+        Q,
+        K,
+        V,
+        BT,
+        CL,
+        Out,
+        scale,
+        s_qb,
+        s_qh,
+        s_kb,
+        s_ks,
+        s_kh,
+        s_bt,
+        s_ob,
+        s_oh,
+        GROUP: tl.constexpr,
+        GROUP_PAD: tl.constexpr,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
         BS: tl.constexpr,
-    ):  # fmt: skip
+    ):
         b = tl.program_id(0)
         kvh = tl.program_id(1)
         ctx = tl.load(CL + b)
@@ -75,10 +91,27 @@ def paged_decode(
     group = H // Hkv
     o = torch.empty_like(q)
     _kernel()[(B, Hkv)](
-        q, k_cache, v_cache, block_tables, context_lens, o, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0), o.stride(0), o.stride(1),
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=D,
-        D_PAD=max(16, triton.next_power_of_2(D)), BS=bs, num_warps=4, num_stages=2,
-    )  # fmt: skip
+        q,
+        k_cache,
+        v_cache,
+        block_tables,
+        context_lens,
+        o,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        block_tables.stride(0),
+        o.stride(0),
+        o.stride(1),
+        GROUP=group,
+        GROUP_PAD=max(16, triton.next_power_of_2(group)),
+        D=D,
+        D_PAD=max(16, triton.next_power_of_2(D)),
+        BS=bs,
+        num_warps=4,
+        num_stages=2,
+    )
     return o

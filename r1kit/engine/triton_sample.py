@@ -93,8 +93,26 @@ def _top_p_kernel():
     # one compile serves every batch: the pass number, chunk count and size are not
     # specialised on (Triton would otherwise compile again for k == 1, or a new S)
     @triton.jit(do_not_specialize=["k", "S", "CH"])
-    def top_p_pass(L, stride, V, CH, INV_T, TOP_P, MIN_P, STATS, MASS, BR, TH, MX, k, P, S,
-                   SMAX: tl.constexpr, NC: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    def top_p_pass(
+        L,
+        stride,
+        V,
+        CH,
+        INV_T,
+        TOP_P,
+        MIN_P,
+        STATS,
+        MASS,
+        BR,
+        TH,
+        MX,
+        k,
+        P,
+        S,
+        SMAX: tl.constexpr,
+        NC: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         """Program (row, c) of pass k over chunk c (CH entries) of a row. k = 0: the chunk's
         max, min and sum(exp(x - max)) -> STATS [B, S, 3]. k >= 1: the row's bracket before
         pass k (from pass k-1's masses), then the chunk's masses at pass k's cuts ->
@@ -206,13 +224,33 @@ def triton_top_p(
     stats = torch.empty((B, S, 3), dtype=torch.float32, device=dev)
     mass = torch.empty((2, B, S, TOP_P_CUTS), dtype=torch.float32, device=dev)
     br = torch.empty((2, B, 2), dtype=torch.int64, device=dev)
-    args = (logits, logits.stride(0), V, CH, inv_t.float(), top_p.float(), min_p.float(), stats,
-            mass, br, th, mx)  # fmt: skip
+    args = (
+        logits,
+        logits.stride(0),
+        V,
+        CH,
+        inv_t.float(),
+        top_p.float(),
+        min_p.float(),
+        stats,
+        mass,
+        br,
+        th,
+        mx,
+    )
     kern = _top_p_kernel()
     for k in range(TOP_P_PASSES + 2):
         grid = (B, S if k <= TOP_P_PASSES else 1)
-        kern[grid](*args, k, TOP_P_PASSES, S, SMAX=TOP_P_MAX_CHUNKS, NC=TOP_P_CUTS, BLOCK=BLOCK,
-                   num_warps=4)  # fmt: skip
+        kern[grid](
+            *args,
+            k,
+            TOP_P_PASSES,
+            S,
+            SMAX=TOP_P_MAX_CHUNKS,
+            NC=TOP_P_CUTS,
+            BLOCK=BLOCK,
+            num_warps=4,
+        )
     return th, mx
 
 
@@ -229,7 +267,16 @@ def triton_sample(
     tok = torch.empty(B, dtype=torch.int64, device=logits.device)
     lp = torch.empty(B, dtype=torch.float32, device=logits.device)
     _kernel()[(B,)](
-        logits, logits.stride(0), V, inv_t.float(), noise.float(), th.float(), keys, tok, lp,
-        BLOCK=4096, num_warps=8,
-    )  # fmt: skip
+        logits,
+        logits.stride(0),
+        V,
+        inv_t.float(),
+        noise.float(),
+        th.float(),
+        keys,
+        tok,
+        lp,
+        BLOCK=4096,
+        num_warps=8,
+    )
     return tok, lp

@@ -238,8 +238,17 @@ def export_gguf(
         return _write(src, cfg, arch, rp, name, outtype, path, stack, template)
 
 
-def _write(src: Path, cfg: Any, arch: str, rp: dict, name: str, outtype: str, path: Path,
-           stack: contextlib.ExitStack, template: str = "auto") -> ExportResult:  # fmt: skip
+def _write(
+    src: Path,
+    cfg: Any,
+    arch: str,
+    rp: dict,
+    name: str,
+    outtype: str,
+    path: Path,
+    stack: contextlib.ExitStack,
+    template: str = "auto",
+) -> ExportResult:
     import gguf
 
     tied = bool(getattr(cfg, "tie_word_embeddings", False))

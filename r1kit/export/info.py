@@ -92,10 +92,23 @@ def describe(spec: str | None) -> ModelInfo:
         linear = [shp for n, shp in shapes if _is_decoder_linear(n)]
         n = sum(_numel(shp) for _, shp in shapes)
         ft = _FILE_TYPE_NAMES.get(s["file_type"], str(s["file_type"]))
-        return ModelInfo(spec, s["arch"], n, s["context_length"], s["layers"], s["hidden"],
-                         s["heads"], s["kv_heads"], s["head_dim"], s["vocab"],
-                         not any(n == "output.weight" for n, _ in shapes), shapes, linear, ft,
-                         Path(spec).stat().st_size)  # fmt: skip
+        return ModelInfo(
+            spec,
+            s["arch"],
+            n,
+            s["context_length"],
+            s["layers"],
+            s["hidden"],
+            s["heads"],
+            s["kv_heads"],
+            s["head_dim"],
+            s["vocab"],
+            not any(n == "output.weight" for n, _ in shapes),
+            shapes,
+            linear,
+            ft,
+            Path(spec).stat().st_size,
+        )
     from transformers import AutoConfig
 
     src = resolve_model(spec)  # a hub id: only its config.json is fetched, shapes from it
@@ -115,11 +128,21 @@ def describe(spec: str | None) -> ModelInfo:
     linear = [shp for n, shp in shapes if _is_decoder_linear(n)]
     arch = (getattr(cfg, "architectures", None) or [cfg.model_type])[0]
     arch += f" ({ARCHS[arch]} in GGUF)" if arch in ARCHS else " (no GGUF export yet)"
-    return ModelInfo(str(spec or "embedded (r1kit-tiny)"), arch, sum(_numel(s) for _, s in shapes),
-                     getattr(cfg, "max_position_embeddings", 0), cfg.num_hidden_layers,
-                     cfg.hidden_size, cfg.num_attention_heads,
-                     getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
-                     head_dim(cfg), cfg.vocab_size, tied, shapes, linear)  # fmt: skip
+    return ModelInfo(
+        str(spec or "embedded (r1kit-tiny)"),
+        arch,
+        sum(_numel(s) for _, s in shapes),
+        getattr(cfg, "max_position_embeddings", 0),
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+        head_dim(cfg),
+        cfg.vocab_size,
+        tied,
+        shapes,
+        linear,
+    )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -137,8 +160,11 @@ def _hf_shapes(src: str, cfg: Any) -> list[tuple[str, tuple[int, ...]]]:
     """Tensor shapes from local safetensors headers, else computed from the config."""
     src = Path(src)
     index = src / "model.safetensors.index.json"
-    files = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
-             if index.exists() else ["model.safetensors"])  # fmt: skip
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["model.safetensors"]
+    )
     if src.is_dir() and all((src / f).exists() for f in files):
         from safetensors import safe_open
 
@@ -231,8 +257,12 @@ def format_info(info: ModelInfo, mem: dict[str, Any]) -> str:
     ]
     if info.file_type:
         lines.append(f"file          {info.file_type}, {_fmt(info.file_bytes or 0)}")
-    lines += ["", f"run with llama.cpp (weights + f16 KV cache at {mem['ctx']:,} tokens, "
-              f"{_fmt(mem['kv_cache'])}):", "  outtype  file        memory"]  # fmt: skip
+    lines += [
+        "",
+        f"run with llama.cpp (weights + f16 KV cache at {mem['ctx']:,} tokens, "
+        f"{_fmt(mem['kv_cache'])}):",
+        "  outtype  file        memory",
+    ]
     for t, r in mem["run"].items():
         lines.append(f"  {t:<7}  {_fmt(r['file']):<10}  {_fmt(r['run'])}")
     lines += [

@@ -68,8 +68,9 @@ class OllamaExport:
     r1_template: bool  # False: the tokenizer's template is not R1-style; Ollama infers one
 
 
-def build_modelfile(gguf_file: str, context_length: int, chat_template: str | None,
-                    source: str = "") -> tuple[str, bool]:  # fmt: skip
+def build_modelfile(
+    gguf_file: str, context_length: int, chat_template: str | None, source: str = ""
+) -> tuple[str, bool]:
     """The Modelfile text (FROM, TEMPLATE, stop/temperature/top_p/num_ctx) and whether the
     R1 TEMPLATE was used: the R1-Zero one for a model in r1kit's R1-Zero format, the chat one for
     tokenizers whose chat template speaks R1's markers."""
@@ -102,8 +103,12 @@ def export_ollama(
     out_dir = Path(out) if out is not None else Path(f"{name}-ollama")
     res = export_gguf(model, outtype, out_dir, name, template)
     meta = gguf_summary(res.path)
-    text, r1 = build_modelfile(res.path.name, meta["context_length"], meta.get("chat_template"),
-                               model or "the embedded model")  # fmt: skip
+    text, r1 = build_modelfile(
+        res.path.name,
+        meta["context_length"],
+        meta.get("chat_template"),
+        model or "the embedded model",
+    )
     mf = out_dir / "Modelfile"
     mf.write_text(text, encoding="utf-8")
     return OllamaExport(res.path, mf, f"ollama create {ollama_tag(name)} -f {mf}", r1)

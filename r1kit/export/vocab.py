@@ -93,8 +93,9 @@ def vocab_from_tokenizer(tok: Any, vocab_size: int | None = None) -> GGUFVocab:
     template = getattr(tok, "chat_template", None)
     if isinstance(template, dict):  # several named templates: llama.cpp takes the default
         template = template.get("default")
-    return GGUFVocab(tokens, types, merges, pre, bos, eos, tok.pad_token_id, add_bos, add_eos,
-                     template or None)  # fmt: skip
+    return GGUFVocab(
+        tokens, types, merges, pre, bos, eos, tok.pad_token_id, add_bos, add_eos, template or None
+    )
 
 
 def _is_byte_level(spec: dict) -> bool:

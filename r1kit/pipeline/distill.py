@@ -56,19 +56,28 @@ def prompt_set(cfg: DistillConfig) -> list[dict]:
 def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[list, dict]:
     """Teacher records for every (problem, sample), from the cache or the teacher."""
     teacher = make_teacher(cfg)
-    setup = {"backend": teacher.kind, "model": teacher.name, "base_url": cfg.url,
-             "data": cfg.dataset, "template": teacher.template,
-             "temperature": cfg.sampling.temperature, "top_p": cfg.sampling.top_p,
-             "max_tokens": cfg.sampling.max_tokens, "seed": cfg.run.seed}  # fmt: skip
+    setup = {
+        "backend": teacher.kind,
+        "model": teacher.name,
+        "base_url": cfg.url,
+        "data": cfg.dataset,
+        "template": teacher.template,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
+        "max_tokens": cfg.sampling.max_tokens,
+        "seed": cfg.run.seed,
+    }
     try:
         store = SampleStore(Path(cfg.run.out) / "teacher", setup)
     except BaseException:
         teacher.close()
         raise
     try:
-        reqs = [Request(p, s, n, request_seed(cfg.run.seed, p["id"], s))
-                for p in problems
-                for s, n in contiguous_runs([j for j in range(cfg.k) if j not in store.done(p["id"])])]  # fmt: skip
+        reqs = [
+            Request(p, s, n, request_seed(cfg.run.seed, p["id"], s))
+            for p in problems
+            for s, n in contiguous_runs([j for j in range(cfg.k) if j not in store.done(p["id"])])
+        ]
         todo = sum(r.n for r in reqs)
         new: list[dict] = []
         with progress_bar(progress and todo > 0, todo, f"teacher {teacher.name}") as advance:
@@ -86,7 +95,9 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
         pt = sum(r.get("prompt_tokens") or 0 for r in rows)
         ct = sum(r.get("tokens") or 0 for r in rows)
         usage[f"prompt_tokens_{label}"], usage[f"completion_tokens_{label}"] = pt, ct
-        usage[f"cost_usd_{label}"] = round((pt * cfg.price_prompt + ct * cfg.price_completion) / 1e6, 6)  # fmt: skip
+        usage[f"cost_usd_{label}"] = round(
+            (pt * cfg.price_prompt + ct * cfg.price_completion) / 1e6, 6
+        )
     usage["teacher_template"] = setup["template"]
     return recs, usage
 
@@ -110,8 +121,9 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
         text = f"{THINK_OPEN}{r['reasoning']}{THINK_CLOSE}" + (
             "" if r["answer"] is None else f" {r['answer']}"
         )
-        fails = failures(text, ex, r.get("finish_reason") or "stop", Limits(),
-                         correct=accuracy(text, ex) > 0)  # fmt: skip
+        fails = failures(
+            text, ex, r.get("finish_reason") or "stop", Limits(), correct=accuracy(text, ex) > 0
+        )
         key = (r["problem_id"], " ".join(r["reasoning"].split()))
         if not fails and key in seen:
             fails = ["duplicate"]
@@ -120,12 +132,22 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
             continue
         seen.add(key)
         final = extract(r["answer"], template)  # what the reward graded
-        content = (r1zero_completion(r["reasoning"], final) if student_template == "r1zero"
-                   else f"{THINK_OPEN}\n{r['reasoning'].strip()}\n{THINK_CLOSE}\n\n{r['answer'].strip()}")  # fmt: skip
+        content = (
+            r1zero_completion(r["reasoning"], final)
+            if student_template == "r1zero"
+            else f"{THINK_OPEN}\n{r['reasoning'].strip()}\n{THINK_CLOSE}\n\n{r['answer'].strip()}"
+        )
         question = user_message(ex["question"]) if student_template == "chat" else ex["question"]
-        rows.append({"messages": [{"role": "user", "content": question},
-                                  {"role": "assistant", "content": content}],
-                     "question": ex["question"], "answer": ex.get("answer")})  # fmt: skip
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": content},
+                ],
+                "question": ex["question"],
+                "answer": ex.get("answer"),
+            }
+        )
     return rows, {"answers": len(recs), "kept": len(rows), "removed": removed}
 
 
@@ -154,8 +176,9 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
             optim=replace(cfg.optim),
             eval=replace(cfg.eval),
         )
-        summary["student"] = run_sft(sft, resume=(out / "student" / "checkpoints").exists(),
-                                     progress=progress)  # fmt: skip
+        summary["student"] = run_sft(
+            sft, resume=(out / "student" / "checkpoints").exists(), progress=progress
+        )
     summary["wall_s"] = round(run.wall(), 1)
     return run.finish(summary)
 
@@ -173,17 +196,25 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
     rows, stats = to_traces(cfg, problems, recs, usage["teacher_template"])
     no_r = stats["removed"]["no_reasoning"]
     if no_r == len(recs):
-        raise R1kitError(f"the teacher returned no reasoning in any of its {len(recs)} answers "
-                         "(no reasoning_content and no <think> block): is it a reasoning model?")  # fmt: skip
+        raise R1kitError(
+            f"the teacher returned no reasoning in any of its {len(recs)} answers "
+            "(no reasoning_content and no <think> block): is it a reasoning model?"
+        )
     if no_r:
-        console.print(f"[yellow]warning: {no_r} of {len(recs)} teacher answers had no reasoning "
-                      "and were not used")  # fmt: skip
+        console.print(
+            f"[yellow]warning: {no_r} of {len(recs)} teacher answers had no reasoning "
+            "and were not used"
+        )
     with (out / "traces.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    summary: dict[str, Any] = {"teacher": cfg.url or cfg.teacher or "embedded",
-                               "prompts": len(problems), **stats, "usage": usage,
-                               "teacher_s": round(t_teacher, 1)}  # fmt: skip
+    summary: dict[str, Any] = {
+        "teacher": cfg.url or cfg.teacher or "embedded",
+        "prompts": len(problems),
+        **stats,
+        "usage": usage,
+        "teacher_s": round(t_teacher, 1),
+    }
     if not rows and cfg.optim.epochs:
         raise R1kitError(f"no teacher answer passed verification and the filters; see {out}")
     student = cfg.student
@@ -196,13 +227,19 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
 def print_distill(s: dict[str, Any], out: str) -> None:
     c = Console()
     u = s["usage"]
-    c.print(f"teacher {s['teacher']}: {s['answers']} answers for {s['prompts']} prompts "
-            f"({u['cached']} from the cache), {s['kept']} kept")  # fmt: skip
+    c.print(
+        f"teacher {s['teacher']}: {s['answers']} answers for {s['prompts']} prompts "
+        f"({u['cached']} from the cache), {s['kept']} kept"
+    )
     c.print("removed: " + ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v))
-    c.print(f"tokens this run: {u['prompt_tokens_now']:,} prompt + {u['completion_tokens_now']:,} "
-            f"completion = ${u['cost_usd_now']:.4f}; whole prompt set ${u['cost_usd_total']:.4f}")  # fmt: skip
+    c.print(
+        f"tokens this run: {u['prompt_tokens_now']:,} prompt + {u['completion_tokens_now']:,} "
+        f"completion = ${u['cost_usd_now']:.4f}; whole prompt set ${u['cost_usd_total']:.4f}"
+    )
     st = s.get("student")
     if st and "final_pass1" in st:
-        c.print(f"student held-out pass@1 {st['base_pass1']:.3f} -> {st['final_pass1']:.3f} "
-                f"({st['steps']} SFT steps)")  # fmt: skip
+        c.print(
+            f"student held-out pass@1 {st['base_pass1']:.3f} -> {st['final_pass1']:.3f} "
+            f"({st['steps']} SFT steps)"
+        )
     c.print(f"wrote {out}/summary.json, {out}/traces.jsonl, {out}/student/final/")

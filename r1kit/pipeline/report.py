@@ -42,8 +42,9 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
     head = "| stage | kind | " + " | ".join(c for c, _ in COLUMNS) + " | wall s |"
     lines = ["# R1 pipeline report", "", head, "|" + "---|" * (len(COLUMNS) + 3)]
     for r in rows:
-        lines.append(f"| {r['stage']} | {r['kind']} | " + " | ".join(_cells(r)) +
-                     f" | {r['wall_s']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['stage']} | {r['kind']} | " + " | ".join(_cells(r)) + f" | {r['wall_s']:.0f} |"
+        )
     (out / "report.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 

@@ -42,5 +42,8 @@ def shrink(spec: str | None, layers: str, out: str | Path) -> dict:
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = [cfg.layer_types[i] for i in keep]
     save_model(model, tok, out)
-    return {"params_before": before, "params_after": sum(p.numel() for p in model.parameters()),
-            "layers_kept": keep}  # fmt: skip
+    return {
+        "params_before": before,
+        "params_after": sum(p.numel() for p in model.parameters()),
+        "layers_kept": keep,
+    }

@@ -49,21 +49,41 @@ PRESETS = {
     # a student half the size of the embedded default for distillation (same depth, 2/3 of the
     # width, 3/4 of the tokens): `r1kit distill --student runs/pretrain-tiny-student`. Depth
     # matters here: a 2-layer, full-width student learned the format from traces but not the sums.
-    "tiny-student": PretrainConfig(out="runs/pretrain-tiny-student", hidden_size=128,
-                                   intermediate_size=384, steps=1200),
+    "tiny-student": PretrainConfig(
+        out="runs/pretrain-tiny-student", hidden_size=128, intermediate_size=384, steps=1200
+    ),
     # the GPU base for `r1kit zero --preset gpu-small`: ~25M parameters, 98M tokens
     "gpu-small": PretrainConfig(
-        out="runs/pretrain-gpu-small", hidden_size=512, layers=8, heads=8, kv_heads=4,
-        intermediate_size=1536, block_len=512, batch_size=64, steps=3000, lr=1.5e-3, warmup=100,
+        out="runs/pretrain-gpu-small",
+        hidden_size=512,
+        layers=8,
+        heads=8,
+        kv_heads=4,
+        intermediate_size=1536,
+        block_len=512,
+        batch_size=64,
+        steps=3000,
+        lr=1.5e-3,
+        warmup=100,
         device="cuda",
     ),
     # the base for `r1kit zero --preset gpu-code`: gpu-small's shape on worked code traces only
     "gpu-code": PretrainConfig(
-        out="runs/pretrain-gpu-code", hidden_size=512, layers=8, heads=8, kv_heads=4,
-        intermediate_size=1536, block_len=512, batch_size=64, steps=1500, lr=1.5e-3, warmup=100,
-        device="cuda", tasks=("code",),
+        out="runs/pretrain-gpu-code",
+        hidden_size=512,
+        layers=8,
+        heads=8,
+        kv_heads=4,
+        intermediate_size=1536,
+        block_len=512,
+        batch_size=64,
+        steps=1500,
+        lr=1.5e-3,
+        warmup=100,
+        device="cuda",
+        tasks=("code",),
     ),
-}  # fmt: skip
+}
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:

@@ -47,8 +47,10 @@ def get_reward(name: str) -> RewardFn:
     base, at, arg = name.partition("@")
     if at:
         if base not in FACTORIES:
-            raise R1kitError(f"unknown reward factory {base!r} in {name!r}; known: "
-                             f"{', '.join(sorted(FACTORIES))}")  # fmt: skip
+            raise R1kitError(
+                f"unknown reward factory {base!r} in {name!r}; known: "
+                f"{', '.join(sorted(FACTORIES))}"
+            )
         return FACTORIES[base](arg)
     if ":" not in name:
         raise R1kitError(

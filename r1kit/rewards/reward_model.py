@@ -79,8 +79,14 @@ class RewardModel:
         import torch
 
         texts = [self.text(q, c, template) for q, c in zip(questions, completions)]
-        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
-                       max_length=self.max_len, add_special_tokens=template != "chat")  # fmt: skip
+        enc = self.tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_len,
+            add_special_tokens=template != "chat",
+        )
         with torch.no_grad():
             logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits[:, 0]
         return torch.sigmoid(logits.float()).tolist()
@@ -139,8 +145,14 @@ def train_reward_model(
     steps = epochs * math.ceil(len(train) / batch_size)
 
     def batch(idx: list[int]):
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                  max_length=512, add_special_tokens=template != "chat")  # fmt: skip
+        enc = tok(
+            [texts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=512,
+            add_special_tokens=template != "chat",
+        )
         return enc, labels[idx]
 
     step = 0

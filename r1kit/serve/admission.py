@@ -108,8 +108,16 @@ class Ticket:
             return
         self._done = True
         cached = getattr(g, "prompt_cache_hit_tokens", 0) or 0
-        self.store.settle(self.key_id, self.model, endpoint, g.prompt_tokens, g.completion_tokens,
-                          g.reasoning_tokens, cached, self.reserved)  # fmt: skip
+        self.store.settle(
+            self.key_id,
+            self.model,
+            endpoint,
+            g.prompt_tokens,
+            g.completion_tokens,
+            g.reasoning_tokens,
+            cached,
+            self.reserved,
+        )
 
 
 async def _client_gone(request: Request) -> None:

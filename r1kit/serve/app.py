@@ -36,9 +36,17 @@ from r1kit.serve.store import Store
 WEB = Path(__file__).parent / "web"
 
 
-def create_app(gen: Generator, store: Store, auth: bool = True, rpm: int | None = None,
-               model_path: str = "", max_body: int = DEFAULT_MAX_BODY, host: str = "127.0.0.1",
-               allow_origins: tuple[str, ...] = (), keepalive_s: float = 10.0) -> FastAPI:  # fmt: skip
+def create_app(
+    gen: Generator,
+    store: Store,
+    auth: bool = True,
+    rpm: int | None = None,
+    model_path: str = "",
+    max_body: int = DEFAULT_MAX_BODY,
+    host: str = "127.0.0.1",
+    allow_origins: tuple[str, ...] = (),
+    keepalive_s: float = 10.0,
+) -> FastAPI:
     """`max_body`: bytes per request body (413 past it); with auth off, requests must address
     `host` (or a loopback name) and come from it or one of `allow_origins`; CORS answers only
     `allow_origins`; SSE streams send `: keep-alive` every `keepalive_s` while they wait."""
@@ -51,8 +59,12 @@ def create_app(gen: Generator, store: Store, auth: bool = True, rpm: int | None 
     if not auth:
         app.add_middleware(LocalOnly, host=host, allow_origins=tuple(allow_origins))
     if allow_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
-                           allow_headers=["*"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(allow_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     s.model_names = {gen.name, gen.name + ":latest"}
     s.created = int(time.time())
     s.model_path = model_path or gen.name
@@ -85,11 +97,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          db: str | None = None, no_auth: bool = False, engine: str = "auto",
-          max_waiting: int = 256, rpm: int | None = None, name: str | None = None,
-          device: str | None = None, template: str = "auto", max_body: int = DEFAULT_MAX_BODY,
-          allow_origin: tuple[str, ...] = (), prefix_cache: bool = True) -> None:  # fmt: skip
+def serve(
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    db: str | None = None,
+    no_auth: bool = False,
+    engine: str = "auto",
+    max_waiting: int = 256,
+    rpm: int | None = None,
+    name: str | None = None,
+    device: str | None = None,
+    template: str = "auto",
+    max_body: int = DEFAULT_MAX_BODY,
+    allow_origin: tuple[str, ...] = (),
+    prefix_cache: bool = True,
+) -> None:
     """Load the model and serve it until interrupted (the `r1kit serve` job)."""
     import uvicorn
 
@@ -101,8 +124,16 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
     name = gen.name
     store = Store(db)
     store.clear_reservations()  # left by a server killed mid-request
-    app = create_app(gen, store, auth=not no_auth, rpm=rpm, model_path=path, max_body=max_body,
-                     host=host, allow_origins=tuple(allow_origin))  # fmt: skip
+    app = create_app(
+        gen,
+        store,
+        auth=not no_auth,
+        rpm=rpm,
+        model_path=path,
+        max_body=max_body,
+        host=host,
+        allow_origins=tuple(allow_origin),
+    )
     auth_note = "no auth" if no_auth else f"keys in {store.path} (`r1kit keys create`)"
     print(f"r1kit: serving {name} on http://{host}:{port} ({auth_note}); web chat at /")
     try:
@@ -140,8 +171,14 @@ def _generator(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve_model(model)
     name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
-    gen = Generator(load_model(model, device=device).eval(), load_tokenizer(model), name,
-                    engine=engine, max_waiting=max_waiting, prefix_cache=prefix_cache)  # fmt: skip
+    gen = Generator(
+        load_model(model, device=device).eval(),
+        load_tokenizer(model),
+        name,
+        engine=engine,
+        max_waiting=max_waiting,
+        prefix_cache=prefix_cache,
+    )
     return gen, path
 
 

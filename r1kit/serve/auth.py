@@ -48,11 +48,17 @@ class Auth:
         if quota:
             left, money = key.tokens_left(), key.money_left()
             if left is not None and left <= 0:
-                raise APIError(402, f"quota of {key.quota_tokens} tokens exhausted for this key",
-                               code="insufficient_quota")  # fmt: skip
+                raise APIError(
+                    402,
+                    f"quota of {key.quota_tokens} tokens exhausted for this key",
+                    code="insufficient_quota",
+                )
             if money is not None and money <= 0:
-                raise APIError(402, f"credit of {key.credit:g} {key.currency} exhausted for this "
-                               "key", code="insufficient_quota")  # fmt: skip
+                raise APIError(
+                    402,
+                    f"credit of {key.credit:g} {key.currency} exhausted for this key",
+                    code="insufficient_quota",
+                )
         rpm = key.rpm if key.rpm is not None else self.default_rpm
         if rate and rpm is not None:
             self._rate(key.id, rpm)
@@ -68,8 +74,9 @@ class Auth:
         """The request's key record; raises 401 for a missing, unknown or revoked key."""
         raw = self.key_of(request)
         if not raw:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")  # fmt: skip
+            raise APIError(
+                401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+            )
         key = self.store.find_key(raw)
         if key is None:
             raise APIError(401, "invalid API key", code="invalid_api_key")

@@ -74,6 +74,10 @@ def thinking_of(thinking: Any) -> bool | None:
         return None
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if kind not in ("enabled", "disabled"):
-        raise APIError(400, "thinking must be {'type': 'enabled'} or {'type': 'disabled'}",
-                       "thinking", "invalid_request_error")  # fmt: skip
+        raise APIError(
+            400,
+            "thinking must be {'type': 'enabled'} or {'type': 'disabled'}",
+            "thinking",
+            "invalid_request_error",
+        )
     return kind == "enabled"

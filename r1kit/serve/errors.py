@@ -131,11 +131,14 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
 
 async def http_error_handler(request: Request, err: HTTPException) -> JSONResponse:
     """Starlette's own 404 (no route) and 405 (wrong method) in the API's error shape."""
-    msg = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on "
-           f"{request.url.path}"}.get(err.status_code, str(err.detail))  # fmt: skip
+    msg = {
+        404: f"no route {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(err.status_code, str(err.detail))
     code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-    return error_response(request, APIError(err.status_code, msg, code=code,
-                                            headers=dict(err.headers or {})))  # fmt: skip
+    return error_response(
+        request, APIError(err.status_code, msg, code=code, headers=dict(err.headers or {}))
+    )
 
 
 async def server_error_handler(request: Request, err: Exception) -> JSONResponse:

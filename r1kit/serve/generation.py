@@ -28,8 +28,14 @@ __all__ = ["Delta", "Generation", "Generator", "SampleText"]
 class Generation:
     """One request in flight: iterate for deltas; afterwards `samples` hold the results."""
 
-    def __init__(self, gen: Generator, prompt_ids, params: SamplingParams, think: bool | None,
-                 stop: tuple[str, ...]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        gen: Generator,
+        prompt_ids,
+        params: SamplingParams,
+        think: bool | None,
+        stop: tuple[str, ...],
+    ) -> None:
         self.gen, self.prompt_ids, self.params = gen, prompt_ids, params
         # an R1-Zero model's answer ends at </answer>, unless the client asked to ignore the end
         stop_at_answer = bool(params.stop_token_ids)
@@ -81,16 +87,25 @@ class Generation:
 class Generator:
     """The model, its tokenizer and the engine behind every route."""
 
-    def __init__(self, model, tokenizer, name: str, engine: str = "auto",
-                 max_waiting: int | None = 64, backend: StreamingEngine | None = None,
-                 process: bool = True, **engine_kw) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str,
+        engine: str = "auto",
+        max_waiting: int | None = 64,
+        backend: StreamingEngine | None = None,
+        process: bool = True,
+        **engine_kw,
+    ) -> None:
         """`model` is a torch model run by r1kit's engine (`engine`, `process` and the
         keyword arguments choose it: `make_streaming_engine`), or None with `backend`, an
         engine already built (llama.cpp)."""
         self.model, self.tok, self.name = model, tokenizer, name
         if backend is None:
-            backend = make_streaming_engine(model, tokenizer.pad_token_id or 0, engine,
-                                            max_waiting, process, **engine_kw)  # fmt: skip
+            backend = make_streaming_engine(
+                model, tokenizer.pad_token_id or 0, engine, max_waiting, process, **engine_kw
+            )
         self.engine: StreamingEngine = backend
         self.max_waiting = max_waiting
         self.max_model_len = backend.max_model_len
@@ -115,8 +130,16 @@ class Generator:
     def encode(self, prompt: str) -> list[int]:
         return encode_prompt(self.tok, prompt)
 
-    def params(self, prompt_len: int, max_tokens: int | None, n: int = 1, temperature=0.6,
-               top_p=0.95, seed: int | None = None, ignore_eos: bool = False) -> SamplingParams:  # fmt: skip
+    def params(
+        self,
+        prompt_len: int,
+        max_tokens: int | None,
+        n: int = 1,
+        temperature=0.6,
+        top_p=0.95,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> SamplingParams:
         """SamplingParams for a prompt, or the error the client gets: 400 when the prompt does
         not fit the context, 422 for max_tokens past the context (it is otherwise clamped to
         what the context has left)."""
@@ -143,8 +166,13 @@ class Generator:
             seed=seed,
         )
 
-    def start(self, prompt_ids, params: SamplingParams, think: bool | None = True,
-              stop: tuple[str, ...] = ()) -> Generation:  # fmt: skip
+    def start(
+        self,
+        prompt_ids,
+        params: SamplingParams,
+        think: bool | None = True,
+        stop: tuple[str, ...] = (),
+    ) -> Generation:
         return Generation(self, prompt_ids, params, think, tuple(s for s in stop if s))
 
     # ------------------------------------------------------------------ engines
@@ -154,15 +182,22 @@ class Generator:
         try:
             src = self.engine.open(prompt_ids, params)
         except OverflowError:
-            raise APIError(503, "the server is overloaded; retry later",
-                           code="server_overloaded", headers={"retry-after": "1"}) from None  # fmt: skip
+            raise APIError(
+                503,
+                "the server is overloaded; retry later",
+                code="server_overloaded",
+                headers={"retry-after": "1"},
+            ) from None
         return _api_errors(src, self.engine.kind)
 
     def describe(self) -> dict:
         """What /api/tags and /api/show report about the model (GGUFGenerator has its own)."""
         cfg, params = self.model.config, list(self.model.parameters())
-        info = {f"{cfg.model_type}.{k}": v for k, v in cfg.to_dict().items()
-                if isinstance(v, (int, float, str)) and not isinstance(v, bool)}  # fmt: skip
+        info = {
+            f"{cfg.model_type}.{k}": v
+            for k, v in cfg.to_dict().items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        }
         return {
             "family": getattr(cfg, "model_type", "unknown"),
             "format": "safetensors",

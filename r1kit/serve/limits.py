@@ -31,8 +31,14 @@ class Prices(NamedTuple):
 DEFAULT_PRICES = {"USD": Prices(0.55, 0.14, 2.19), "CNY": Prices(4.0, 1.0, 16.0)}
 
 
-def grant(tokens_left: int | None, money_left: float | None, prices: Prices, prompt_tokens: int,
-          n: int, max_tokens: int) -> int:  # fmt: skip
+def grant(
+    tokens_left: int | None,
+    money_left: float | None,
+    prices: Prices,
+    prompt_tokens: int,
+    n: int,
+    max_tokens: int,
+) -> int:
     """The max_tokens per sample a request may have: at most `max_tokens`, and such that the
     prompt plus n samples fit what is left of the quota (tokens) and of the credit (money,
     prompt priced as cache misses). 0 when not even one token fits. None: no such limit."""

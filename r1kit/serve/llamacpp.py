@@ -62,21 +62,31 @@ class GGUFTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Special-token text (`<｜User｜>`, `<think>`) becomes its id, as in `transformers`."""
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens,
-                                      special=True))  # fmt: skip
+        return list(
+            self.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
+        )
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         return {"input_ids": self.encode(text, add_special_tokens)}
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool = False) -> str:  # fmt: skip
+    def decode(
+        self,
+        ids: list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool = False,
+    ) -> str:
         """Control tokens are dropped when skipping special tokens; user-defined ones such as
         `<think>` are always text (llama.cpp's CONTROL vs USER_DEFINED = HF's special flag)."""
         data = self.llm.detokenize(list(ids), special=not skip_special_tokens)
         return data.decode("utf-8", errors="replace")
 
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
-                            add_generation_prompt: bool = True, **kw: Any) -> Any:  # fmt: skip
+    def apply_chat_template(
+        self,
+        messages: list[dict],
+        tokenize: bool = False,
+        add_generation_prompt: bool = True,
+        **kw: Any,
+    ) -> Any:
         if not self.chat_template:
             raise APIError(400, "this GGUF has no chat template; use /v1/completions")
         if self._template is None:
@@ -84,12 +94,18 @@ class GGUFTokenizer:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             # the environment `transformers` renders chat templates in
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=[loopcontrols])  # fmt: skip
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+            )
             env.globals["raise_exception"] = _raise
             self._template = env.from_string(self.chat_template)
-        text = self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     bos_token=self.bos_token, eos_token=self.eos_token, **kw)  # fmt: skip
+        text = self._template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            **kw,
+        )
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
 
@@ -105,8 +121,14 @@ class GGUFGenerator(Generator):
     """A `Generator` whose model is a GGUF file run by llama.cpp: its tokenizer is llama.cpp's
     and its engine a `ThreadedEngine` over `Llama.generate`."""
 
-    def __init__(self, path: str, name: str | None = None, n_ctx: int | None = None,
-                 n_threads: int | None = None, max_waiting: int | None = 64) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        max_waiting: int | None = 64,
+    ) -> None:
         if not Path(path).is_file():
             raise R1kitError(f"GGUF file not found: {path}")
         llama_cpp = _llama_cpp()
@@ -118,17 +140,25 @@ class GGUFGenerator(Generator):
         # batches: llama-cpp-python's batch default (all cores) stalls a prompt for ~0.8 s on a
         # busy 2-core machine, as OpenMP threads wait on a descheduled peer
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=ctx, n_threads=threads,
-                                   n_threads_batch=threads, verbose=False)  # fmt: skip
+        self.llm = llama_cpp.Llama(
+            model_path=path, n_ctx=ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
         tok = GGUFTokenizer(self.llm, self.meta.get("chat_template"))
-        backend = ThreadedEngine(self._run, "llama.cpp", self.llm.n_ctx(), 64, max_waiting,
-                                 on_close=getattr(self.llm, "close", None))  # fmt: skip
+        backend = ThreadedEngine(
+            self._run,
+            "llama.cpp",
+            self.llm.n_ctx(),
+            64,
+            max_waiting,
+            on_close=getattr(self.llm, "close", None),
+        )
         # the name `r1kit export ollama` gives the model, so one model has one id everywhere
         self.name = name or ollama_tag(self.meta["name"] or Path(path).stem)
         super().__init__(None, tok, self.name, max_waiting=max_waiting, backend=backend)
 
-    def _run(self, prompt_ids: list[int], params: SamplingParams, stop: threading.Event,
-             put) -> None:  # fmt: skip
+    def _run(
+        self, prompt_ids: list[int], params: SamplingParams, stop: threading.Event, put
+    ) -> None:
         """Sample params.n completions one after another; one delta per token (the
         ThreadedEngine runs one request at a time and turns an exception into a failure)."""
         n, plen = params.n, len(prompt_ids)
@@ -143,10 +173,15 @@ class GGUFGenerator(Generator):
             if params.seed is not None:
                 self.llm.set_seed(params.seed + j)
             count = 0
-            for tid in self.llm.generate(prompt_ids, temp=params.temperature,
-                                         top_p=params.top_p, top_k=params.top_k,
-                                         min_p=params.min_p, repeat_penalty=1.0,
-                                         reset=True):  # fmt: skip
+            for tid in self.llm.generate(
+                prompt_ids,
+                temp=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                min_p=params.min_p,
+                repeat_penalty=1.0,
+                reset=True,
+            ):
                 if stop.is_set():
                     return
                 count += 1
@@ -161,8 +196,18 @@ class GGUFGenerator(Generator):
     def describe(self) -> dict:
         m = self.meta
         ftype = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 32: "BF16"}.get(m["file_type"], "?")
-        info = {f"{m['arch']}.{k}": m[k] for k in ("context_length", "layers", "hidden", "heads",
-                                                    "kv_heads", "head_dim", "vocab")}  # fmt: skip
+        info = {
+            f"{m['arch']}.{k}": m[k]
+            for k in (
+                "context_length",
+                "layers",
+                "hidden",
+                "heads",
+                "kv_heads",
+                "head_dim",
+                "vocab",
+            )
+        }
         return {
             "family": m["arch"],
             "format": "gguf",

@@ -88,8 +88,9 @@ def _reject_unsupported(body: _Base, messages: list[OllamaMessage] = ()) -> None
             raise unsupported(f"messages[{i}].images", "is not supported: text only")
 
 
-async def _run(request: Request, state, body: _Base, messages: list[dict] | None,
-               prompt: str | None, key: str):  # fmt: skip
+async def _run(
+    request: Request, state, body: _Base, messages: list[dict] | None, prompt: str | None, key: str
+):
     """Start the generation; answer NDJSON lines, or one JSON object when stream is false."""
     t0 = request.state.t0
     gen = state.gen
@@ -104,8 +105,9 @@ async def _run(request: Request, state, body: _Base, messages: list[dict] | None
     params = gen.params(len(ids), mt, 1, o.temperature, o.top_p, o.seed)
     ticket = Ticket(request, len(ids), params)
     stops = tuple(o.stop or ())
-    g = ticket.start(lambda p: gen.start(ids, p, think if messages is not None or not body.raw
-                                         else None, stops))  # fmt: skip
+    g = ticket.start(
+        lambda p: gen.start(ids, p, think if messages is not None or not body.raw else None, stops)
+    )
     t_start = time.perf_counter_ns()  # the engine has the request
     times: list[int] = []  # first and latest token times
 
@@ -132,10 +134,15 @@ async def _run(request: Request, state, body: _Base, messages: list[dict] | None
                 decode = (last - first) * n // (n - 1)
             else:  # every token came in one batch (a short answer): the time until the reply
                 decode = end - first
-            out.update(done_reason=s.finish_reason, total_duration=end - t0,
-                       load_duration=t_start - t0, prompt_eval_count=g.prompt_tokens,
-                       prompt_eval_duration=first - t_start, eval_count=n,
-                       eval_duration=decode)  # fmt: skip
+            out.update(
+                done_reason=s.finish_reason,
+                total_duration=end - t0,
+                load_duration=t_start - t0,
+                prompt_eval_count=g.prompt_tokens,
+                prompt_eval_duration=first - t_start,
+                eval_count=n,
+                eval_duration=decode,
+            )
         return out
 
     async def timed():
@@ -166,8 +173,11 @@ async def _run(request: Request, state, body: _Base, messages: list[dict] | None
             ticket.settle(g, "ollama")
 
     # the background settle is for a stream that never started (see openai_api.respond)
-    return StreamingResponse(lines(), media_type="application/x-ndjson",
-                             background=BackgroundTask(ticket.settle, g, "ollama"))  # fmt: skip
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        background=BackgroundTask(ticket.settle, g, "ollama"),
+    )
 
 
 class _Drain:
@@ -190,9 +200,13 @@ async def chat(request: Request):
     _check_model(state, body.model)
     _reject_unsupported(body, body.messages)
     if not body.messages:  # Ollama loads the model and answers done for an empty chat
-        return {"model": body.model, "created_at": _now(),
-                "message": {"role": "assistant", "content": ""}, "done": True,
-                "done_reason": "load"}  # fmt: skip
+        return {
+            "model": body.model,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "load",
+        }
     msgs = [{"role": m.role, "content": m.content} for m in body.messages]
     out = await _run(request, state, body, msgs, None, "message")
     return out if body.stream else await out
@@ -207,8 +221,13 @@ async def generate(request: Request):
     _check_model(state, body.model)
     _reject_unsupported(body)
     if not body.prompt:
-        return {"model": body.model, "created_at": _now(), "response": "", "done": True,
-                "done_reason": "load"}  # fmt: skip
+        return {
+            "model": body.model,
+            "created_at": _now(),
+            "response": "",
+            "done": True,
+            "done_reason": "load",
+        }
     if body.raw:
         out = await _run(request, state, body, None, body.prompt, "response")
     else:
@@ -223,8 +242,14 @@ def _details(state) -> dict:
     d = state.gen.describe()
     n, fam = d["parameters"], d["family"]
     size = f"{n / 1e9:.1f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
-    return {"parent_model": "", "format": d["format"], "family": fam, "families": [fam],
-            "parameter_size": size, "quantization_level": d["quantization_level"]}  # fmt: skip
+    return {
+        "parent_model": "",
+        "format": d["format"],
+        "family": fam,
+        "families": [fam],
+        "parameter_size": size,
+        "quantization_level": d["quantization_level"],
+    }
 
 
 @router.get("/api/tags")
@@ -234,8 +259,18 @@ async def tags(request: Request):
     size = state.gen.describe()["size"]
     name = state.gen.name if ":" in state.gen.name else state.gen.name + ":latest"
     ts = datetime.fromtimestamp(state.created, timezone.utc).isoformat()
-    return {"models": [{"name": name, "model": name, "modified_at": ts, "size": size,
-                        "digest": state.digest, "details": _details(state)}]}  # fmt: skip
+    return {
+        "models": [
+            {
+                "name": name,
+                "model": name,
+                "modified_at": ts,
+                "size": size,
+                "digest": state.digest,
+                "details": _details(state),
+            }
+        ]
+    }
 
 
 @router.post("/api/show")
@@ -248,8 +283,11 @@ async def show(request: Request):
         raise bad_request("model is required", "model")
     _check_model(state, name)
     # no server paths: config entries such as `_name_or_path` name where the weights live
-    info = {k: v for k, v in state.gen.describe()["model_info"].items()
-            if "path" not in k and not (isinstance(v, str) and ("/" in v or "\\" in v))}  # fmt: skip
+    info = {
+        k: v
+        for k, v in state.gen.describe()["model_info"].items()
+        if "path" not in k and not (isinstance(v, str) and ("/" in v or "\\" in v))
+    }
     return {
         "modelfile": f"FROM {state.gen.name}\n",
         "parameters": "temperature 0.6\ntop_p 0.95",

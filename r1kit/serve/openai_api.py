@@ -107,8 +107,16 @@ def usage_of(g: Generation) -> dict:
     }
 
 
-def respond(request: Request, ticket: Ticket, g: Generation, stream: bool, chunk_fn, final_fn,
-            usage: bool, endpoint: str):  # fmt: skip
+def respond(
+    request: Request,
+    ticket: Ticket,
+    g: Generation,
+    stream: bool,
+    chunk_fn,
+    final_fn,
+    usage: bool,
+    endpoint: str,
+):
     """JSON after the whole generation, or SSE: chunks (`: keep-alive` comments while the
     request waits), [usage], [DONE]. Usage is settled either way, also for a client that left
     (its request was aborted, streaming or not)."""
@@ -141,9 +149,12 @@ def respond(request: Request, ticket: Ticket, g: Generation, stream: bool, chunk
 
     # the background settle is for a stream that never started (its client left first): the
     # reservation is returned; settling twice is a no-op
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"},
-                             background=BackgroundTask(ticket.settle, g, endpoint))  # fmt: skip
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+        background=BackgroundTask(ticket.settle, g, endpoint),
+    )
 
 
 class _Chunks:
@@ -157,8 +168,14 @@ class _Chunks:
         self.done: set[int] = set()
 
     def _wrap(self, choices: list) -> dict:
-        return {"id": self.id, "object": self.obj, "created": self.created, "model": self.model,
-                "choices": choices, "usage": None}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": self.obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": None,
+        }
 
     def usage_chunk(self, usage: dict) -> dict:
         return {**self._wrap([]), "usage": usage}
@@ -173,8 +190,18 @@ class _Chunks:
         for d in deltas:
             s = self.g.samples[d.index]
             if d.reasoning and self.chat:
-                yield self._wrap([self._choice(d.index, {"content": None,
-                                  "reasoning_content": d.reasoning, "reasoning": d.reasoning})])  # fmt: skip
+                yield self._wrap(
+                    [
+                        self._choice(
+                            d.index,
+                            {
+                                "content": None,
+                                "reasoning_content": d.reasoning,
+                                "reasoning": d.reasoning,
+                            },
+                        )
+                    ]
+                )
             if d.content:
                 body = {"content": d.content, "reasoning_content": None} if self.chat else None
                 yield self._wrap([self._choice(d.index, body, text=d.content)])
@@ -196,8 +223,12 @@ class _Chunks:
 async def models(request: Request):
     state = request.app.state
     state.auth.check(request)
-    return {"object": "list", "data": [{"id": state.gen.name, "object": "model",
-            "created": state.created, "owned_by": "r1kit"}]}  # fmt: skip
+    return {
+        "object": "list",
+        "data": [
+            {"id": state.gen.name, "object": "model", "created": state.created, "owned_by": "r1kit"}
+        ],
+    }
 
 
 @router.post("/v1/chat/completions")
@@ -223,8 +254,15 @@ async def chat_completions(request: Request):
     gen, stops = state.gen, body.stops()
     chars = sum(len(m["content"]) for m in msgs)
     ids = await encode(gen, chars, lambda: gen.encode(gen.render(msgs, think)), "messages")
-    params = gen.params(len(ids), body.max_completion_tokens or body.max_tokens, body.n,
-                        body.temperature, body.top_p, body.seed, body.ignore_eos)  # fmt: skip
+    params = gen.params(
+        len(ids),
+        body.max_completion_tokens or body.max_tokens,
+        body.n,
+        body.temperature,
+        body.top_p,
+        body.seed,
+        body.ignore_eos,
+    )
     ticket = Ticket(request, len(ids), params)
     g = ticket.start(lambda p: gen.start(ids, p, think, stops))
     chunks = _Chunks(g, model, "chat.completion.chunk", chat=True)
@@ -233,13 +271,23 @@ async def chat_completions(request: Request):
     def final(g: Generation) -> dict:
         choices = []
         for j, s in enumerate(g.samples):
-            msg = {"role": "assistant", "content": s.answer,
-                   "reasoning_content": s.reasoning if think else None}  # fmt: skip
+            msg = {
+                "role": "assistant",
+                "content": s.answer,
+                "reasoning_content": s.reasoning if think else None,
+            }
             msg["reasoning"] = msg["reasoning_content"]
-            choices.append({"index": j, "message": msg, "logprobs": None,
-                            "finish_reason": s.finish_reason})  # fmt: skip
-        return {"id": chunks.id, "object": "chat.completion", "created": chunks.created,
-                "model": model, "choices": choices, "usage": usage_of(g)}  # fmt: skip
+            choices.append(
+                {"index": j, "message": msg, "logprobs": None, "finish_reason": s.finish_reason}
+            )
+        return {
+            "id": chunks.id,
+            "object": "chat.completion",
+            "created": chunks.created,
+            "model": model,
+            "choices": choices,
+            "usage": usage_of(g),
+        }
 
     out = respond(request, ticket, g, body.stream, chunks, final, include, "chat")
     return out if body.stream else await out
@@ -258,18 +306,27 @@ async def completions(request: Request):
     model, _ = check_model(state, body.model)
     gen, stops = state.gen, body.stops()
     ids = await encode(gen, len(prompts[0]), lambda: gen.encode(prompts[0]), "prompt")
-    params = gen.params(len(ids), body.max_tokens, body.n, body.temperature, body.top_p,
-                        body.seed, body.ignore_eos)  # fmt: skip
+    params = gen.params(
+        len(ids), body.max_tokens, body.n, body.temperature, body.top_p, body.seed, body.ignore_eos
+    )
     ticket = Ticket(request, len(ids), params)
     g = ticket.start(lambda p: gen.start(ids, p, None, stops))
     chunks = _Chunks(g, model, "text_completion", chat=False)
     include = bool((body.stream_options or {}).get("include_usage"))
 
     def final(g: Generation) -> dict:
-        choices = [{"index": j, "text": s.content, "logprobs": None,
-                    "finish_reason": s.finish_reason} for j, s in enumerate(g.samples)]  # fmt: skip
-        return {"id": chunks.id, "object": "text_completion", "created": chunks.created,
-                "model": model, "choices": choices, "usage": usage_of(g)}  # fmt: skip
+        choices = [
+            {"index": j, "text": s.content, "logprobs": None, "finish_reason": s.finish_reason}
+            for j, s in enumerate(g.samples)
+        ]
+        return {
+            "id": chunks.id,
+            "object": "text_completion",
+            "created": chunks.created,
+            "model": model,
+            "choices": choices,
+            "usage": usage_of(g),
+        }
 
     out = respond(request, ticket, g, body.stream, chunks, final, include, "completions")
     return out if body.stream else await out
@@ -288,12 +345,21 @@ async def balance(request: Request):
     infos, available = [], True
     if key.credit is not None:
         left = f"{max(0.0, key.credit - key.spent):.2f}"
-        infos.append({"currency": key.currency, "total_balance": left, "granted_balance": left,
-                      "topped_up_balance": "0.00"})  # fmt: skip
+        infos.append(
+            {
+                "currency": key.currency,
+                "total_balance": left,
+                "granted_balance": left,
+                "topped_up_balance": "0.00",
+            }
+        )
         available = key.money_left() > 0
     out = {"is_available": available, "balance_infos": infos}
     if key.quota_tokens is not None:
-        out["token_quota"] = {"total": key.quota_tokens, "used": key.used_tokens,
-                              "left": max(0, key.quota_tokens - key.used_tokens)}  # fmt: skip
+        out["token_quota"] = {
+            "total": key.quota_tokens,
+            "used": key.used_tokens,
+            "left": max(0, key.quota_tokens - key.used_tokens),
+        }
         out["is_available"] = available and key.tokens_left() > 0
     return out

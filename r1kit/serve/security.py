@@ -30,8 +30,9 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, err: APIError) -> 
 
 
 def too_large(limit: int) -> APIError:
-    return APIError(413, f"the request body is larger than {limit} bytes (--max-body)",
-                    code="request_too_large")  # fmt: skip
+    return APIError(
+        413, f"the request body is larger than {limit} bytes (--max-body)", code="request_too_large"
+    )
 
 
 class BodyLimit:
@@ -72,8 +73,9 @@ def _hostname(value: str) -> str:
 
 
 class LocalOnly:
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1",
-                 allow_origins: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self, app: ASGIApp, host: str = "127.0.0.1", allow_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.hosts = LOOPBACK_NAMES | {host.strip("[]").lower()}
         self.allow_origins = {o.rstrip("/") for o in allow_origins}
@@ -83,20 +85,29 @@ class LocalOnly:
             return await self.app(scope, receive, send)
         h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if _hostname(h.get("host", "")) not in self.hosts:
-            err = APIError(403, "this server (--no-auth) answers only requests addressed to "
-                           "its own address", code="forbidden_host")  # fmt: skip
+            err = APIError(
+                403,
+                "this server (--no-auth) answers only requests addressed to its own address",
+                code="forbidden_host",
+            )
             return await _refuse(scope, receive, send, err)
         origin = h.get("origin")
         if origin is not None and origin.rstrip("/") not in self.allow_origins:
             if _hostname(urlsplit(origin).netloc) not in self.hosts:
-                err = APIError(403, f"cross-origin requests from {origin} are refused "
-                               "(--allow-origin names the origins allowed)",
-                               code="forbidden_origin")  # fmt: skip
+                err = APIError(
+                    403,
+                    f"cross-origin requests from {origin} are refused "
+                    "(--allow-origin names the origins allowed)",
+                    code="forbidden_origin",
+                )
                 return await _refuse(scope, receive, send, err)
         if scope["method"] in ("POST", "PUT", "PATCH"):
             ctype = h.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json" and not ctype.endswith("+json"):
-                err = APIError(415, "the body must be JSON (Content-Type: application/json)",
-                               code="unsupported_media_type")  # fmt: skip
+                err = APIError(
+                    415,
+                    "the body must be JSON (Content-Type: application/json)",
+                    code="unsupported_media_type",
+                )
                 return await _refuse(scope, receive, send, err)
         await self.app(scope, receive, send)

@@ -169,17 +169,39 @@ class Store:
             "INSERT INTO keys (id, name, salt, hash, created, revoked, quota_tokens, rpm, credit, "
             "currency, price_prompt, price_cache_hit, price_completion) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (kid, name, salt, _hash(salt, key), now, None, quota_tokens, rpm, credit, currency,
-             *prices),
-        )  # fmt: skip
+            (
+                kid,
+                name,
+                salt,
+                _hash(salt, key),
+                now,
+                None,
+                quota_tokens,
+                rpm,
+                credit,
+                currency,
+                *prices,
+            ),
+        )
         return key, self._key(self._q("SELECT * FROM keys WHERE id = ?", (kid,))[0])
 
     def _key(self, row: sqlite3.Row) -> Key:
         prices = (row["price_prompt"], row["price_cache_hit"], row["price_completion"])
-        return Key(row["id"], row["name"], row["created"], row["revoked"], row["quota_tokens"],
-                   row["rpm"], row["used_tokens"], row["spent"], row["reserved_tokens"],
-                   row["reserved_money"], row["credit"], row["currency"],
-                   Prices(*prices) if None not in prices else DEFAULT_PRICES["USD"])  # fmt: skip
+        return Key(
+            row["id"],
+            row["name"],
+            row["created"],
+            row["revoked"],
+            row["quota_tokens"],
+            row["rpm"],
+            row["used_tokens"],
+            row["spent"],
+            row["reserved_tokens"],
+            row["reserved_money"],
+            row["credit"],
+            row["currency"],
+            Prices(*prices) if None not in prices else DEFAULT_PRICES["USD"],
+        )
 
     def get_key(self, key_id: str) -> Key | None:
         rows = self._q("SELECT * FROM keys WHERE id = ?", (key_id,))
@@ -228,8 +250,17 @@ class Store:
                 )
             return granted
 
-    def settle(self, key_id: str, model: str, endpoint: str, prompt: int, completion: int,
-               reasoning: int, cache_hit: int = 0, reserved: tuple[int, int] | None = None) -> None:  # fmt: skip
+    def settle(
+        self,
+        key_id: str,
+        model: str,
+        endpoint: str,
+        prompt: int,
+        completion: int,
+        reasoning: int,
+        cache_hit: int = 0,
+        reserved: tuple[int, int] | None = None,
+    ) -> None:
         """One usage row, the key's running totals, and the release of the request's
         reservation (`(n, max_tokens)` as granted by `reserve`), in one transaction."""
         with self._lock, self._db:
@@ -239,9 +270,18 @@ class Store:
             self._db.execute(
                 "INSERT INTO usage (key_id, ts, model, endpoint, prompt_tokens, completion_tokens,"
                 " reasoning_tokens, cache_hit_tokens, cost) VALUES (?,?,?,?,?,?,?,?,?)",
-                (key_id, time.time(), model, endpoint, prompt, completion, reasoning, cache_hit,
-                 cost),
-            )  # fmt: skip
+                (
+                    key_id,
+                    time.time(),
+                    model,
+                    endpoint,
+                    prompt,
+                    completion,
+                    reasoning,
+                    cache_hit,
+                    cost,
+                ),
+            )
             toks, money = _worst(prices, prompt, *reserved) if reserved else (0, 0.0)
             self._db.execute(
                 "UPDATE keys SET used_tokens = used_tokens + ?, spent = spent + ?, "
@@ -262,8 +302,16 @@ class Store:
                     (toks, money, key_id),
                 )
 
-    def record(self, key_id: str, model: str, endpoint: str, prompt: int, completion: int,
-               reasoning: int, cache_hit: int = 0) -> None:  # fmt: skip
+    def record(
+        self,
+        key_id: str,
+        model: str,
+        endpoint: str,
+        prompt: int,
+        completion: int,
+        reasoning: int,
+        cache_hit: int = 0,
+    ) -> None:
         """Usage of a request that reserved nothing."""
         self.settle(key_id, model, endpoint, prompt, completion, reasoning, cache_hit)
 
@@ -288,8 +336,9 @@ class Store:
         return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ conversations
-    def save_conversation(self, key_id: str, conv_id: str | None, title: str,
-                          messages: list[dict]) -> str:  # fmt: skip
+    def save_conversation(
+        self, key_id: str, conv_id: str | None, title: str, messages: list[dict]
+    ) -> str:
         now = time.time()
         conv_id = conv_id or secrets.token_hex(8)
         with self._lock, self._db:

@@ -37,9 +37,16 @@ def start_local(model: str | None, engine: str = "auto", template: str = "auto")
     return f"http://127.0.0.1:{port}/v1", name
 
 
-def chat_loop(base_url: str, model: str | None, api_key: str, think: bool = True,
-              stdin=None, out=None, color: bool | None = None,
-              max_tokens: int | None = None) -> int:  # fmt: skip
+def chat_loop(
+    base_url: str,
+    model: str | None,
+    api_key: str,
+    think: bool = True,
+    stdin=None,
+    out=None,
+    color: bool | None = None,
+    max_tokens: int | None = None,
+) -> int:
     import openai
 
     stdin, out = stdin or sys.stdin, out or sys.stdout
@@ -115,8 +122,14 @@ def _ask(client, model, history, think: bool, out, dim: str, reset: str, max_tok
     return answer
 
 
-def run(model: str | None = None, base_url: str | None = None, api_key: str | None = None,
-        think: bool = True, engine: str = "auto", template: str = "auto") -> int:  # fmt: skip
+def run(
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    think: bool = True,
+    engine: str = "auto",
+    template: str = "auto",
+) -> int:
     import os
 
     name = None

@@ -38,14 +38,26 @@ async def me(request: Request):
     """Sign-in check: 401 for a bad key; what is left of the key's quota or credit (the page
     says so when it is spent: history still works, new answers do not)."""
     s = request.app.state
-    out = {"id": s.auth.owner(request), "quota_tokens": None, "tokens_used": 0, "credit": None,
-           "spent": 0.0, "currency": "USD", "exhausted": False}  # fmt: skip
+    out = {
+        "id": s.auth.owner(request),
+        "quota_tokens": None,
+        "tokens_used": 0,
+        "credit": None,
+        "spent": 0.0,
+        "currency": "USD",
+        "exhausted": False,
+    }
     if s.auth.enabled:
         k = s.auth.identify(request)
         left, money = k.tokens_left(), k.money_left()
-        out.update(quota_tokens=k.quota_tokens, tokens_used=k.used_tokens, credit=k.credit,
-                   spent=round(k.spent, 6), currency=k.currency,
-                   exhausted=(left is not None and left <= 0) or (money is not None and money <= 0))  # fmt: skip
+        out.update(
+            quota_tokens=k.quota_tokens,
+            tokens_used=k.used_tokens,
+            credit=k.credit,
+            spent=round(k.spent, 6),
+            currency=k.currency,
+            exhausted=(left is not None and left <= 0) or (money is not None and money <= 0),
+        )
     return out
 
 

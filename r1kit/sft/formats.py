@@ -22,8 +22,13 @@ from typing import Any
 from r1kit.errors import R1kitError
 
 OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant"}  # fmt: skip
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+}
 PROMPT_FIELDS = ("prompt", "question", "problem")
 COMPLETION_FIELDS = ("completion", "response", "answer")
 EXPECTED = (

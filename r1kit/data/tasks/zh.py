@@ -22,9 +22,11 @@ LANGUAGES = ("en", "zh")
 _QUESTIONS = [
     (re.compile(r"^Compute (.+)\.$"), r"计算 \1。"),
     (re.compile(r"^Solve for x: (.+)\.$"), r"解 x: \1。"),
-    (re.compile(r"^Use the numbers (.+) to make (\d+) with \+ - \* \(each number once\)\.$"),
-     r"用 \1 凑出 \2, 可用 + - * (每个数用一次)。"),
-]  # fmt: skip
+    (
+        re.compile(r"^Use the numbers (.+) to make (\d+) with \+ - \* \(each number once\)\.$"),
+        r"用 \1 凑出 \2, 可用 + - * (每个数用一次)。",
+    ),
+]
 
 # reasoning phrases, longest first so "Wait, let me check:" wins over "Wait,"
 _PHRASES = [
