@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from r1kit.errors import R1kitError
-from r1kit.modeling import EMBEDDED_NAMES, load_model, load_tokenizer, resolve_model
+from r1kit.modeling import EMBEDDED_NAMES, device_of, load_model, load_tokenizer, resolve_model
 from r1kit.serve import ollama_api, openai_api, web_api
 from r1kit.serve.auth import Auth
 from r1kit.serve.errors import (
@@ -166,9 +166,7 @@ def _generator(
 ) -> tuple[Generator, str]:
     if model is not None and model.endswith(".gguf"):
         return GGUFGenerator(model, name, max_waiting=max_waiting), model
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or device_of("auto")
     path = resolve_model(model)
     name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
     gen = Generator(
