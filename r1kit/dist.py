@@ -226,16 +226,6 @@ def export_hf(path: str | Path, model_spec: str | None, out: str | Path, tokeniz
     return Path(out)
 
 
-def micro_batches(n_local: int, n_global: int, micro_batch: int) -> int:
-    """Rows per micro-batch on this rank so that every rank runs the same number of forward /
-    backward passes (FSDP's collectives must line up): ceil(largest share / micro_batch)
-    passes. In one process: `micro_batch` itself."""
-    if not active():
-        return micro_batch
-    passes = math.ceil(math.ceil(n_global / world()) / micro_batch)
-    return max(1, math.ceil(n_local / passes))
-
-
 def passes(n_global: int, micro_batch: int) -> int:
     """Forward/backward passes every rank runs for an optimizer batch of n_global rows split
     over the ranks: ceil(largest share / micro_batch). A rank with fewer rows pads to this count

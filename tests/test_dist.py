@@ -242,14 +242,13 @@ def test_export_hf_from_sharded_checkpoint(tmp_path, tiny_model_base, tiny_token
         dist.load_sharded(tmp_path / "hf", model)
 
 
-def test_shares_and_micro_batches():
+def test_shares():
     """Contiguous prompt shares cover every item once, in order, for any number of ranks."""
     for n in (0, 1, 5, 16, 17):
         for w in (1, 2, 3, 8):
             parts = [list(dist.share(n, r, w)) for r in range(w)]
             assert [i for p in parts for i in p] == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert dist.micro_batches(100, 100, 64) == 64  # one process: the configured size
 
 
 def test_zero_under_torchrun_then_resume_in_one_process(tmp_path):
