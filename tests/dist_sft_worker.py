@@ -36,8 +36,8 @@ def main(job_path: str, result_path: str) -> None:
         cfg = SFTConfig.of(**cfg_d)
         model = dp.shard(load_model(None).train())
         assert dist.is_sharded(model)
-        opt = make_optimizer(model, cfg)
-        m = train_step(model, opt, rows, cfg, job["pad_id"], lr)
+        opt = make_optimizer(model, cfg.optim)
+        m = train_step(model, opt, rows, cfg.optim, job["pad_id"], lr)
         full = dp.unshard(model, None, "cpu")  # every rank takes part
         res["cases"].append((m, {k: v.detach().clone() for k, v in full.state_dict().items()}))
     if dist.is_main():

@@ -64,8 +64,8 @@ def test_sharded_sft_step_equals_single_process(tmp_path, tiny_model_base, tiny_
     for (cfg_d, lr, rows), ((loss2, tok2, gn2), w2) in zip(cases, res["cases"]):
         model = copy.deepcopy(tiny_model_base).train()
         cfg = SFTConfig.of(**cfg_d)
-        opt = make_optimizer(model, cfg)
-        loss1, tok1, gn1 = train_step(model, opt, rows, cfg, tok.pad_token_id, lr)
+        opt = make_optimizer(model, cfg.optim)
+        loss1, tok1, gn1 = train_step(model, opt, rows, cfg.optim, tok.pad_token_id, lr)
         assert tok1 == tok2 == sum(len(e.completion_ids) for e in rows)
         # float32 sums in another order (shards, micro-batches, packed rows): the loss is a mean
         # of log-probs, the norm a sum of squared gradients over every weight
@@ -149,7 +149,7 @@ def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
     # order, bounded through the 2-rank run's optimizer state after step 2 (read back here)
     model = load_model(None).train()
     cfg = SFTConfig.of(**json.loads((run / "config.json").read_text()))
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg.optim)
     load_trainer_state(run / "checkpoints" / "step-000002", opt, model)
     n_tok, lr = hist[1]["tokens"], hist[1]["lr"]
     fwd = decoder_terms(model.config, cfg.max_len) + n_tok

@@ -63,7 +63,7 @@ def test_packed_loss_equals_padded(tiny_model, tiny_tokenizer):
             model,
             opt,
             data,
-            SFTConfig.of(pack_tokens=pack, micro_batch=3),
+            SFTConfig.of(pack_tokens=pack, micro_batch=3).optim,
             tiny_tokenizer.pad_token_id,
             0.0,
         )
@@ -77,7 +77,7 @@ def test_packed_loss_equals_padded(tiny_model, tiny_tokenizer):
 
 def test_schedule_warmup_then_cosine():
     cfg = SFTConfig.of(lr=1.0, warmup_ratio=0.1, min_lr_ratio=0.1)
-    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    lrs = [lr_at(s, 100, cfg.optim) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] > 0.1 - 1e-9
 

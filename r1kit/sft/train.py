@@ -30,6 +30,7 @@ import torch
 from r1kit import dist
 from r1kit.chat import set_template
 from r1kit.config import SFTConfig
+from r1kit.config.parts import SFTOptim
 from r1kit.data.datasets import heldout
 from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model, save_model
@@ -42,24 +43,26 @@ from r1kit.train.run import Run
 from r1kit.train.shard import model_logprobs, shard, unshard
 
 
-def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+def lr_at(step: int, total: int, optim: SFTOptim) -> float:
     """Linear warmup over warmup_ratio of the steps, then cosine down to lr * min_lr_ratio."""
-    warm = int(total * cfg.optim.warmup_ratio)
+    warm = int(total * optim.warmup_ratio)
     if step < warm:
-        return cfg.optim.lr * (step + 1) / warm
+        return optim.lr * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
-    floor = cfg.optim.min_lr_ratio
-    return cfg.optim.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    floor = optim.min_lr_ratio
+    return optim.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
+def make_optimizer(model, optim: SFTOptim) -> torch.optim.Optimizer:
     """AdamW over the (sharded, under torchrun: build it after shard) parameters."""
     return torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.95), weight_decay=cfg.optim.weight_decay
+        model.parameters(), lr=optim.lr, betas=(0.9, 0.95), weight_decay=optim.weight_decay
     )
 
 
-def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id: int, lr: float):
+def train_step(
+    model, optimizer, examples: list[Encoded], optim: SFTOptim, pad_id: int, lr: float
+) -> tuple[float, int, float]:
     """One optimizer step over `examples` (the whole batch; under torchrun every rank passes the
     same batch and trains its share of it); returns (mean loss, tokens, gnorm) of the batch."""
     n_tok = sum(len(e.completion_ids) for e in examples)  # all ranks' assistant tokens
@@ -68,15 +71,15 @@ def train_step(model, optimizer, examples: list[Encoded], cfg: SFTConfig, pad_id
         g["lr"] = lr
     total = 0.0
     for rows, w in micro_batches(
-        examples, cfg.optim.micro_batch, lambda e: len(e.prompt_ids) + len(e.completion_ids)
+        examples, optim.micro_batch, lambda e: len(e.prompt_ids) + len(e.completion_ids)
     ):
         mb = collate(rows, pad_id)
-        logp = model_logprobs(model, mb, 1.0, cfg.optim.pack_tokens)  # [n, T-1]
+        logp = model_logprobs(model, mb, 1.0, optim.pack_tokens)  # [n, T-1]
         loss = -(logp * mb.completion_mask.to(logp.device)).sum() / n_tok
         (loss * w if w != 1 else loss).backward()  # w: W ranks (FSDP averages), 0: padding pass
         total += loss.item() if w else 0.0
     total = dist.all_reduce(total)  # each rank holds its rows' part of the batch loss
-    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
     optimizer.step()
     return total, n_tok, dist.to_float(gn)  # sharded: gn is a DTensor
 
@@ -138,7 +141,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
             evals["base"] = _evaluate(model, tok, problems, cfg)
             run.write_json("base_eval.json", evals["base"])
     shard(model)  # torchrun: FSDP-shards the model in place
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg.optim)
     per_epoch = math.ceil(len(data) / cfg.optim.batch_size)
     total = per_epoch * cfg.optim.epochs
     state = load_trainer_state(ckpt, optimizer, model) if ckpt else None  # dcp/: weights too
@@ -156,9 +159,11 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
                 if epoch * per_epoch + j < start:
                     continue  # resumed: this batch was trained before the checkpoint
                 ts = time.time()
-                lr = lr_at(step, total, cfg)
+                lr = lr_at(step, total, cfg.optim)
                 rows = [data[i] for i in idx]
-                loss, n_tok, gn = train_step(model, optimizer, rows, cfg, tok.pad_token_id, lr)
+                loss, n_tok, gn = train_step(
+                    model, optimizer, rows, cfg.optim, tok.pad_token_id, lr
+                )
                 step += 1
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "tokens": n_tok}
                 row.update(grad_norm=gn, step_s=round(time.time() - ts, 3))
