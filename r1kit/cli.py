@@ -28,6 +28,7 @@ from r1kit.config.flags import (
     config_from_args,
     explicit_fields,
 )
+from r1kit.config.parts import ENGINES
 from r1kit.errors import R1kitError
 from r1kit.eval import report as eval_report
 from r1kit.eval.run import run_eval
@@ -297,6 +298,17 @@ def _quiet(p: argparse.ArgumentParser, help: str = "no progress output") -> None
     p.add_argument("--quiet", action="store_true", help=help)
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: an integer in 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag has a help line ending in its default: the config jobs' flags come from their
     fields (config/flags.py), the others are written here with DefaultsFormatter."""
@@ -307,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, **kw) -> argparse.ArgumentParser:
+        kw.setdefault("description", kw.get("help"))  # `r1kit NAME --help` says what it does
         return sub.add_parser(name, formatter_class=DefaultsFormatter, **kw)
 
     z = command("zero", help="R1-Zero: GRPO with rule-checked rewards from a base model")
@@ -340,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="hub id, model dir, run dir, or a .gguf file (llama.cpp)",
     )
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sv.add_argument("--port", type=int, default=8000, help="port to listen on")
+    sv.add_argument("--port", type=_port, default=8000, help="port to listen on (0-65535)")
     sv.add_argument("--db", default=None, help="SQLite file (default: the user's data dir)")
     sv.add_argument("--no-auth", action="store_true", help="no keys (loopback addresses only)")
-    sv.add_argument("--engine", default="auto", help="auto | paged | hf")
+    sv.add_argument("--engine", default="auto", choices=ENGINES, help="generation engine")
     sv.add_argument(
         "--no-prefix-cache",
         action="store_true",
@@ -415,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--api-key", default=None, help="the endpoint's key (default: $R1KIT_API_KEY)")
     r.add_argument("--nothink", action="store_true", help="start with thinking off")
-    r.add_argument("--engine", default="auto", help="auto | paged | hf")
+    r.add_argument("--engine", default="auto", choices=ENGINES, help="generation engine")
     r.add_argument("--template", **TEMPLATE_FLAG)
     r.set_defaults(func=cmd_run)
 

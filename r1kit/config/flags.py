@@ -55,7 +55,7 @@ def add_config_flags(
         key = f.path[0] if len(f.path) > 1 else ""
         if key not in groups:
             doc = (parts[key].__doc__ or "").split("\n\n")[0] if key else None
-            title = f"{key} ({parts[key].__name__})" if key else f"{cls.__name__} options"
+            title = key or "job"  # the part's attribute name: run, algo, sampling, optim, ...
             groups[key] = p.add_argument_group(title, " ".join((doc or "").split()) or None)
         g = groups[key]
         flags = [f.flag, *("--" + a.replace("_", "-") for a in f.aliases)]

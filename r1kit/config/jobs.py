@@ -49,7 +49,9 @@ class ZeroConfig(JobConfig):
         "weighted rewards, e.g. 'accuracy=1,format=0.5' or 'pkg.mod:fn=0.3'",
     )
     recipe: str = param(
-        "custom", "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win)"
+        "custom",
+        "grpo | dapo | dr_grpo: set the algorithm's fields at once (explicit flags win); "
+        "custom: the fields as given",
     )
     preset: str = param(
         "none",

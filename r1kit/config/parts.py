@@ -83,7 +83,11 @@ class GRPO:
         "drop groups whose rewards are all equal and sample "
         "more prompts to refill the batch (DAPO)",
     )
-    max_refills: int = param(4, "extra generation rounds per step spent refilling, at most", ge=0)
+    max_refills: int = param(
+        4,
+        "with --dynamic-sampling: extra generation rounds per step spent refilling, at most",
+        ge=0,
+    )
     tis_cap: float = param(
         0.0,
         "truncated importance weight min(pi_old / pi_engine, C) (0: off)",
@@ -101,7 +105,10 @@ class Sampling:
         1.0, "nucleus sampling: the smallest token set with this much probability", gt=0, le=1
     )
     max_tokens: int = param(
-        128, "most tokens a completion may generate", ge=1, aliases=("max_new_tokens",)
+        128,
+        "most tokens a completion may generate (held-out answers too)",
+        ge=1,
+        aliases=("max_new_tokens",),
     )
 
 

@@ -71,6 +71,7 @@ def print_summary(s: dict, out: str) -> None:
     c = Console()
     c.print(t)
     c.print(
-        f"{s['steps']} steps in {s['wall_s']:.0f}s; wrote {out}/summary.json, "
+        f"{s['steps']} step{'' if s['steps'] == 1 else 's'} in {s['wall_s']:.0f}s; "
+        f"wrote {out}/summary.json, "
         f"{out}/report.png, {out}/metrics.jsonl, {out}/final/"
     )
