@@ -58,6 +58,13 @@ def test_recipe_errors_name_the_line(tmp_path):
     p.write_text("stages:\n  - {name: a, kind: sft, data: '@nope'}\n")
     with pytest.raises(R1kitError, match=r"r\.yaml:2: data '@nope' names no earlier stage"):
         load_recipe(p)
+    # values are checked when the recipe loads, not when their stage starts
+    p.write_text("stages:\n  - {name: a, kind: sft}\n  - {name: b, kind: rl, steps: 0}\n")
+    with pytest.raises(R1kitError, match=r"r\.yaml:3: stage 'b': --steps must be >= 1"):
+        load_recipe(p)
+    p.write_text("stages:\n  - {name: a, kind: sft, epochs: 0}\n")
+    with pytest.raises(R1kitError, match=r"r\.yaml:2: stage 'a': --epochs must be >= 1"):
+        load_recipe(p)
     p.write_text("outt: x\nstages: []\n")
     assert main(["pipeline", str(p)]) == 2
 
