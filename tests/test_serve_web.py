@@ -293,7 +293,9 @@ def test_rendering(browser, srv, size):
     page.reload()
     first = page.locator(".msg.assistant").first
     answer = first.locator(".answer")
-    expect(answer.locator("table")).to_have_count(1)
+    # the reload's first paint (vendor scripts, the conversation fetch, Markdown and KaTeX)
+    # takes seconds on a loaded 2-core CI machine: the first wait gets a longer timeout
+    expect(answer.locator("table")).to_have_count(1, timeout=30_000)
     expect(answer.locator("table th")).to_have_count(3)
     expect(answer.locator("table .katex")).to_have_count(1)  # $n^2$ in a header cell
     expect(answer.locator(".katex-display")).to_have_count(2)  # $$...$$ and \[...\]
