@@ -137,6 +137,11 @@ class Chat:
         self.page.add_init_script(f"localStorage.setItem('r1kit-key', {json.dumps(self.key)})")
         self.page.goto(f"{srv.url}/{query}")
         self.page.locator("#app").wait_for()
+        from playwright.sync_api import expect
+
+        # start() ends by focusing the input, after it has opened a conversation or a new chat
+        # (which rewrites the URL's #hash): a test that navigates before then races with it
+        expect(self.page.locator("#input")).to_be_focused(timeout=30_000)
 
     @property
     def phone(self) -> bool:
@@ -293,9 +298,7 @@ def test_rendering(browser, srv, size):
     page.reload()
     first = page.locator(".msg.assistant").first
     answer = first.locator(".answer")
-    # the reload's first paint (vendor scripts, the conversation fetch, Markdown and KaTeX)
-    # takes seconds on a loaded 2-core CI machine: the first wait gets a longer timeout
-    expect(answer.locator("table")).to_have_count(1, timeout=30_000)
+    expect(answer.locator("table")).to_have_count(1)
     expect(answer.locator("table th")).to_have_count(3)
     expect(answer.locator("table .katex")).to_have_count(1)  # $n^2$ in a header cell
     expect(answer.locator(".katex-display")).to_have_count(2)  # $$...$$ and \[...\]
