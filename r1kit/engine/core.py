@@ -13,8 +13,9 @@ design (over ZeroMQ; a multiprocessing pipe carries our one client's traffic as 
 
 Protocol (pickled tuples). To the core: ("add", rid, prompt_ids, params), ("abort", rid),
 ("close",). From the core: ("ready", info) or ("failed", message) once at start; then
-("out", [(rid, samples, finished, num_cached)], stats) after each step that produced tokens,
-with samples [(new token ids, new log-probs | None, finish reason)], ("error", rid, message)
+("out", [(rid, samples, finished, num_cached)], stats) after each step that produced tokens
+(steps still unsent when the next one ends are joined: one item per request), with samples
+[(new token ids, new log-probs | None, finish reason)], ("error", rid, message)
 for a request the engine refused, ("fail", [rids], message) when a step raised (those
 requests are dropped, the core keeps serving) and ("stats", stats) after commands while idle.
 The model reaches the child through torch.multiprocessing: CPU tensors in shared memory, CUDA
@@ -29,7 +30,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
-from r1kit.engine.streaming import Delta, drain
+from r1kit.engine.streaming import Delta
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 START_TIMEOUT_S = 600
@@ -68,7 +69,7 @@ class EngineProcess:
         self.max_model_len, self.max_num_seqs = info["max_model_len"], info["max_num_seqs"]
         self.max_waiting = max_waiting
         self._stats = info["stats"]
-        self._subs: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue, list[int]]] = {}
+        self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
         self._closed = False
@@ -86,11 +87,10 @@ class EngineProcess:
             if queued >= self.max_waiting:
                 raise OverflowError("the engine's queue is full")
         rid = f"r{next(self._ids)}"
-        q: asyncio.Queue = asyncio.Queue()
         prompt = [int(t) for t in prompt_ids]
-        self._subs[rid] = (asyncio.get_running_loop(), q, prompt)
+        sub = self._subs[rid] = _Sub(asyncio.get_running_loop(), prompt)
         self._send(("add", rid, prompt, params))
-        return drain(q, lambda: self._abort(rid))
+        return _drain(sub, lambda: self._abort(rid))
 
     def _abort(self, rid: str) -> None:
         if self._subs.pop(rid, None) is not None and not self._closed:
@@ -119,7 +119,7 @@ class EngineProcess:
                         continue
                     if item[2]:
                         self._subs.pop(item[0], None)
-                    by_loop.setdefault(sub[0], []).append((sub, item))
+                    by_loop.setdefault(sub.loop, []).append((sub, item))
                 for loop, items in by_loop.items():
                     _call(loop, _deliver, items)
             elif kind == "stats":
@@ -127,18 +127,18 @@ class EngineProcess:
             elif kind == "error":
                 sub = self._subs.pop(msg[1], None)
                 if sub is not None:
-                    _call(sub[0], sub[1].put_nowait, (ValueError(msg[2]), True))
+                    _call(sub.loop, sub.put, ValueError(msg[2]))
             elif kind == "fail":
                 err = RuntimeError(msg[2])
                 for rid in msg[1]:
                     sub = self._subs.pop(rid, None)
                     if sub is not None:
-                        _call(sub[0], sub[1].put_nowait, (err, True))
+                        _call(sub.loop, sub.put, err)
 
     def _fail_all(self, err: Exception) -> None:
         subs, self._subs = self._subs, {}
-        for loop, q, _ in subs.values():
-            _call(loop, q.put_nowait, (err, True))
+        for sub in subs.values():
+            _call(sub.loop, sub.put, err)
 
     def stats(self) -> dict:
         return dict(self._stats)
@@ -166,9 +166,73 @@ def _call(loop: asyncio.AbstractEventLoop, fn, *args) -> None:
 
 
 def _deliver(items: list) -> None:
-    for (_, q, prompt), (_, samples, finished, cached) in items:
-        out = RequestOutput(prompt, [Sample(t, lp, r, len(prompt)) for t, lp, r in samples], cached)
-        q.put_nowait((out, finished))
+    """On a request's event loop: one engine message's items, each kept as it came (a list
+    append); the request's consumer builds one delta from all it finds when it runs next."""
+    for sub, item in items:
+        sub.put(item)
+
+
+class _Sub:
+    """A request's raw step outputs (rid, samples, finished, cached) or an error, not yet taken
+    by its consumer. Per step and request this is an append, not a delta object and a queue
+    put: at 128 streams the server's event loop did that 32,768 times per 256-token level."""
+
+    __slots__ = ("loop", "prompt", "items", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt: list[int]) -> None:
+        self.loop, self.prompt = loop, prompt
+        self.items: list = []
+        self.waiter: asyncio.Future | None = None
+
+    def put(self, item) -> None:
+        self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def take(self) -> tuple[RequestOutput, bool]:
+        """Everything queued since the last take, as one delta (tokens joined, the last finish
+        reason); an error raises (it ends the stream)."""
+        while not self.items:
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        items, self.items = self.items, []
+        out, finished = None, False
+        for item in items:
+            if isinstance(item, Exception):
+                raise item
+            _, samples, finished, cached = item
+            if out is None:
+                n = len(self.prompt)
+                out = RequestOutput(
+                    self.prompt, [Sample(list(t), lp, r, n) for t, lp, r in samples], cached
+                )
+                continue
+            for s, (t, lp, r) in zip(out.samples, samples):
+                s.token_ids += t
+                if s.logprobs is not None and lp is not None:
+                    s.logprobs += lp
+                s.finish_reason = r
+            out.num_cached_tokens = cached or out.num_cached_tokens
+        return out, finished
+
+
+async def _drain(sub: _Sub, on_leave) -> AsyncIterator[Delta]:
+    """A request's deltas until it finishes; leaving early calls `on_leave` (an abort)."""
+    done = False
+    try:
+        while not done:
+            try:
+                out, done = await sub.take()
+            except Exception:
+                done = True
+                raise
+            yield out, done
+    finally:
+        if not done:
+            on_leave()
 
 
 # --------------------------------------------------------------------------- the core process
@@ -208,6 +272,7 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
 class _Core:
     def __init__(self, engine, conn) -> None:
         self.engine, self.conn = engine, conn
+        self.out = _Outbox(conn)
         self.sent: dict[str, list[int]] = {}  # request id -> tokens sent per sample
 
     def stats(self) -> dict:
@@ -223,12 +288,12 @@ class _Core:
         }
 
     def run(self) -> None:
-        conn, engine = self.conn, self.engine
+        conn, engine, out = self.conn, self.engine, self.out
         changed = False  # since the server last had the stats
         while True:
             if not engine.has_work:
                 if changed:
-                    conn.send(("stats", self.stats()))
+                    out.send(("stats", self.stats()))
                     changed = False
                 conn.poll(None)  # idle: sleep until the server sends something
             while conn.poll(0):
@@ -245,10 +310,10 @@ class _Core:
                 for rid in rids:
                     engine.abort(rid)
                     self.sent.pop(rid, None)
-                conn.send(("fail", rids, f"the engine failed: {type(e).__name__}: {e}"))
+                out.send(("fail", rids, f"the engine failed: {type(e).__name__}: {e}"))
                 continue
             if touched:
-                conn.send(("out", [self.delta(r) for r in touched], self.stats()))
+                out.send(("out", [self.delta(r) for r in touched], self.stats()))
 
     def handle(self, msg: tuple) -> bool:
         kind = msg[0]
@@ -257,7 +322,7 @@ class _Core:
             try:
                 self.engine.add_request(prompt, params, rid)
             except (ValueError, RuntimeError) as e:
-                self.conn.send(("error", rid, str(e)))
+                self.out.send(("error", rid, str(e)))
                 return True
             self.sent[rid] = [0] * params.n
         elif kind == "abort":
@@ -279,3 +344,62 @@ class _Core:
         if finished:
             del self.sent[req.request_id]
         return (req.request_id, samples, finished, req.num_cached_tokens or 0)
+
+
+class _Outbox:
+    """The core's messages to the server, sent by a thread of their own, so the step loop never
+    waits on the pipe. A server process busy framing events reads the pipe late (its reader
+    thread waits for the interpreter); a step loop that sent itself then blocked once the pipe
+    was full. Step outputs still unsent when the next step ends go out as one message, each
+    request's tokens joined (one item per request), so a late reader gets fewer, larger messages.
+    """
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.cv = threading.Condition()
+        self.pending: list[list] = []  # [kind, payload...]; an "out" is ["out", {rid: item}, stats]
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="r1kit-engine-sender", daemon=True).start()
+
+    def send(self, msg: tuple) -> None:
+        """Queue `msg`; raises the error that ended the sender (the server went away)."""
+        with self.cv:
+            if self.error is not None:
+                raise self.error
+            last = self.pending[-1] if self.pending else None
+            if msg[0] == "out" and last is not None and last[0] == "out":
+                for item in msg[1]:
+                    old = last[1].get(item[0])
+                    last[1][item[0]] = item if old is None else _join(old, item)
+                last[2] = msg[2]
+            elif msg[0] == "out":
+                self.pending.append(["out", {item[0]: item for item in msg[1]}, msg[2]])
+            else:
+                self.pending.append(list(msg))
+            self.cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.pending:
+                    self.cv.wait()
+                batch, self.pending = self.pending, []
+            try:
+                for m in batch:
+                    if m[0] == "out":
+                        self.conn.send(("out", list(m[1].values()), m[2]))
+                    else:
+                        self.conn.send(tuple(m))
+            except (OSError, ValueError) as e:  # the server's end closed
+                with self.cv:
+                    self.error = e if isinstance(e, OSError) else OSError(str(e))
+                return
+
+
+def _join(a: tuple, b: tuple) -> tuple:
+    """Two consecutive step outputs of one request as one: (rid, samples, finished, cached)."""
+    samples = [
+        (ta + tb, la + lb if la is not None and lb is not None else None, rb)
+        for (ta, la, _), (tb, lb, rb) in zip(a[1], b[1])
+    ]
+    return (a[0], samples, b[2], b[3])
