@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -67,23 +67,11 @@ PRESETS = {
         warmup=100,
         device="cuda",
     ),
-    # the base for `r1kit zero --preset gpu-code`: gpu-small's shape on worked code traces only
-    "gpu-code": PretrainConfig(
-        out="runs/pretrain-gpu-code",
-        hidden_size=512,
-        layers=8,
-        heads=8,
-        kv_heads=4,
-        intermediate_size=1536,
-        block_len=512,
-        batch_size=64,
-        steps=1500,
-        lr=1.5e-3,
-        warmup=100,
-        device="cuda",
-        tasks=("code",),
-    ),
 }
+# the base for `r1kit zero --preset gpu-code`: gpu-small's shape on worked code traces only
+PRESETS["gpu-code"] = replace(
+    PRESETS["gpu-small"], out="runs/pretrain-gpu-code", steps=1500, tasks=("code",)
+)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
