@@ -106,6 +106,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def map_shares(n: int, fn: Callable[[range], list[T]]) -> list[T]:
+    """fn(indices) on this rank's contiguous share of n items (not called for an empty share),
+    every rank's results concatenated in rank order, so in item order; in one process, fn on
+    all n items."""
+    mine = share(n)
+    local = fn(mine) if len(mine) else []
+    return [x for part in all_gather_objects(local) for x in part]
+
+
 def all_reduce(x: float, op: str = "sum") -> float:
     """A Python number summed (or maxed: op="max") over ranks, in float64."""
     if not active():

@@ -35,14 +35,14 @@ def evaluate(
 ) -> tuple[dict[str, float], list[Rollout]]:
     """(summary, scored rollouts problem by problem); under torchrun the problems are split
     over the ranks and every rank returns the whole of both."""
-    mine = list(dist.share(len(problems))) if dist.world() > 1 else range(len(problems))
-    local: list[Rollout] = []
-    if mine:
-        local = generate(engine, tokenizer, [problems[i] for i in mine], template, params)
-        score(local, WeightedReward({"accuracy": 1.0, "format": 1.0}))
-    if dist.world() > 1:
-        local = [r for part in dist.all_gather_objects(local) for r in part]
-    return summarize_rollouts(local, params.n, limits), local
+
+    def run(mine: range) -> list[Rollout]:
+        rollouts = generate(engine, tokenizer, [problems[i] for i in mine], template, params)
+        score(rollouts, WeightedReward({"accuracy": 1.0, "format": 1.0}))
+        return rollouts
+
+    rollouts = dist.map_shares(len(problems), run)
+    return summarize_rollouts(rollouts, params.n, limits), rollouts
 
 
 def summarize_rollouts(

@@ -94,10 +94,11 @@ def generate_scored(
         return rollouts
     # the seed one process's engine would draw for each prompt, in order (engine/paged.py)
     seeds = [params.seed if params.seed is not None else random.getrandbits(32) for _ in examples]
-    mine = dist.share(len(examples))
-    local: list[Rollout] = []
-    if len(mine):
+
+    def run(mine: range) -> list[Rollout]:
         plist = [replace(params, seed=seeds[i]) for i in mine]
-        local = generate(engine, tokenizer, [examples[i] for i in mine], template, plist)
-        score(local, reward)
-    return [r for part in dist.all_gather_objects(local) for r in part]
+        rollouts = generate(engine, tokenizer, [examples[i] for i in mine], template, plist)
+        score(rollouts, reward)
+        return rollouts
+
+    return dist.map_shares(len(examples), run)
