@@ -36,6 +36,17 @@ from r1kit.rl.report import plot_report
 from r1kit.sampling.heldout import eval_params, evaluate
 from r1kit.train.run import Run
 
+# the held-out numbers summary.json gives for the base and the final model (base_X, final_X)
+REPORTED = (
+    "pass1",
+    "passk",
+    "pass1_stderr",
+    "format_rate",
+    "formatted_accuracy",
+    "mean_length",
+    "reflection_rate",
+)
+
 
 def _inputs(cfg: ZeroConfig) -> tuple[WeightedReward, list[dict]]:
     """The rewards and the held-out problems; everything a user can get wrong here (a reward
@@ -130,26 +141,9 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
             for r in rollouts:
                 row = {"question": r.example["question"], "completion": r.text, **r.rewards}
                 f.write(json.dumps(row) + "\n")
-    summary = {
-        "base_pass1": base["pass1"],
-        "final_pass1": final["pass1"],
-        "base_passk": base["passk"],
-        "final_passk": final["passk"],
-        "k": cfg.eval.k,
-        "base_pass1_stderr": base["pass1_stderr"],
-        "final_pass1_stderr": final["pass1_stderr"],
-        "base_format_rate": base["format_rate"],
-        "final_format_rate": final["format_rate"],
-        "base_formatted_accuracy": base["formatted_accuracy"],
-        "final_formatted_accuracy": final["formatted_accuracy"],
-        "base_mean_length": base["mean_length"],
-        "final_mean_length": final["mean_length"],
-        "base_reflection_rate": base["reflection_rate"],
-        "final_reflection_rate": final["reflection_rate"],
-        "eval_problems": len(problems),
-        "steps": done,
-        "wall_s": round(run.wall(), 1),
-    }
+    summary = {f"{w}_{m}": ev[m] for m in REPORTED for w, ev in (("base", base), ("final", final))}
+    summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
+    summary["wall_s"] = round(run.wall(), 1)
     metrics = run.metrics()  # every rank: it waits for rank 0's rows
     if run.main:
         plot_report(metrics, run.out / "report.png", base, final)
