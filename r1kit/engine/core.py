@@ -30,7 +30,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
-from r1kit.engine.streaming import Delta
+from r1kit.engine.streaming import Delta, drain
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 START_TIMEOUT_S = 600
@@ -90,7 +90,7 @@ class EngineProcess:
         prompt = [int(t) for t in prompt_ids]
         sub = self._subs[rid] = _Sub(asyncio.get_running_loop(), prompt)
         self._send(("add", rid, prompt, params))
-        return _drain(sub, lambda: self._abort(rid))
+        return drain(sub.take, lambda: self._abort(rid))
 
     def _abort(self, rid: str) -> None:
         if self._subs.pop(rid, None) is not None and not self._closed:
@@ -217,22 +217,6 @@ class _Sub:
                 s.finish_reason = r
             out.num_cached_tokens = cached or out.num_cached_tokens
         return out, finished
-
-
-async def _drain(sub: _Sub, on_leave) -> AsyncIterator[Delta]:
-    """A request's deltas until it finishes; leaving early calls `on_leave` (an abort)."""
-    done = False
-    try:
-        while not done:
-            try:
-                out, done = await sub.take()
-            except Exception:
-                done = True
-                raise
-            yield out, done
-    finally:
-        if not done:
-            on_leave()
 
 
 # --------------------------------------------------------------------------- the core process

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from r1kit.engine.types import RequestOutput, SamplingParams
@@ -62,12 +62,20 @@ def merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
     return a
 
 
-async def drain(q: asyncio.Queue, on_leave: Callable[[], None]) -> AsyncIterator[Delta]:
-    """A request's deltas from its queue until it finishes; leaving early calls `on_leave`."""
+async def drain(
+    take: Callable[[], Awaitable[tuple[RequestOutput | Exception, bool]]],
+    on_leave: Callable[[], None],
+) -> AsyncIterator[Delta]:
+    """A request's deltas until it finishes: `take()` gives the next (delta, finished), an
+    error as the delta or raised ends the stream; leaving early calls `on_leave` (an abort)."""
     done = False
     try:
         while not done:
-            item, done = await next_delta(q)
+            try:
+                item, done = await take()
+            except Exception:
+                done = True
+                raise
             if isinstance(item, Exception):
                 done = True
                 raise item
@@ -125,7 +133,7 @@ class ThreadedEngine:
 
         self._busy += 1
         threading.Thread(target=work, daemon=True, name=f"r1kit-{self.kind}").start()
-        src = drain(q, stop.set)
+        src = drain(lambda: next_delta(q), stop.set)
         try:
             async for d in src:
                 yield d
