@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from r1kit.config.flags import (
     explicit_fields,
 )
 from r1kit.config.parts import ENGINES
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, disk_error
 from r1kit.eval import report as eval_report
 from r1kit.eval.run import run_eval
 from r1kit.export.gguf import OUTTYPES, check_outtype, export_gguf
@@ -91,7 +91,7 @@ def _pretrained_base(preset: str) -> str:
     cfg = PRESETS[preset]
     if not (Path(cfg.out) / "model.safetensors").exists():
         print(f"building the {preset} base model first ({cfg.out})")
-        pretrain(cfg)
+        pretrain(replace(cfg, overwrite=True))  # no weights there: an unfinished build
     return cfg.out
 
 
@@ -110,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise R1kitError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
-    cfg = PRESETS[args.preset]
+    cfg = replace(PRESETS[args.preset], overwrite=args.overwrite)  # the preset stays as it is
     if args.out:
         cfg.out = args.out
     if args.steps:
@@ -499,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--preset", default="tiny", help=f"size: {' | '.join(PRESETS)}")
     pt.add_argument("--out", default=None, help="output directory (default: runs/pretrain-PRESET)")
     pt.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the model already in --out (without it an existing one is refused)",
+    )
+    pt.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the preset's)"
     )
     _quiet(pt)
@@ -511,8 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except R1kitError as err:
-        print(f"r1kit: error: {err}", file=sys.stderr)
-        return 2
+        print(f"r1kit: {err.prefix}{err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        line = disk_error(err)  # full disk, read-only or no permission: the user's to fix
+        if line is None:
+            raise
+        print(f"r1kit: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)
         return 130

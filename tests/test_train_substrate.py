@@ -44,33 +44,36 @@ def test_plan_over_ranks_covers_each_row_once_with_equal_pass_counts(monkeypatch
 
 def test_run_trims_metrics_on_resume_and_writes_its_files(tmp_path):
     out = tmp_path / "run"
-    run = Run(out, "test", progress=False)
-    assert run.resume_from(None) == 0
-    run.write_config({"lr": 1.0})
-    for step in (1, 2, 3):
-        run.log({"step": step, "loss": 1.0 / step})
-    assert [m["step"] for m in run.metrics()] == [1, 2, 3]
-    run.finish({"steps": 3})
+    with Run(out, "test", progress=False) as run:
+        assert run.resume_from(None) == 0
+        run.write_config({"lr": 1.0})
+        for step in (1, 2, 3):
+            run.log({"step": step, "loss": 1.0 / step})
+        assert [m["step"] for m in run.metrics()] == [1, 2, 3]
+        run.finish({"steps": 3})
     assert json.loads((out / "summary.json").read_text()) == {"steps": 3}
     assert json.loads((out / "config.json").read_text()) == {"lr": 1.0}
 
-    again = Run(out, "test", resume=True, progress=False)
-    assert again.checkpoint is None  # no checkpoints/latest written by this test
-    start = again.resume_from({"step": 2, "wall_s": 12.5})
-    assert start == 2 and again.wall() >= 12.5
-    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2]
-    assert again.read_json("config.json") == {"lr": 1.0}
-    assert Run(out, "test", progress=False).read_json("config.json") is None  # not resuming
+    # a job that keeps no checkpoints continues its directory without one
+    with Run(out, "test", resume=True, progress=False, checkpoints=False) as again:
+        assert again.checkpoint is None  # no checkpoints/latest written by this test
+        start = again.resume_from({"step": 2, "wall_s": 12.5})
+        assert start == 2 and again.wall() >= 12.5
+        assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2]
+        assert again.read_json("config.json") == {"lr": 1.0}
+    with Run(out, "test", progress=False, overwrite=True) as fresh:
+        assert fresh.read_json("config.json") is None  # not resuming: the old run is gone
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
 
 
 def test_run_save_policy_and_time_limit(tmp_path):
     due = [s for s in range(1, 11) if Run.due(s, 10, 4)]
     assert due == [4, 8, 10]
     assert Run.due(3, 10, 4, stopping=True)
-    run = Run(tmp_path / "r", "test", progress=False)
-    assert not run.out_of_time(0)  # 0: no limit
-    assert run.out_of_time(1e-9)
-    assert not run.out_of_time(3600)
+    with Run(tmp_path / "r", "test", progress=False) as run:
+        assert not run.stopping(0)  # 0: no limit
+        assert run.stopping(1e-9)
+        assert not run.stopping(3600)
 
 
 def test_run_out_that_is_a_file_is_one_line_error(tmp_path):

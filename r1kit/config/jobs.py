@@ -151,7 +151,7 @@ class DistillConfig(JobConfig):
         0.55, "USD per 1M prompt tokens, for the cost estimate (DeepSeek-reasoner's)", ge=0
     )
     price_completion: float = param(2.19, "USD per 1M completion tokens, for the estimate", ge=0)
-    run: Run = part(Run, out="runs/distill")
+    run: TrainRun = part(TrainRun, out="runs/distill")
     sampling: Sampling = part(Sampling, temperature=0.6, top_p=0.95)
     endpoint: Endpoint = part(Endpoint, concurrency=8)
     # the student's fine-tuning (SFTConfig's optimizer); epochs 0 collects the traces only

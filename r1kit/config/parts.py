@@ -28,6 +28,11 @@ class TrainRun(Run):
     """A training run: also how often it checkpoints."""
 
     save_every: int = param(50, "write a checkpoint every N optimizer steps", ge=1)
+    overwrite: bool = param(
+        False,
+        "replace the run already in --out (its checkpoints, metrics and final model are "
+        "deleted); without it an existing run is refused",
+    )
 
 
 @dataclass

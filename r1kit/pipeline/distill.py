@@ -156,7 +156,20 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     then the student's SFT (r1kit sft's job) data-parallel on every rank."""
     cfg.validate()
     dist.init(device_of(cfg.run.device))  # torchrun: join before rank 0 runs the teacher alone
-    run = Run(cfg.run.out, "distill", progress=progress)
+    # a re-run continues in OUT: its phases are reused or redone (never a silent overwrite)
+    with Run(
+        cfg.run.out,
+        "distill",
+        resume=True,
+        progress=progress,
+        overwrite=cfg.run.overwrite,
+        checkpoints=False,
+    ) as run:
+        return _distill(cfg, run, progress)
+
+
+def _distill(cfg: DistillConfig, run: Run, progress: bool) -> dict[str, Any]:
+    """run_distill inside its run directory (held, with its faults turned into one line)."""
     out = run.out
     summary, student = dist.on_main(lambda: _traces_and_student(cfg, progress and dist.is_main()))
     if cfg.optim.epochs:

@@ -42,6 +42,7 @@ class PretrainConfig:
     threads: int = 2
     device: str = "cpu"  # the shipped weights are built on CPU; "cuda" for quick experiments
     tasks: tuple[str, ...] = MIX_TASKS  # the procedural tasks whose worked traces make the corpus
+    overwrite: bool = False  # replace an earlier run in OUT (else OUT must be new or empty)
 
 
 PRESETS = {
@@ -125,8 +126,16 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
     """
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(cfg.device == "cpu")
-    run = Run(cfg.out, "pretrain", progress=progress)
-    run.resume_from(None)  # no checkpoints: a run starts over (and its metrics with it)
+    # no checkpoints: a run starts over (with --overwrite when OUT holds an earlier one)
+    with Run(
+        cfg.out, "pretrain", progress=progress, overwrite=cfg.overwrite, checkpoints=False
+    ) as run:
+        return _train(cfg, run)
+
+
+def _train(cfg: PretrainConfig, run: Run) -> dict:
+    """pretrain inside its run directory (held, with its faults turned into one line)."""
+    run.resume_from(None)
     corpus = documents(cfg.seed, tuple(cfg.tasks))
     tok = train_tokenizer(itertools.islice(corpus, cfg.tokenizer_docs), cfg.vocab_size)
     model = build_model(cfg, tok).to(cfg.device)

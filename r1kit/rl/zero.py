@@ -68,7 +68,12 @@ def _inputs(cfg: ZeroConfig) -> tuple[WeightedReward, list[dict]]:
 def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    run = Run(cfg.run.out, "zero", resume, progress)
+    with Run(cfg.run.out, "zero", resume, progress, overwrite=cfg.run.overwrite) as run:
+        return _train(cfg, run, device)
+
+
+def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
+    """run_zero inside its run directory (held, with its faults turned into one line)."""
     reward, problems = _inputs(cfg)
     random.seed(cfg.run.seed)
     torch.manual_seed(cfg.run.seed)
@@ -127,7 +132,7 @@ def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> di
                 f"len {row['response_len']:.0f}"
             )
             done = step
-            stop = run.out_of_time(cfg.run.time_limit_s)  # --time-limit-s: evaluate what trained
+            stop = run.stopping(cfg.run.time_limit_s)  # --time-limit-s: evaluate what trained
             if run.due(step, cfg.run.steps, cfg.run.save_every, stop):
                 policy.save(run, step, {"data_pos": consumed})
             if stop:

@@ -120,7 +120,12 @@ def _data(cfg: SFTConfig, tok) -> tuple[list[Encoded], int]:
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    run = Run(cfg.run.out, "sft", resume, progress)
+    with Run(cfg.run.out, "sft", resume, progress, overwrite=cfg.run.overwrite) as run:
+        return _train(cfg, run, device)
+
+
+def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
+    """run_sft inside its run directory (held, with its faults turned into one line)."""
     resolve_model(cfg.model)
     ckpt = run.checkpoint
     sharded = ckpt is not None and (ckpt / "dcp").is_dir()  # its weights come from dcp/
@@ -169,8 +174,9 @@ def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict
                 row.update(grad_norm=gn, step_s=round(time.time() - ts, 3))
                 run.log(row)
                 bar.advance(f"loss {loss:.3f} lr {lr:.2e}")
-                if run.due(step, total, cfg.run.save_every):
+                if run.due(step, total, cfg.run.save_every, run.stopping()):
                     # under torchrun: dcp/ shards + trainer state, no HF weights
+                    # (after SIGTERM the save raises Stopped: the run ends there)
                     run.save(step, model, tok, optimizer, {"data_pos": step})
     model.eval()
     if dist.world() > 1:  # every rank gathers the shards into a full copy to evaluate

@@ -7,7 +7,7 @@
         for step in ...:
             run.log(row)                   # OUT/metrics.jsonl
             bar.advance(f"loss {loss:.3f}")
-            if run.due(step, total, save_every, out_of_time):
+            if run.due(step, total, save_every, run.stopping(limit_s)):
                 run.save(step, ...)        # OUT/checkpoints/step-NNNNNN (train/checkpoint.py)
     run.finish(summary)                    # OUT/summary.json
 
@@ -19,6 +19,11 @@ agreed over the ranks so every rank leaves it at the same step.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +34,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from r1kit import dist
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, Stopped, disk_error
 from r1kit.train.checkpoint import latest_checkpoint, save_checkpoint, save_sharded_checkpoint
+from r1kit.train.lock import LOCK, RunLock
+
+# what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
+RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "final"}
 
 
 def prepare_out(out: Path) -> None:
@@ -63,22 +72,133 @@ class Bar:
 
 
 class Run:
-    """One training run's directory and bookkeeping; see the module docstring."""
+    """One training run's directory and bookkeeping; see the module docstring.
 
-    def __init__(self, out: str | Path, job: str, resume: bool = False, progress: bool = True):
+    Used as a context manager (`with Run(...) as run:`) it holds OUT for the run's life: an
+    exclusive lock (train/lock.py: a second run or a --resume of a live run is refused), SIGTERM
+    turned into "save at the next step boundary, then stop" (jobs with checkpoints), and on the
+    way out an error of the file system (full disk, read-only, no permission) turned into one line
+    with the run's temp files removed; a run that fails before writing anything leaves no
+    directory behind.
+
+    OUT must be new or empty, or hold a run of the same job that this one continues (`resume`) or
+    replaces (`overwrite`). `checkpoints=False` is for jobs that keep none (pretraining starts
+    over; distillation reuses what its phases wrote): resume then needs no checkpoint.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        job: str,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+        checkpoints: bool = True,
+    ):
         self.out = Path(out)
         self.job = job
         self.main = dist.is_main()  # rank 0 writes the run's files
-        if self.main:
-            prepare_out(self.out)
-        dist.barrier()
+        self.has_checkpoints = checkpoints
+        self.lock = RunLock(self.out, job)
+        self.created = False  # this run made OUT (removed again if it fails before any write)
+        # rank 0 takes the directory; its refusal (one line) is raised on every rank
+        dist.on_main(lambda: self._take(resume, overwrite))
         self.progress = progress and self.main
         self.console = Console(quiet=not self.progress)
         self.checkpoint = latest_checkpoint(self.out) if resume else None
+        if resume and checkpoints and self.checkpoint is None:
+            self._release()
+            raise R1kitError(
+                f"{self.out} has no checkpoint to resume from (the run stopped before its first "
+                "save): start it again with --overwrite"
+            )
         self.resumed = resume
+        self.terminated = False  # SIGTERM arrived: save at the next step boundary, then stop
+        self._old_handler: Any = None
         self.t0 = time.time()
         self.wall_before = 0.0  # seconds spent before the checkpoint this run resumed from
         self.metrics_path = self.out / "metrics.jsonl"
+
+    def _take(self, resume: bool, overwrite: bool) -> None:
+        """Rank 0: create OUT, lock it, and check what is in it (see the class docstring)."""
+        self.created = not self.out.exists()
+        prepare_out(self.out)
+        self.lock.acquire()
+        prior = self.lock.before
+        prior_job = prior.get("job") if isinstance(prior, dict) else None
+        others = [p.name for p in self.out.iterdir() if p.name != LOCK]
+        is_run = prior_job is not None or any(p in RUN_FILES for p in others)
+        if resume and prior_job not in (None, self.job):
+            self._release()
+            raise R1kitError(
+                f"{self.out} holds a {prior_job} run, not a {self.job} run: continue it with "
+                f"`r1kit {prior_job} --resume {self.out}`"
+            )
+        if resume or not others:
+            return
+        if not is_run:
+            self._release()
+            raise R1kitError(
+                f"{self.out} is not empty and holds no r1kit run ({len(others)} entries): "
+                "choose another --out"
+            )
+        if not overwrite:
+            self._release()
+            what = prior_job or "an earlier"
+            raise R1kitError(
+                f"{self.out} already holds {what} run: continue it with --resume {self.out}, "
+                "replace it with --overwrite, or choose another --out"
+            )
+        self.console_line(f"replacing the run in {self.out} (--overwrite)")
+        for name in others:
+            path = self.out / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+    def console_line(self, text: str) -> None:
+        if self.main:
+            print(text, file=sys.stderr)
+
+    def _release(self) -> None:
+        self.lock.release()
+
+    # -- the run's life --------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        if self.has_checkpoints and threading.current_thread() is threading.main_thread():
+            self._old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.terminated:  # a second SIGTERM: stop now, as without the handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.terminated = True
+        self.console_line("SIGTERM: saving a checkpoint at the end of this step, then stopping")
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
+        if self._old_handler is not None:
+            signal.signal(signal.SIGTERM, self._old_handler)
+            self._old_handler = None
+        try:
+            if err is None or not self.main:
+                return False
+            line = disk_error(err, self.out)  # before the temp files go: they fill the disk
+            self._remove_temps()
+            if self.created and all(p.name == LOCK for p in self.out.iterdir()):
+                shutil.rmtree(self.out, ignore_errors=True)  # a failed start leaves nothing
+            if line is not None and not isinstance(err, R1kitError):
+                newest = latest_checkpoint(self.out)
+                hint = f"; the newest complete checkpoint is {newest.name}" if newest else ""
+                raise R1kitError(f"{line}{hint}") from None
+            return False
+        finally:
+            self._release()
+
+    def _remove_temps(self) -> None:
+        """The partial files of an interrupted write (checkpoints' and final's temp dirs, atomic
+        writes' temp files); complete files are never touched."""
+        temps = [p for p in self.out.rglob("*") if p.name.startswith(".tmp") or p.suffix == ".tmp"]
+        for path in temps:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
 
     # -- files -----------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
@@ -124,9 +244,10 @@ class Run:
         """Seconds of training so far, over every attempt of this run."""
         return self.wall_before + time.time() - self.t0
 
-    def out_of_time(self, limit_s: float) -> bool:
-        """The time limit (> 0) is reached; the ranks agree (any rank over it stops all)."""
-        over = 0 < limit_s <= self.wall()
+    def stopping(self, limit_s: float = 0.0) -> bool:
+        """The loop should end after this step: the time limit (> 0) is reached or SIGTERM
+        arrived. The ranks agree (any rank's reason stops all at the same step)."""
+        over = 0 < limit_s <= self.wall() or self.terminated
         return dist.all_reduce(over, "max") > 0
 
     @contextmanager
@@ -160,7 +281,14 @@ class Run:
         the shards (dcp/) and, from `full_model` when there is one, the HF model beside them."""
         extra = {**extra, "wall_s": self.wall()}
         if dist.world() > 1:
-            return save_sharded_checkpoint(
+            path = save_sharded_checkpoint(
                 self.out, step, model, full_model, tokenizer, optimizer, extra
             )
-        return save_checkpoint(self.out, step, model, tokenizer, optimizer, extra)
+        else:
+            path = save_checkpoint(self.out, step, model, tokenizer, optimizer, extra)
+        if self.terminated:  # every rank: stopping() agreed on this step
+            raise Stopped(
+                f"stopped by SIGTERM after step {step}; checkpoint {path} is saved: continue "
+                f"with --resume {self.out}"
+            )
+        return path

@@ -1,0 +1,68 @@
+"""The run directory's lock: one process at a time writes a run.
+
+OUT/run.lock holds an exclusive flock for the run's life. The OS releases it when the process
+exits, however it exits (SIGKILL included), so a stale lock never blocks a later run. The file
+also says who holds (or last held) it: {"job", "pid", "host", "started"}. Its presence marks OUT as
+an r1kit run of that job, which is how a new run knows not to write over it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from r1kit.errors import R1kitError
+
+LOCK = "run.lock"
+
+
+def holder(out: Path) -> dict[str, Any] | None:
+    """What OUT/run.lock says (the job that holds or last held OUT), or None."""
+    try:
+        return json.loads((Path(out) / LOCK).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on OUT/run.lock; `acquire` fails in one line when another
+    process holds it."""
+
+    def __init__(self, out: Path, job: str) -> None:
+        self.path = Path(out) / LOCK
+        self.job = job
+        self.fd: int | None = None
+        self.before: dict[str, Any] | None = None  # the job that held it before this one
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            who = holder(self.path.parent) or {}
+            raise R1kitError(
+                f"{self.path.parent} is in use by another run ({who.get('job', '?')}, pid "
+                f"{who.get('pid', '?')} on {who.get('host', '?')}, since "
+                f"{who.get('started', '?')}): let it finish or stop it first"
+            ) from None
+        self.before = holder(self.path.parent)
+        info = {
+            "job": self.job,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
