@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from r1kit import manifest
 from r1kit.chat import template_of
 from r1kit.errors import R1kitError
 
@@ -32,15 +34,10 @@ def resolve_model(spec: str | None) -> str:
         return str(EMBEDDED_DIR)
     path = Path(spec).expanduser()
     if path.exists():
-        # a run directory from `r1kit zero` (its config.json is the job's, not a model's): use
-        # its final model, else its latest checkpoint (OUT/checkpoints/latest names it)
-        if (path / "final" / "config.json").exists():
-            return str(path / "final")
-        pointer = path / "checkpoints" / "latest"
-        if pointer.is_file():
-            ckpt = path / "checkpoints" / pointer.read_text().strip()
-            if (ckpt / "config.json").exists():
-                return str(ckpt)
+        # a run directory from `r1kit zero` (its config.json is the job's, not a model's)
+        chosen = run_model(path)
+        if chosen is not None:
+            return chosen
         if not (path / "config.json").exists():
             raise R1kitError(f"{spec} is not a model directory (no config.json in it)")
         return str(path)
@@ -50,6 +47,35 @@ def resolve_model(spec: str | None) -> str:
     if looks_like_path or spec.count("/") != 1:
         raise R1kitError(f"model path does not exist: {spec}")
     return spec  # a hub id such as Qwen/Qwen2.5-0.5B
+
+
+def run_model(run: Path) -> str | None:
+    """The model of run directory `run`: its final/ when complete (manifest present and every
+    size matching: a write that finished; sizes only, as final/ is not resumed from and the
+    loader reads the weights next), else its newest intact checkpoint (sha256-verified) with a
+    one-line note; an R1kitError when it has neither; None when `run` is no run directory."""
+    final = run / "final"
+    problem = manifest.check(final, full=False) if final.is_dir() else None
+    if problem == f"no {manifest.MANIFEST}":  # final/ from before manifests: its files there?
+        problem = manifest.legacy_problem(final, manifest.MODEL_NEEDS)
+    if final.is_dir() and problem is None:
+        return str(final)
+    skipped = [f"{final} is incomplete ({problem})"] if final.is_dir() else []
+    choice = manifest.choose_checkpoint(run, full=True, needs=manifest.MODEL_NEEDS)
+    skipped += choice.skipped
+    if choice.path is not None and (choice.path / "config.json").exists():
+        if skipped:
+            note(f"{'; '.join(skipped)}; using checkpoint {choice.path}")
+        return str(choice.path)
+    if skipped:
+        raise R1kitError(f"{run} holds no complete model: {'; '.join(skipped)}")
+    return None
+
+
+@functools.cache
+def note(message: str) -> None:
+    """One line on stderr, once per process (the model is resolved more than once a job)."""
+    print(f"r1kit: warning: {message}", file=sys.stderr, flush=True)
 
 
 HUB_PROBE_TIMEOUT_S = 3.0  # one request, no retries: an unreachable hub is one line within 5 s
@@ -167,7 +193,23 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    # safetensors >= 0.8 writes through a temp file made 0600 and renames it (safetensors
+    # issue #782): give the weights the mode every other file of the run gets
+    for weights in out.glob("*.safetensors"):
+        weights.chmod(new_file_mode())
     save_tokenizer(tokenizer, out)
+
+
+def new_file_mode() -> int:
+    """0o666 less the process umask: the mode `open` gives a new file. The umask is read from
+    /proc (no change to it, so no race with other threads) where Linux offers it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        mask = next(int(ln.split()[1], 8) for ln in status.splitlines() if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 NOTE_FILE = "r1kit.json"  # r1kit's note of the prompt format a model was trained with

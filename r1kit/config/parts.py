@@ -28,6 +28,11 @@ class TrainRun(Run):
     """A training run: also how often it checkpoints."""
 
     save_every: int = param(50, "write a checkpoint every N optimizer steps", ge=1)
+    keep_last: int = param(
+        3,
+        "keep the newest N checkpoints, remove older ones once a newer one is complete (0: all)",
+        ge=0,
+    )
     overwrite: bool = param(
         False,
         "replace the run already in --out (its checkpoints, metrics and final model are "

@@ -28,7 +28,7 @@ from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.engine import SamplingParams
 from r1kit.errors import R1kitError
-from r1kit.modeling import device_of, resolve_model, save_model
+from r1kit.modeling import device_of, resolve_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
 from r1kit.rl.collect import batch_metrics, collect
 from r1kit.rl.policy import Policy
@@ -68,7 +68,14 @@ def _inputs(cfg: ZeroConfig) -> tuple[WeightedReward, list[dict]]:
 def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    with Run(cfg.run.out, "zero", resume, progress, overwrite=cfg.run.overwrite) as run:
+    with Run(
+        cfg.run.out,
+        "zero",
+        resume,
+        progress,
+        overwrite=cfg.run.overwrite,
+        keep_last=cfg.run.keep_last,
+    ) as run:
         return _train(cfg, run, device)
 
 
@@ -141,7 +148,7 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     run.console.print("evaluating the trained model")
     final, rollouts = evaluate(engine, tok, problems, cfg.template, eval_sp)
     if run.main:
-        save_model(policy.final_model(), tok, run.out / "final")
+        run.save_final(policy.final_model(), tok)
         with (run.out / "samples.jsonl").open("w") as f:
             for r in rollouts:
                 row = {"question": r.example["question"], "completion": r.text, **r.rewards}

@@ -33,7 +33,7 @@ from r1kit.config import SFTConfig
 from r1kit.config.parts import SFTOptim
 from r1kit.data.datasets import heldout
 from r1kit.errors import R1kitError
-from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model, save_model
+from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model
 from r1kit.sampling.heldout import evaluate_model
 from r1kit.sft.data import TRACES, Encoded, batches, encode_turns, load_conversations
 from r1kit.train.batch import collate
@@ -120,7 +120,14 @@ def _data(cfg: SFTConfig, tok) -> tuple[list[Encoded], int]:
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    with Run(cfg.run.out, "sft", resume, progress, overwrite=cfg.run.overwrite) as run:
+    with Run(
+        cfg.run.out,
+        "sft",
+        resume,
+        progress,
+        overwrite=cfg.run.overwrite,
+        keep_last=cfg.run.keep_last,
+    ) as run:
         return _train(cfg, run, device)
 
 
@@ -183,7 +190,7 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
         del optimizer
         model = unshard(model, cfg.model, device)
     if run.main:
-        save_model(model, tok, run.out / "final")
+        run.save_final(model, tok)
     train_s = round(run.wall(), 1)
     if problems:
         run.console.print("evaluating the fine-tuned model")

@@ -35,7 +35,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from r1kit import dist
 from r1kit.errors import R1kitError, Stopped, disk_error
-from r1kit.train.checkpoint import latest_checkpoint, save_checkpoint, save_sharded_checkpoint
+from r1kit.train.checkpoint import (
+    KEEP_LAST,
+    latest_checkpoint,
+    save_checkpoint,
+    save_final,
+    save_sharded_checkpoint,
+    select_checkpoint,
+)
+from r1kit.train.files import append_jsonl, read_json, read_jsonl, write_json, write_text
 from r1kit.train.lock import LOCK, RunLock
 
 # what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
@@ -55,10 +63,9 @@ def prepare_out(out: Path) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl (none when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl (none when it does not exist; a torn last row skipped with a
+    warning)."""
+    return read_jsonl(path)
 
 
 class Bar:
@@ -94,6 +101,7 @@ class Run:
         progress: bool = True,
         overwrite: bool = False,
         checkpoints: bool = True,
+        keep_last: int = KEEP_LAST,
     ):
         self.out = Path(out)
         self.job = job
@@ -105,7 +113,12 @@ class Run:
         dist.on_main(lambda: self._take(resume, overwrite))
         self.progress = progress and self.main
         self.console = Console(quiet=not self.progress)
-        self.checkpoint = latest_checkpoint(self.out) if resume else None
+        self.keep_last = keep_last  # checkpoints kept (0: all)
+        try:  # the newest intact checkpoint (verified; a skipped one is named, with why)
+            self.checkpoint = dist.on_main(lambda: select_checkpoint(self.out)) if resume else None
+        except R1kitError:
+            self._release()
+            raise
         if resume and checkpoints and self.checkpoint is None:
             self._release()
             raise R1kitError(
@@ -203,12 +216,11 @@ class Run:
     # -- files -----------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
         if self.main:
-            (self.out / name).write_text(json.dumps(obj, indent=2))
+            write_json(self.out / name, obj)  # atomic: temp file, fsync, rename
 
     def read_json(self, name: str) -> Any | None:
         """A file an earlier attempt of this run wrote (only when resuming), else None."""
-        path = self.out / name
-        return json.loads(path.read_text()) if self.resumed and path.exists() else None
+        return read_json(self.out / name) if self.resumed else None
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.write_json("config.json", config)
@@ -222,13 +234,12 @@ class Run:
             self.console.print(f"resuming {self.out} from step {start}")
         kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= start]
         if self.main:
-            self.metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+            write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
         return start
 
     def log(self, row: dict[str, Any]) -> None:
         if self.main:
-            with self.metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(self.metrics_path, row)  # flushed and fsynced
 
     def metrics(self) -> list[dict]:
         dist.barrier()  # rank 0's rows are on disk
@@ -282,13 +293,20 @@ class Run:
         extra = {**extra, "wall_s": self.wall()}
         if dist.world() > 1:
             path = save_sharded_checkpoint(
-                self.out, step, model, full_model, tokenizer, optimizer, extra
+                self.out, step, model, full_model, tokenizer, optimizer, extra, self.keep_last
             )
         else:
-            path = save_checkpoint(self.out, step, model, tokenizer, optimizer, extra)
+            path = save_checkpoint(
+                self.out, step, model, tokenizer, optimizer, extra, self.keep_last
+            )
         if self.terminated:  # every rank: stopping() agreed on this step
             raise Stopped(
                 f"stopped by SIGTERM after step {step}; checkpoint {path} is saved: continue "
                 f"with --resume {self.out}"
             )
         return path
+
+    def save_final(self, model: Any, tokenizer: Any) -> Path:
+        """OUT/final (rank 0): written to a temp dir with its manifest, then renamed, so it is
+        complete or absent, never half-written."""
+        return save_final(self.out, model, tokenizer)
