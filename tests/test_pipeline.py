@@ -103,7 +103,7 @@ def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
     assert load_tokenizer(str(final)).chat_template == CHAT_TEMPLATE
     cold = next(r for r in summary["stages"] if r["stage"] == "cold_start")
     assert cold["eval"]["format_rate"] > 0.5  # reasoning in <think>, then a \boxed{} answer
-    train = [json.loads(x) for x in (out / "06-all_scenario_rl" / "train.jsonl").open()]
+    train = [json.loads(x) for x in (out / "data" / "06-all_scenario_rl.train.jsonl").open()]
     assert {tuple(r["rewards"]) for r in train} == {
         ("reward_model", "format", "language"),
         ("accuracy", "format", "language"),
@@ -117,5 +117,5 @@ def test_pipeline_end_to_end_skip_and_rerun(tmp_path, capsys):
     assert main(["pipeline", str(recipe), "--only", "rejection_sampling"]) == 0
     changed = {p.parent.name for p in mtimes if p.stat().st_mtime != mtimes[p]}
     assert changed == {"03-rejection_sampling"}
-    assert "complete, skipped" in capsys.readouterr().out
+    assert "reused: config and inputs unchanged" in capsys.readouterr().out
     assert main(["pipeline", str(recipe), "--only", "nope"]) == 2
