@@ -134,7 +134,20 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     (`{{ bos_token }}`) or from a plain string (the R1-Zero prompt, `/v1/completions`): every
     path that turns text into a prompt calls this, so they all see the same ids."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return _with_bos(ids, _auto_bos(tokenizer))
+
+
+def encode_prompt_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """`encode_prompt` of many texts in one call of a Hugging Face tokenizer (a fast one
+    tokenizes the batch in parallel)."""
     bos = _auto_bos(tokenizer)
+    # verbose=False: a prompt longer than the model (what a length check looks for) is no warning
+    batch = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    return [_with_bos(list(ids), bos) for ids in batch]
+
+
+def _with_bos(ids: list[int], bos: int | None) -> list[int]:
+    """`ids` starting with `bos` exactly once (unchanged when bos is None)."""
     if bos is not None and (not ids or ids[0] != bos):
         ids.insert(0, bos)
     return ids

@@ -2,6 +2,13 @@
 
 `train_stream` is endless and reproducible from a seed, so a resumed run skips exactly the
 problems it already used; `heldout` is a fixed list of distinct held-out problems.
+
+What loading checks (a bad file fails before anything heavy loads; a bad row never reaches a
+run): a line that is not UTF-8 or not a JSON object is a one-line error naming `file:line`; a
+row graded on its answer whose answer is missing, null or empty is dropped with a warning naming
+`file:line` (JSON null would otherwise become the string "None", which a completion "None"
+matches); a held-out question asked twice counts once; with a `PromptFit` (data/fit.py) prompts
+too long for the model are dropped with a count.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from r1kit.data.fit import PromptFit
+from r1kit.data.notes import places, warn
 from r1kit.data.tasks import MIX_TASKS, TASKS, Example, split_of, stream
 from r1kit.data.tasks.zh import LANGUAGES, localize
 from r1kit.errors import R1kitError
@@ -47,15 +57,29 @@ def task_names(spec: str) -> list[str] | None:
     return names if all(n in TASKS for n in names) else None
 
 
-def jsonl_objects(path: str | Path, kind: str = "dataset file") -> list[tuple[dict, str]]:
-    """(object, "path:line") for each non-blank line; one-line errors name the line. Raises when
-    the file is missing or empty, or a line is not a JSON object."""
+def scan_jsonl(path: str | Path, kind: str = "dataset file") -> Iterator[tuple[dict, int, int]]:
+    """(object, line number, byte offset of the line) for each non-blank line, read as bytes one
+    line at a time (a file of any size streams). One-line errors name `path:line`: a line that
+    is not UTF-8, not JSON, or not a JSON object. Raises when the file is missing or holds no
+    rows. A UTF-8 byte-order mark before the first line is skipped."""
     p = Path(path)
     if not p.is_file():
         raise R1kitError(f"{kind} not found: {path}")
-    rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    seen = False
+    with p.open("rb") as f:
+        offset = 0
+        for n, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                col = len(raw[: err.start].decode("utf-8", "replace")) + 1
+                raise R1kitError(
+                    f"{path}:{n}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {col}); "
+                    "save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -64,23 +88,70 @@ def jsonl_objects(path: str | Path, kind: str = "dataset file") -> list[tuple[di
                 raise R1kitError(f"{path}:{n}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise R1kitError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append((row, f"{path}:{n}"))
-    if not rows:
+            seen = True
+            yield row, n, start
+    if not seen:
         raise R1kitError(f"{kind} is empty: {path}")
-    return rows
 
 
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Rows with a question (question/problem/prompt) and an answer; errors name the line."""
-    rows = []
+def jsonl_objects(path: str | Path, kind: str = "dataset file") -> list[tuple[dict, str]]:
+    """(object, "path:line") for each non-blank line; errors as `scan_jsonl`'s."""
+    return [(row, f"{path}:{n}") for row, n, _ in scan_jsonl(path, kind)]
+
+
+def graded_on_answer(row: dict[str, Any]) -> bool:
+    """Whether a row's reward reads its gold answer: not a programming problem (its tests are
+    the gold) and not a row whose "rewards" list leaves accuracy out (a general prompt scored
+    by a reward model, as the pipeline writes them)."""
+    if row.get("tests"):
+        return False
+    applies = row.get("rewards")
+    return applies is None or "accuracy" in applies
+
+
+def read_rows(path: str | Path) -> tuple[list[Example], list[str]]:
+    """Rows with a question (question/problem/prompt) and an answer, and "path:line" of each;
+    errors name the line. A row graded on its answer whose answer is null or empty is dropped
+    with a warning naming its line (every row dropped is an error)."""
+    rows, wheres, empty = [], [], []
     for row, where in jsonl_objects(path):
         q = next((row[k] for k in QUESTION_FIELDS if isinstance(row.get(k), str)), None)
         if q is None or "answer" not in row:
             raise R1kitError(
                 f"{where}: needs a question field ({'/'.join(QUESTION_FIELDS)}) and an answer"
             )
-        rows.append({**row, "question": q, "answer": str(row["answer"])})
-    return rows
+        answer = "" if row["answer"] is None else str(row["answer"])
+        if not answer.strip() and graded_on_answer(row):
+            empty.append(where)
+            continue
+        rows.append({**row, "question": q, "answer": answer})
+        wheres.append(where)
+    if empty:
+        if not rows:
+            raise R1kitError(f"{path}: every answer is null or empty ({places(empty)})")
+        warn(f"dropped {len(empty)} row(s) of {path} with a null or empty answer: {places(empty)}")
+    return rows, wheres
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """The rows of `read_rows`."""
+    return read_rows(path)[0]
+
+
+def distinct(
+    rows: list[Example], wheres: list[str], source: str
+) -> tuple[list[Example], list[str]]:
+    """The rows with each question once (its first row); a warning says how many repeats went
+    and where, so a repeated problem is not counted as two."""
+    seen: set[str] = set()
+    keep = [i for i, r in enumerate(rows) if not (r["question"] in seen or seen.add(r["question"]))]
+    if len(keep) < len(rows):
+        gone = sorted(set(range(len(rows))) - set(keep))
+        warn(
+            f"{source}: {len(gone)} held-out row(s) repeat an earlier question and are counted "
+            f"once: {places([wheres[i] for i in gone])}"
+        )
+    return [rows[i] for i in keep], [wheres[i] for i in keep]
 
 
 def _check_spec(spec: str) -> None:
@@ -92,15 +163,32 @@ def _check_spec(spec: str) -> None:
         )
 
 
-def train_stream(spec: str, seed: int) -> Iterator[Example]:
+def train_stream(spec: str, seed: int, fit: PromptFit | None = None) -> Iterator[Example]:
+    """Training problems, endlessly, in an order fixed by `seed`: task names draw from their
+    generators' train split, a .jsonl file repeats its train split (the hash-selected nine
+    tenths, or every row when none falls there) in epochs, each shuffled. With `fit`, problems
+    too long for the model are left out: a file's at once (a warning counts them), a
+    generator's as they are drawn."""
     _check_spec(spec)
     names = task_names(spec)
     if names is not None:
-        rng = random.Random(seed)
-        streams = [stream(TASKS[t], "train", seed * 7919 + i) for i, t in enumerate(names)]
-        mixed = (next(rng.choice(streams)) for _ in itertools.count())
-        return _worded(mixed, task_spec(spec)[1])
-    rows = [r for r in read_jsonl(spec) if split_of(r["question"]) == "train"] or read_jsonl(spec)
+
+        def problems() -> Iterator[Example]:
+            rng = random.Random(seed)
+            streams = [stream(TASKS[t], "train", seed * 7919 + i) for i, t in enumerate(names)]
+            mixed = (next(rng.choice(streams)) for _ in itertools.count())
+            return _worded(mixed, task_spec(spec)[1])
+
+        if fit is None:
+            return problems()
+        fit.probe(problems(), f"training problems of {spec}")
+        return fit.stream(problems())
+    rows, wheres = read_rows(spec)
+    train = [i for i, r in enumerate(rows) if split_of(r["question"]) == "train"]
+    train = train or list(range(len(rows)))
+    rows, wheres = [rows[i] for i in train], [wheres[i] for i in train]
+    if fit is not None:
+        rows = fit.keep(rows, "training problems", wheres)
     return _epochs(rows, seed)
 
 
@@ -112,21 +200,36 @@ def _epochs(rows: list[Example], seed: int) -> Iterator[Example]:
         yield from order
 
 
-def heldout(spec: str, n: int, seed: int = 1234, eval_file: str | None = None) -> list[Example]:
+def heldout(
+    spec: str,
+    n: int,
+    seed: int = 1234,
+    eval_file: str | None = None,
+    fit: PromptFit | None = None,
+) -> list[Example]:
     """n distinct held-out problems: from `eval_file`, the task generators' test split, or the
-    hash-selected tenth of a JSONL dataset."""
-    if eval_file:
-        return read_jsonl(eval_file)[:n]
-    _check_spec(spec)
-    names = task_names(spec)
-    if names is None:
-        return [r for r in read_jsonl(spec) if split_of(r["question"]) == "test"][:n]
-    per = [
-        list(itertools.islice(stream(TASKS[t], "test", seed + i, unique=True), n))
-        for i, t in enumerate(names)
-    ]
-    mixed = [ex for group in itertools.zip_longest(*per) for ex in group if ex is not None]
-    return list(_worded(mixed[:n], task_spec(spec)[1]))
+    hash-selected tenth of a JSONL dataset. A question asked twice counts once (a warning says
+    so); with `fit`, problems too long for the model are left out (a warning counts them)."""
+    if eval_file or task_names(spec) is None:
+        if not eval_file:
+            _check_spec(spec)
+        rows, wheres = read_rows(eval_file or spec)
+        if not eval_file:
+            test = [i for i, r in enumerate(rows) if split_of(r["question"]) == "test"]
+            rows, wheres = [rows[i] for i in test], [wheres[i] for i in test]
+        rows, wheres = distinct(rows, wheres, eval_file or spec)
+    else:
+        _check_spec(spec)
+        names = task_names(spec) or []
+        per = [
+            list(itertools.islice(stream(TASKS[t], "test", seed + i, unique=True), n))
+            for i, t in enumerate(names)
+        ]
+        mixed = [ex for group in itertools.zip_longest(*per) for ex in group if ex is not None]
+        rows, wheres = list(_worded(mixed, task_spec(spec)[1])), []
+    if fit is not None:
+        rows = fit.keep(rows, "held-out problems", wheres)
+    return rows[:n]
 
 
 def _worded(examples, language: str | None):
