@@ -136,7 +136,8 @@ def prune(ckdir: Path, current: Path, keep_last: int) -> list[Path]:
 def select_checkpoint(out: Path) -> Path | None:
     """The checkpoint --resume continues from: the one `latest` names when it verifies
     (manifest sha256 of every file), else the newest intact step-* with one line saying what
-    was skipped and why; None when there is no checkpoint; an R1kitError when none is intact.
+    was skipped and why (and `latest` then names it); None when there is no checkpoint; an
+    R1kitError when none is intact.
     A checkpoint from before manifests is used with a warning that it cannot be verified."""
     choice = choose_checkpoint(out, full=True)
     if choice.path is None:
@@ -144,10 +145,12 @@ def select_checkpoint(out: Path) -> Path | None:
             return None
         reasons = "; ".join(choice.skipped)
         raise R1kitError(
-            f"no intact checkpoint in {Path(out) / 'checkpoints'} to resume from: {reasons}"
+            f"no intact checkpoint in {Path(out) / 'checkpoints'} to resume from: {reasons}; "
+            "start the run again with --overwrite"
         )
     if choice.skipped:
         warn(f"{'; '.join(choice.skipped)}; resuming from {choice.path.name}")
+        write_text(choice.path.parent / "latest", choice.path.name)  # the pointer names it again
     if choice.unverified:
         warn(
             f"checkpoint {choice.path.name} has no manifest.json (written before r1kit "
