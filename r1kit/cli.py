@@ -70,6 +70,7 @@ def cmd_zero(args: argparse.Namespace) -> int:
             raise R1kitError("--resume continues in its own directory; drop --out")
         base = _saved_config(ZeroConfig, args.resume)
         base.run.out = args.resume
+        base.run.allow_data_change = False  # never carried over: each --resume says
     cfg = config_from_args(ZeroConfig, args, base)
     explicit = set(explicit_fields(ZeroConfig, args))
     if "preset" in explicit:
@@ -220,6 +221,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if args.resume:
         base = _saved_config(SFTConfig, args.resume)
         base.run.out = args.resume
+        base.run.allow_data_change = False  # never carried over: each --resume says
     cfg = config_from_args(SFTConfig, args, base)
     cfg.validate()
     s = run_sft(cfg, resume=bool(args.resume), progress=not args.quiet)

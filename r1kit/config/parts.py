@@ -38,6 +38,11 @@ class TrainRun(Run):
         "replace the run already in --out (its checkpoints, metrics and final model are "
         "deleted); without it an existing run is refused",
     )
+    allow_data_change: bool = param(
+        False,
+        "with --resume: go on although the training or held-out data changed since the run "
+        "started (OUT/data.json holds its hashes); without it a changed dataset is refused",
+    )
 
 
 @dataclass

@@ -26,6 +26,8 @@ import torch
 from r1kit import dist, sandbox
 from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
+from r1kit.data.fit import PromptFit, model_context
+from r1kit.data.identity import problems_identity
 from r1kit.engine import SamplingParams
 from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, resolve_model
@@ -86,10 +88,17 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     torch.manual_seed(cfg.run.seed)
     policy = Policy(cfg, device, run.checkpoint)
     tok, engine = policy.tokenizer, policy.engine
+    # prompts too long for the context (with room for --max-tokens) are dropped here, counted
+    fit = PromptFit(tok, cfg.template, model_context(policy.model, engine), cfg.sampling.max_tokens)
+    problems = fit.keep(problems, "held-out problems")
+    train = train_stream(cfg.dataset, cfg.run.seed, fit)
+    source = cfg.eval_data or f"{cfg.dataset} (held-out split)"
+    data = problems_identity(cfg.dataset, cfg.run.seed, problems, source)
+    run.record_data(data, cfg.run.allow_data_change)  # --resume: a changed dataset is refused
     state = policy.resume(run.checkpoint)
     start = run.resume_from(state)
     consumed = state["data_pos"] if state else 0
-    stream = itertools.islice(train_stream(cfg.dataset, cfg.run.seed), consumed, None)
+    stream = itertools.islice(train, consumed, None)
     run.write_config(cfg.to_dict())
 
     # held-out: the R1 protocol's sampling, the same seed before and after

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from r1kit import dist
+from r1kit.data.identity import changes
 from r1kit.errors import R1kitError, Stopped, disk_error
 from r1kit.train.checkpoint import (
     KEEP_LAST,
@@ -43,7 +44,14 @@ from r1kit.train.checkpoint import (
     save_sharded_checkpoint,
     select_checkpoint,
 )
-from r1kit.train.files import append_jsonl, read_json, read_jsonl, write_json, write_text
+from r1kit.train.files import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    warn,
+    write_json,
+    write_text,
+)
 from r1kit.train.lock import LOCK, RunLock
 
 # what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
@@ -224,6 +232,20 @@ class Run:
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.write_json("config.json", config)
+
+    def record_data(self, identity: dict[str, Any], allow_change: bool = False) -> None:
+        """OUT/data.json: the hashes of the data this run trains and evaluates on
+        (data/identity.py). A resumed run whose data changed is refused in one line, unless
+        `allow_change` (--allow-data-change), which goes on with a warning."""
+        changed = changes(self.read_json("data.json"), identity)
+        if changed and not allow_change:
+            raise R1kitError(
+                f"{' and '.join(changed)} changed since {self.out} started; restore it, or "
+                "resume with --allow-data-change to continue on the new data"
+            )
+        if changed:
+            warn(f"continuing on changed data (--allow-data-change): {' and '.join(changed)}")
+        self.write_json("data.json", identity)
 
     def resume_from(self, state: dict[str, Any] | None) -> int:
         """The step to start from: the checkpoint's (its trainer state), else 0. Metrics rows
