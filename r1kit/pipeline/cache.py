@@ -28,7 +28,9 @@ from typing import Any
 from r1kit.train import files
 
 # job fields that say where or how often a run writes, not what it computes
-NOT_RESULT = frozenset({"out", "save_every", "keep_last", "overwrite", "resume", "quiet"})
+NOT_RESULT = frozenset(
+    {"out", "save_every", "keep_last", "overwrite", "resume", "quiet", "allow_data_change"}
+)
 
 
 def file_sha256(path: Path) -> str:

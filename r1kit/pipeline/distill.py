@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,20 +27,36 @@ from r1kit import dist
 from r1kit.chat import THINK_CLOSE, THINK_OPEN, user_message
 from r1kit.config import DistillConfig, SFTConfig
 from r1kit.config.parts import TrainRun
-from r1kit.data.datasets import train_stream
+from r1kit.data.datasets import heldout, train_stream
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.run import contiguous_runs, progress_bar
 from r1kit.eval.store import SampleStore
 from r1kit.grading import extract
 from r1kit.modeling import device_of
-from r1kit.pipeline.student import shrink
+from r1kit.pipeline.cache import (
+    Plan,
+    decide,
+    identity,
+    key_of,
+    new_output_id,
+    read_marker,
+    result_fields,
+    write_marker,
+)
+from r1kit.pipeline.student import check_student, shrink
 from r1kit.pipeline.teacher import make_teacher
 from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
+from r1kit.sampling.heldout import evaluate_path
 from r1kit.sft.data import r1zero_completion
 from r1kit.sft.train import run_sft
+from r1kit.train import files
+from r1kit.train.checkpoint import latest_checkpoint
 from r1kit.train.run import Run
+
+# the held-out metrics reported for the student before and after its SFT (as r1kit sft's)
+EVALUATED = ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")
 
 
 def prompt_set(cfg: DistillConfig) -> list[dict]:
@@ -153,14 +170,20 @@ def to_traces(cfg: DistillConfig, problems: list[dict], recs: list[dict], templa
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     """Teacher, filters and traces on rank 0 alone under torchrun (a teacher is asked once),
-    then the student's SFT (r1kit sft's job) data-parallel on every rank."""
+    then the student's SFT (r1kit sft's job) data-parallel on every rank. Each phase is reused
+    when its key (pipeline/cache.py) is unchanged: the teacher's answers per (prompt, sample),
+    the truncated student by (student, layers), the student's SFT by its config and the traces'
+    content; a changed --lr or --epochs trains the student again."""
     cfg.validate()
+    if cfg.optim.epochs:  # a bad --student fails now, not after the teacher phase
+        check_student(cfg.student, cfg.student_layers)
     dist.init(device_of(cfg.run.device))  # torchrun: join before rank 0 runs the teacher alone
-    # a re-run continues in OUT: its phases are reused or redone (never a silent overwrite)
+    # a re-run continues in OUT: its phases are reused or redone (never a silent overwrite);
+    # --overwrite replaces the whole run, the teacher's answers included
     with Run(
         cfg.run.out,
         "distill",
-        resume=True,
+        resume=not cfg.run.overwrite,
         progress=progress,
         overwrite=cfg.run.overwrite,
         checkpoints=False,
@@ -171,7 +194,10 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
 def _distill(cfg: DistillConfig, run: Run, progress: bool) -> dict[str, Any]:
     """run_distill inside its run directory (held, with its faults turned into one line)."""
     out = run.out
-    summary, student = dist.on_main(lambda: _traces_and_student(cfg, progress and dist.is_main()))
+    run.write_config(cfg.to_dict())  # what `r1kit distill --resume OUT` continues with
+    summary, student, student_id = dist.on_main(
+        lambda: _traces_and_student(cfg, progress and dist.is_main())
+    )
     if cfg.optim.epochs:
         # the student's SFT: this job's optimizer and held-out evaluation as they are
         sft = SFTConfig(
@@ -185,20 +211,137 @@ def _distill(cfg: DistillConfig, run: Run, progress: bool) -> dict[str, Any]:
                 seed=cfg.run.seed,
                 device=cfg.run.device,
                 engine=cfg.run.engine,
+                save_every=cfg.run.save_every,
             ),
             optim=replace(cfg.optim),
-            eval=replace(cfg.eval),
+            eval=replace(cfg.eval, problems=0),  # evaluated below, under its own key
         )
-        summary["student"] = run_sft(
-            sft, resume=(out / "student" / "checkpoints").exists(), progress=progress
-        )
+        trained, output_id = train_student(sft, student_id, summary["traces_sha256"], run)
+        final = str(out / "student" / "final")
+        evals = evaluate_student(cfg, sft.template, student, student_id, final, output_id, run)
+        summary["student"] = {**trained, **evals}
     summary["wall_s"] = round(run.wall(), 1)
     return run.finish(summary)
 
 
-def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, Any], str | None]:
+def train_student(
+    sft: SFTConfig, student_id: Any, traces_id: str, run: Run
+) -> tuple[dict[str, Any], str]:
+    """The student's SFT (OUT/student), reused when the key of its config, its starting model
+    and the traces' content is the one OUT/student.json records; resumed from its checkpoint
+    when an interrupted attempt had this key; else trained afresh in an emptied OUT/student.
+    Returns its summary and its output id (what the final evaluation is keyed by)."""
+    record_path = run.out / "student.json"
+    flat = {k: v for k, v in sft.to_flat().items() if k not in ("model", "data")}
+    inputs = {"config": result_fields(flat), "student": student_id, "traces": traces_id}
+    key = key_of(inputs)
+    sdir = Path(sft.run.out)
+
+    def prepare() -> tuple[Plan, dict[str, Any] | None]:  # rank 0 decides and clears
+        record = read_marker(record_path)
+        ok = (sdir / "final").is_dir()
+        plan = decide(record, key, inputs, ok, latest_checkpoint(sdir) is not None, sdir.exists())
+        line = {
+            "reuse": f"student: reused: {plan.why}",
+            "resume": f"student: {plan.why}: resuming its SFT from the checkpoint",
+            "run": f"student: {plan.why}: training it",
+        }[plan.action]
+        run.console.print(line)
+        if plan.action == "run":
+            shutil.rmtree(sdir, ignore_errors=True)  # no stale checkpoint or final/ stays
+            write_marker(record_path, {"done": False, "key": key, "inputs": inputs})
+        return plan, record
+
+    plan, record = dist.on_main(prepare)
+    if plan.action == "reuse" and record is not None:
+        return record["summary"], record["output_id"]
+    summary = run_sft(sft, resume=plan.action == "resume", progress=run.progress)
+    output_id = new_output_id(key)
+    if run.main:
+        record = {"done": True, "key": key, "inputs": inputs, "output_id": output_id}
+        write_marker(record_path, {**record, "summary": summary})
+    return summary, output_id
+
+
+def evaluate_student(
+    cfg: DistillConfig,
+    template: str,
+    before: str | None,
+    before_id: Any,
+    after: str,
+    after_id: str,
+    run: Run,
+) -> dict[str, Any]:
+    """Held-out metrics of the starting student and the trained one (base_X, final_X), each
+    reused from OUT/student-eval.json when the key of (that model, the eval settings) is
+    unchanged: a changed --eval-problems re-evaluates without training again."""
+    if not cfg.eval.problems:
+        return {}
+    settings = {
+        "dataset": identity(cfg.dataset),
+        "problems": cfg.eval.problems,
+        "k": cfg.eval.k,
+        "temperature": cfg.eval.temperature,
+        "top_p": cfg.eval.top_p,
+        "max_tokens": cfg.sampling.max_tokens,
+        "template": template,
+        "engine": cfg.run.engine,
+    }
+    path = run.out / "student-eval.json"
+    cache = dist.on_main(lambda: read_marker(path) or {})
+    problems: list[dict] | None = None
+    res: dict[str, Any] = {}
+    for name, model, ident in (("base", before, before_id), ("final", after, after_id)):
+        key = key_of({"model": ident, "eval": settings})
+        hit = cache.get(name)
+        if isinstance(hit, dict) and hit.get("key") == key and isinstance(hit.get("eval"), dict):
+            run.console.print(f"student {name} evaluation: reused (key {key[:8]})")
+        else:
+            problems = problems or heldout(cfg.dataset, cfg.eval.problems)
+            what = "starting" if name == "base" else "fine-tuned"
+            run.console.print(f"evaluating the {what} student on {len(problems)} problems")
+            ev = evaluate_path(
+                model,
+                problems,
+                template=template,
+                k=cfg.eval.k,
+                max_new_tokens=cfg.sampling.max_tokens,
+                engine=cfg.run.engine,
+                temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p,
+                device=cfg.run.device,
+            )
+            hit = cache[name] = {"key": key, "eval": ev}
+            if run.main:
+                write_marker(path, cache)
+        res.update({f"{name}_{m}": hit["eval"][m] for m in EVALUATED if m in hit["eval"]})
+    return res
+
+
+def _student_init(cfg: DistillConfig, out: Path, console: Console) -> tuple[dict, str]:
+    """OUT/student-init, the truncated student, made again only when (student, layers) changed
+    (OUT/student-init.json records their key); returns its sizes and its key."""
+    inputs = {"student": identity(cfg.student), "layers": cfg.student_layers}
+    key = key_of(inputs)
+    path, record_path = out / "student-init", out / "student-init.json"
+    record = read_marker(record_path)
+    plan = decide(record, key, inputs, (path / "config.json").exists(), False, path.exists())
+    if plan.action == "reuse" and record is not None:
+        console.print(f"student-init: reused: {plan.why}")
+        return record["sizes"], key
+    console.print(f"student-init: {plan.why}: truncating {cfg.student or 'the embedded model'}")
+    record_path.unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+    sizes = shrink(cfg.student, cfg.student_layers, path)
+    write_marker(record_path, {"done": True, "key": key, "inputs": inputs, "sizes": sizes})
+    return sizes, key
+
+
+def _traces_and_student(
+    cfg: DistillConfig, progress: bool
+) -> tuple[dict[str, Any], str | None, Any]:
     """Teacher answers -> verified traces.jsonl (+ the truncated student); returns the summary so
-    far and the student to fine-tune."""
+    far, the student to fine-tune and the student's identity for the SFT's key."""
     console = Console(quiet=not progress)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,23 +361,25 @@ def _traces_and_student(cfg: DistillConfig, progress: bool) -> tuple[dict[str, A
             f"[yellow]warning: {no_r} of {len(recs)} teacher answers had no reasoning "
             "and were not used"
         )
-    with (out / "traces.jsonl").open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    files.write_text(out / "traces.jsonl", text)  # atomic: the old traces or the new ones
     summary: dict[str, Any] = {
         "teacher": cfg.url or cfg.teacher or "embedded",
         "prompts": len(problems),
         **stats,
         "usage": usage,
         "teacher_s": round(t_teacher, 1),
+        "traces_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
     }
     if not rows and cfg.optim.epochs:
         raise R1kitError(f"no teacher answer passed verification and the filters; see {out}")
-    student = cfg.student
+    student: str | None = cfg.student
+    student_id: Any = identity(cfg.student)
     if cfg.student_layers and cfg.optim.epochs:
-        summary["student_init"] = shrink(cfg.student, cfg.student_layers, out / "student-init")
+        summary["student_init"], init_key = _student_init(cfg, out, console)
         student = str(out / "student-init")
-    return summary, student
+        student_id = {"init": init_key}
+    return summary, student, student_id
 
 
 def print_distill(s: dict[str, Any], out: str) -> None:

@@ -350,11 +350,11 @@ def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[
             if st.name == only:
                 plan = Plan("run", "--only")
             elif rerun_from is not None:
-                later = f"stages {i + 1}-{n}" if i + 1 < n else f"stage {n}"
+                later = f"stages {i + 1}-{n} are" if i + 1 < n else f"stage {n} is"
                 _say(
                     progress,
-                    f"{later} are now out of date (stage {rerun_from + 1} was re-run); "
-                    "run the pipeline without --only to re-run them",
+                    f"{later} now out of date (stage {rerun_from + 1} was re-run): the "
+                    "pipeline without --only reruns them",
                 )
                 break
             elif plan.action != "reuse":

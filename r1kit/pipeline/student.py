@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transformers import AutoConfig
+
 from r1kit.errors import R1kitError
-from r1kit.modeling import load_model, load_tokenizer, save_model
+from r1kit.modeling import load_model, load_tokenizer, resolve_model, save_model
 
 
 def parse_layers(spec: str, n: int) -> list[int]:
@@ -23,6 +25,19 @@ def parse_layers(spec: str, n: int) -> list[int]:
     if not keep or len(set(keep)) != len(keep) or not all(0 <= i < n for i in keep):
         raise R1kitError(f"--student-layers {spec!r}: distinct layer numbers in 0..{n - 1}")
     return sorted(keep)
+
+
+def check_student(spec: str | None, layers: str) -> None:
+    """Before any teacher is asked: the student exists, and --student-layers fits its depth
+    (read from its config.json; a hub model not in the local cache is checked when it loads)."""
+    name = resolve_model(spec)  # a bad path: one line
+    if not layers:
+        return
+    try:
+        n = AutoConfig.from_pretrained(name).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return
+    parse_layers(layers, n)
 
 
 def shrink(spec: str | None, layers: str, out: str | Path) -> dict:

@@ -1,0 +1,168 @@
+"""Stage caches of `r1kit pipeline` and `r1kit distill` (issue 18), with real tiny runs of the
+embedded model: an edited recipe reruns exactly the changed stage and the ones after it; a 0-byte
+stage.json reruns its stage with a warning; a stage interrupted after its training resumes from
+its checkpoint instead of starting over; a read-only --out is one line; distill with a changed
+--lr trains the student again and reuses the teacher's traces."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from r1kit.cli import main
+from r1kit.pipeline import run as pipeline_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# three SFT stages of one optimizer step each; held-out evaluation of 2 problems x 1 sample
+RECIPE = """\
+out: {out}
+eval: {{dataset: arith, problems: 2, k: 1, max_new_tokens: 16}}
+stages:
+  - {{name: first, kind: sft, data: "traces:arith", max_examples: 8, batch_size: 8, lr: 1.0e-3}}
+  - {{name: second, kind: sft, data: "traces:arith", max_examples: 8, batch_size: 8,
+      lr: {lr}}}
+  - {{name: third, kind: sft, data: "traces:arith", max_examples: 8, batch_size: 8,
+      lr: 1.0e-3}}
+"""
+
+
+def _stage_lines(text: str) -> dict[int, str]:
+    """The pipeline's plan line of every stage: {1: 'stage 1 (first, sft): reused: ...'}."""
+    return {int(m.group(1)): m.group(0) for m in re.finditer(r"^stage (\d) \(.*$", text, re.M)}
+
+
+def _keys(out: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["output_id"] for p in out.glob("*/stage.json")}
+
+
+def test_pipeline_reruns_from_the_first_changed_stage(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(out=out, lr="1.0e-3"))
+    assert main(["pipeline", str(recipe), "--quiet"]) == 0
+    assert main(["pipeline", str(recipe)]) == 0  # unchanged: every stage reused, none trained
+    lines = _stage_lines(capsys.readouterr().out)
+    assert all("reused: config and inputs unchanged" in lines[i] for i in (1, 2, 3)), lines
+    before = _keys(out)
+
+    # the recipe's second stage edited: it and the third rerun, the first is reused
+    recipe.write_text(RECIPE.format(out=out, lr="2.0e-3"))
+    assert main(["pipeline", str(recipe)]) == 0
+    lines = _stage_lines(capsys.readouterr().out)
+    assert "reused" in lines[1]
+    assert lines[2] == (
+        "stage 2 (second, sft): config changed (lr 0.001 -> 0.002): rerunning stages 2-3"
+    )
+    assert "run: stage 2 (second) before it was re-run" in lines[3]
+    after = _keys(out)
+    assert after["01-first"] == before["01-first"]
+    assert after["02-second"] != before["02-second"] and after["03-third"] != before["03-third"]
+    # the rerun replaced the old output whole: one run's metrics, its config, no stale files
+    second = out / "02-second"
+    assert json.loads((second / "config.json").read_text())["optim"]["lr"] == 2e-3
+    assert [m["step"] for m in map(json.loads, (second / "metrics.jsonl").open())] == [1]
+    assert not (out / "attempts").exists() or not any((out / "attempts").iterdir())
+
+    # a 0-byte stage.json (a full disk under the old in-place write): that stage reruns
+    (out / "03-third" / "stage.json").write_bytes(b"")
+    assert main(["pipeline", str(recipe)]) == 0
+    cap = capsys.readouterr()
+    lines = _stage_lines(cap.out)
+    assert "reused" in lines[1] and "reused" in lines[2]
+    assert "no complete stage record" in lines[3] and "rerunning stage 3" in lines[3]
+    warning = [x for x in cap.err.splitlines() if "stage.json" in x]
+    assert len(warning) == 1 and "is empty" in warning[0]
+    assert json.loads((out / "03-third" / "stage.json").read_text())["done"] is True
+
+    # interrupted after its training, before its stage.json: the same key resumes its checkpoint
+    real = pipeline_run.evaluate_path
+
+    def power_cut(path, problems, **kw):
+        if "03-third" in str(path):
+            raise RuntimeError("power cut")
+        return real(path, problems, **kw)
+
+    (out / "03-third" / "stage.json").write_text('{"done": tru')  # garbled: reruns
+    monkeypatch.setattr(pipeline_run, "evaluate_path", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(["pipeline", str(recipe), "--quiet"])
+    monkeypatch.setattr(pipeline_run, "evaluate_path", real)
+    third = out / "03-third"
+    assert not (third / "stage.json").exists() and (third / "checkpoints").is_dir()
+    rows = (third / "metrics.jsonl").read_text()
+    saved = {p: p.stat().st_ino for p in (third / "checkpoints").glob("step-*")}
+    assert saved
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    cap = capsys.readouterr()
+    assert "interrupted, same key" in _stage_lines(cap.out)[3]
+    assert "resuming it from its checkpoint" in _stage_lines(cap.out)[3]
+    # the checkpoint it resumed from is still the one written before (a restart removes it)
+    assert {p: p.stat().st_ino for p in (third / "checkpoints").glob("step-*")} == saved
+    assert (third / "metrics.jsonl").read_text() == rows  # no step trained twice
+    assert json.loads((third / "stage.json").read_text())["done"] is True
+
+    # --only reruns one stage; the stages after it are then out of date, and say so
+    assert main(["pipeline", str(recipe), "--only", "second"]) == 0
+    assert "stage 3 is now out of date" in capsys.readouterr().out
+    assert main(["pipeline", str(recipe)]) == 0
+    lines = _stage_lines(capsys.readouterr().out)
+    assert "reused" in lines[2] and "the stage before it was re-run since" in lines[3]
+
+
+def test_pipeline_unwritable_out_is_one_line(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "x", lr="1.0e-3"))
+    (tmp_path / "file").write_text("not a directory")
+    assert main(["pipeline", str(recipe), "--out", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not writable" in err[0]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_distill_changed_lr_trains_the_student_again_and_reuses_traces(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = [
+        "distill",
+        *("--prompts", "24", "--k", "2", "--max-tokens", "64", "--epochs", "1"),
+        *("--batch-size", "16", "--eval-problems", "2", "--eval-k", "1", "--out", str(out)),
+    ]
+    assert main(args) == 0
+    traces = (out / "traces.jsonl").read_text()
+    first = json.loads((out / "summary.json").read_text())
+    weights = _sha(out / "student" / "final" / "model.safetensors")
+    capsys.readouterr()
+
+    assert main([*args, "--lr", "5e-3"]) == 0
+    text = capsys.readouterr().out
+    assert "student: config changed (lr 0.002 -> 0.005): training it" in text
+    s = json.loads((out / "summary.json").read_text())
+    assert s["usage"]["requests_now"] == 0 and s["usage"]["cached"] == 48  # teacher not asked
+    assert (out / "traces.jsonl").read_text() == traces
+    # the same traces and starting weights: the first loss (before any update) is bit-identical
+    assert s["student"]["first_loss"] == first["student"]["first_loss"]
+    assert _sha(out / "student" / "final" / "model.safetensors") != weights  # the new student
+    assert json.loads((out / "student" / "config.json").read_text())["optim"]["lr"] == 5e-3
+    assert "student base evaluation: reused" in text  # the starting student is the same
+
+    assert main([*args, "--lr", "5e-3"]) == 0  # unchanged now: nothing trained or evaluated
+    text = capsys.readouterr().out
+    assert "student: reused: config and inputs unchanged" in text
+    assert "student final evaluation: reused" in text
+    assert json.loads((out / "summary.json").read_text())["student"] == s["student"]
+
+
+def test_distill_bad_student_fails_before_the_teacher(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["distill", "--student", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model path does not exist" in err[0]
+    assert not out.exists()  # no teacher answer asked for, nothing written
