@@ -33,6 +33,12 @@ class TrainRun(Run):
         "keep the newest N checkpoints, remove older ones once a newer one is complete (0: all)",
         ge=0,
     )
+    nan_policy: str = param(
+        "stop",
+        "a step with a non-finite loss or gradient norm is never applied; stop: end the run "
+        "there; skip: go on (5 skipped steps in a row stop it)",
+        choices=("stop", "skip"),
+    )
     overwrite: bool = param(
         False,
         "replace the run already in --out (its checkpoints, metrics and final model are "

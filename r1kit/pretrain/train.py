@@ -19,6 +19,7 @@ from r1kit.data.corpus import documents
 from r1kit.data.tasks import MIX_TASKS
 from r1kit.modeling import save_model
 from r1kit.pretrain.tokenizer import train_tokenizer
+from r1kit.train.finite import NonFiniteGuard, require_finite
 from r1kit.train.run import Run
 
 
@@ -42,6 +43,7 @@ class PretrainConfig:
     threads: int = 2
     device: str = "cpu"  # the shipped weights are built on CPU; "cuda" for quick experiments
     tasks: tuple[str, ...] = MIX_TASKS  # the procedural tasks whose worked traces make the corpus
+    nan_policy: str = "stop"  # a non-finite step: stop the run, or skip it (train/finite.py)
     overwrite: bool = False  # replace an earlier run in OUT (else OUT must be new or empty)
 
 
@@ -144,6 +146,7 @@ def _train(cfg: PretrainConfig, run: Run) -> dict:
     )
     batches = packed_blocks(tok, cfg.seed, cfg.block_len, cfg.batch_size, tuple(cfg.tasks))
     losses = []
+    guard = NonFiniteGuard(cfg.nan_policy, lr=cfg.lr)
     with run.bar(cfg.steps) as bar:
         for step in range(cfg.steps):
             lr = lr_at(step, cfg)
@@ -154,13 +157,17 @@ def _train(cfg: PretrainConfig, run: Run) -> dict:
                 loss = model(input_ids=x, labels=x).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
             losses.append(loss.item())
-            run.log({"step": step + 1, "loss": round(losses[-1], 4), "lr": lr})
+            if guard.check(step + 1, losses[-1], gn, opt):  # a non-finite step is never applied
+                opt.step()
+                guard.check_weights(step + 1, opt)
+            row = {"step": step + 1, "loss": round(losses[-1], 4), "lr": lr}
+            run.log({**row, "nonfinite_skipped": guard.take_skipped()})
             bar.advance(f"loss {losses[-1]:.3f}")
     model.generation_config.do_sample = True
     set_template(tok, "r1zero")  # the corpus is R1-Zero prompts and completions
+    require_finite(model, f"the model in {run.out}", agree=False)
     save_model(model.cpu(), tok, run.out)
     summary = {
         "config": asdict(cfg),

@@ -21,6 +21,7 @@ from r1kit.modeling import load_model, load_tokenizer
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import Rollout
 from r1kit.train.checkpoint import load_trainer_state
+from r1kit.train.finite import NonFiniteGuard
 from r1kit.train.lora import add_lora, load_lora_state, lora_state, merged
 from r1kit.train.run import Run
 from r1kit.train.shard import prepare, sync
@@ -64,6 +65,7 @@ class Policy:
             max_tokens=cfg.sampling.max_tokens,
             pad_id=tok.pad_token_id,
             ref_model=ref,
+            guard=NonFiniteGuard(cfg.run.nan_policy, lr=cfg.optim.lr, out=cfg.run.out),
         )
         self.engine = make_engine(
             self.engine_model, pad_token_id=tok.pad_token_id, kind=cfg.run.engine, **_engine_kw(cfg)

@@ -17,6 +17,7 @@ from r1kit.rl import grpo
 from r1kit.sampling.rollout import Rollout
 from r1kit.train.batch import TrainBatch, collate
 from r1kit.train.compile import compile_decoder_layers
+from r1kit.train.finite import NonFiniteGuard
 from r1kit.train.plan import micro_batches
 from r1kit.train.shard import model_logprobs
 
@@ -48,10 +49,12 @@ class GRPOTrainer:
         max_tokens: int,
         pad_id: int,
         ref_model=None,
+        guard: NonFiniteGuard | None = None,
     ) -> None:
         """temperature: the sampling temperature the rollouts were drawn at (log-probs are of
         the tempered policy); max_tokens: the completion budget (the constant of Dr. GRPO's
-        loss aggregation)."""
+        loss aggregation); guard: the non-finite guard of every optimizer step (train/finite.py;
+        default: stop at the first non-finite one)."""
         if algo.beta > 0 and ref_model is None:
             raise ValueError("beta > 0 needs a reference model")
         self.model, self.ref_model, self.pad_id = model, ref_model, pad_id
@@ -74,6 +77,7 @@ class GRPOTrainer:
             fused=on_gpu,  # one kernel for all parameters on GPU
         )
         self.step_count = 0
+        self.guard = guard or NonFiniteGuard("stop", lr=optim.lr)
 
     def lr_now(self) -> float:
         w, lr = self.optim.warmup_steps, self.optim.lr
@@ -119,10 +123,11 @@ class GRPOTrainer:
         ref = self._fixed_logprobs(self.ref_model, batches) if algo.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
         self.model.train()
-        for _ in range(algo.mu):
+        for inner in range(algo.mu):
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
+            inner_loss = 0.0  # this rank's part of this optimizer step's loss
             for j, (batch, (_, weight)) in enumerate(zip(batches, plan)):
                 mb, live = _live(batch)
                 live *= weight > 0  # a padding pass (weight 0) counts in no metric
@@ -153,16 +158,24 @@ class GRPOTrainer:
                 w = weight * live  # 1 in one process; W under torchrun (FSDP averages)
                 (loss * w if w != 1 else loss).backward()
                 share = mb.completion_mask.sum().item() / n_tok * live
-                sums["loss"] += loss.item() * live
+                inner_loss += loss.item() * live
                 sums["clip_ratio"] += m["clip_ratio"] * share
                 sums["kl"] += m["kl"] * share
+            sums["loss"] += inner_loss
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.max_grad_norm)
-            sums["grad_norm"] += dist.to_float(gn)  # sharded: a DTensor
-            self.optimizer.step()
+            gn = dist.to_float(gn)  # sharded: a DTensor
+            sums["grad_norm"] += gn
+            # a non-finite loss or norm: the step is not applied (and the optimizer state is
+            # untouched); stop raises, skip drops it. μ > 1 names the inner step in an error
+            step = self.step_count + 1 if algo.mu == 1 else f"{self.step_count + 1}.{inner + 1}"
+            if self.guard.check(step, inner_loss, gn, self.optimizer):
+                self.optimizer.step()
+                self.guard.check_weights(step, self.optimizer)
         self.step_count += 1
         for k in ("loss", "clip_ratio", "kl"):  # each rank holds its rows' part of these
             sums[k] = dist.all_reduce(sums[k])
         out = {k: v / algo.mu for k, v in sums.items()}
         out["lr"] = self.lr_now()
         out["zero_std_groups"] = zero_std
+        out["nonfinite_skipped"] = self.guard.take_skipped()  # optimizer steps not applied
         return out

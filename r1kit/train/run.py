@@ -52,6 +52,7 @@ from r1kit.train.files import (
     write_json,
     write_text,
 )
+from r1kit.train.finite import require_finite
 from r1kit.train.lock import LOCK, RunLock
 
 # what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
@@ -312,6 +313,7 @@ class Run:
     ) -> Path:
         """A crash-safe checkpoint of `step`: the plain HF model in one process; under torchrun
         the shards (dcp/) and, from `full_model` when there is one, the HF model beside them."""
+        require_finite(model, f"checkpoint step-{step:06d}")  # every rank: its shards, agreed
         extra = {**extra, "wall_s": self.wall()}
         if dist.world() > 1:
             path = save_sharded_checkpoint(
@@ -331,4 +333,5 @@ class Run:
     def save_final(self, model: Any, tokenizer: Any) -> Path:
         """OUT/final (rank 0): written to a temp dir with its manifest, then renamed, so it is
         complete or absent, never half-written."""
+        require_finite(model, f"{self.out / 'final'}", agree=False)  # rank 0 alone calls this
         return save_final(self.out, model, tokenizer)
