@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from r1kit.train import files
 
 COLUMNS = [
     ("pass@1", "pass1"),
@@ -45,7 +48,7 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         lines.append(
             f"| {r['stage']} | {r['kind']} | " + " | ".join(_cells(r)) + f" | {r['wall_s']:.0f} |"
         )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    files.write_text(out / "report.md", "\n".join(lines) + "\n")  # atomic, as every run file
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,5 +65,7 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> None:
         ax.tick_params(axis="x", rotation=30)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(out / "report.png", dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    files.write_bytes(out / "report.png", png.getvalue())

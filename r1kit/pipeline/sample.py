@@ -31,6 +31,7 @@ from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
 from r1kit.sampling.rollout import generate
 from r1kit.sft.data import THINK_OPEN
+from r1kit.train import files
 
 
 def _norm(text: str) -> str:
@@ -122,9 +123,8 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
             bar.advance(task, len(batch))
     res = select(rollouts, Limits.of(cfg.filters), cfg.keep_per_prompt, cfg.k)
     for name, rows in (("sft.jsonl", res["kept"]), ("rejected.jsonl", res["rejected"])):
-        with (out / name).open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        files.write_text(out / name, text)  # atomic: a kill never leaves half the samples
     n = len(rollouts)
     stats = {
         "prompts": len(examples),
@@ -136,8 +136,8 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
         "failed_any": res["any"],  # a sample counted under every filter it fails
         "wall_s": round(time.time() - t0, 1),
     }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    files.write_json(out / "stats.json", stats)
+    files.write_json(out / "config.json", cfg.to_dict())
     if not res["kept"]:
         raise R1kitError(f"no sample passed verification and the filters; see {out}/stats.json")
     return stats
