@@ -46,6 +46,7 @@ from r1kit.serve.app import serve
 from r1kit.serve.limits import DEFAULT_PRICES, Prices
 from r1kit.serve.store import Store
 from r1kit.sft.train import run_sft
+from r1kit.train.lock import holder
 
 # --template of the commands that use a model as it is (serve, run, export)
 TEMPLATE_FLAG = {
@@ -55,9 +56,16 @@ TEMPLATE_FLAG = {
 }
 
 
-def _saved_config(cls, run_dir: str):
-    """The config a run wrote to RUN/config.json (nested by part, or the older flat form)."""
+def _saved_config(cls, run_dir: str, job: str):
+    """The config a run of `job` wrote to RUN/config.json (nested by part, or the older flat
+    form); another job's run is refused by name (its run.lock says which job wrote it)."""
     saved = Path(run_dir) / "config.json"
+    other = (holder(Path(run_dir)) or {}).get("job")
+    if other not in (None, job):
+        raise R1kitError(
+            f"{run_dir} holds a {other} run, not a {job} run: continue it with "
+            f"`r1kit {other} --resume {run_dir}`"
+        )
     if not saved.exists():
         raise R1kitError(f"nothing to resume in {run_dir} (no config.json)")
     return cls.from_dict(json.loads(saved.read_text()))
@@ -68,7 +76,7 @@ def cmd_zero(args: argparse.Namespace) -> int:
     if args.resume:
         if getattr(args, "out", None) and Path(args.out) != Path(args.resume):
             raise R1kitError("--resume continues in its own directory; drop --out")
-        base = _saved_config(ZeroConfig, args.resume)
+        base = _saved_config(ZeroConfig, args.resume, "zero")
         base.run.out = args.resume
         base.run.allow_data_change = False  # never carried over: each --resume says
     cfg = config_from_args(ZeroConfig, args, base)
@@ -219,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sft(args: argparse.Namespace) -> int:
     base = None
     if args.resume:
-        base = _saved_config(SFTConfig, args.resume)
+        base = _saved_config(SFTConfig, args.resume, "sft")
         base.run.out = args.resume
         base.run.allow_data_change = False  # never carried over: each --resume says
     cfg = config_from_args(SFTConfig, args, base)

@@ -180,10 +180,10 @@ def test_old_flat_config_json_resumes(tmp_path):
     old = {**ZeroConfig().to_flat(), "lr": 3e-4, "eval_k": 2, "lora_rank": 4}
     old["max_new_tokens"] = old.pop("max_tokens")  # the name it had then
     (tmp_path / "config.json").write_text(json.dumps(old))
-    cfg = cli._saved_config(ZeroConfig, str(tmp_path))
+    cfg = cli._saved_config(ZeroConfig, str(tmp_path), "zero")
     assert (cfg.optim.lr, cfg.eval.k, cfg.lora.rank, cfg.sampling.max_tokens) == (3e-4, 2, 4, 128)
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))  # as written now: nested
-    assert cli._saved_config(ZeroConfig, str(tmp_path)) == cfg
+    assert cli._saved_config(ZeroConfig, str(tmp_path), "zero") == cfg
     sft_old = {"lr": 2e-3, "max_new_tokens": 64, "batch_size": 8, "eval_k": 2, "out": "o"}
     s = SFTConfig.from_dict(sft_old)
     assert (s.optim.lr, s.max_tokens, s.optim.batch_size, s.eval.k, s.run.out) == (
@@ -198,7 +198,7 @@ def test_old_flat_config_json_resumes(tmp_path):
 def test_resume_keeps_the_saved_fields_and_flags_override(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(ZeroConfig.of(lr=3e-4, steps=5).to_flat()))
     ns = cli.build_parser().parse_args(["zero", "--resume", str(tmp_path), "--steps", "9"])
-    base = cli._saved_config(ZeroConfig, ns.resume)
+    base = cli._saved_config(ZeroConfig, ns.resume, "zero")
     cfg = cli.config_from_args(ZeroConfig, ns, base)
     assert (cfg.optim.lr, cfg.run.steps) == (3e-4, 9)
 

@@ -130,6 +130,8 @@ class Run:
             raise
         if resume and checkpoints and self.checkpoint is None:
             self._release()
+            if self.created and self.main:
+                shutil.rmtree(self.out, ignore_errors=True)
             raise R1kitError(
                 f"{self.out} has no checkpoint to resume from (the run stopped before its first "
                 "save): start it again with --overwrite"
