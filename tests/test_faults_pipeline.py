@@ -107,6 +107,23 @@ def test_pipeline_reruns_from_the_first_changed_stage(tmp_path, capsys, monkeypa
     assert (third / "metrics.jsonl").read_text() == rows  # no step trained twice
     assert json.loads((third / "stage.json").read_text())["done"] is True
 
+    # interrupted again, and then its checkpoint damaged: it starts over rather than failing
+    (third / "stage.json").write_text("")
+    monkeypatch.setattr(pipeline_run, "evaluate_path", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(["pipeline", str(recipe), "--quiet"])
+    monkeypatch.setattr(pipeline_run, "evaluate_path", real)
+    (weights,) = (third / "checkpoints").glob("step-*/model.safetensors")
+    with weights.open("r+b") as f:  # 4 KiB of other bytes in the middle of the weights
+        f.seek(weights.stat().st_size // 2)
+        f.write(bytes(range(256)) * 16)
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    cap = capsys.readouterr()
+    assert "none of its checkpoints is intact: rerunning stage 3" in _stage_lines(cap.out)[3]
+    assert "no intact checkpoint" in cap.err
+    assert json.loads((third / "stage.json").read_text())["done"] is True
+
     # --only reruns one stage; the stages after it are then out of date, and say so
     assert main(["pipeline", str(recipe), "--only", "second"]) == 0
     assert "stage 3 is now out of date" in capsys.readouterr().out

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1kit.errors import R1kitError
 from r1kit.train import files
+from r1kit.train.checkpoint import latest_checkpoint, select_checkpoint
 
 # job fields that say where or how often a run writes, not what it computes
 NOT_RESULT = frozenset(
@@ -182,3 +184,16 @@ def decide(
     if same:
         return Plan("run", "interrupted before its first checkpoint")
     return Plan("run", f"interrupted, and since then {why_changed(marker.get('inputs'), inputs)}")
+
+
+def resumable(run_dir: Path) -> bool:
+    """`run_dir` has a checkpoint to resume from, checked as --resume checks it (sha256 of every
+    file): a stage whose checkpoints are all damaged starts over (one warning line) instead of
+    failing every re-run. Cheap when there is none."""
+    if latest_checkpoint(run_dir) is None:
+        return False
+    try:
+        return select_checkpoint(run_dir) is not None
+    except R1kitError:
+        files.warn(f"no intact checkpoint in {run_dir / 'checkpoints'}: the stage starts over")
+        return False

@@ -28,6 +28,7 @@ from r1kit.chat import THINK_CLOSE, THINK_OPEN, user_message
 from r1kit.config import DistillConfig, SFTConfig
 from r1kit.config.parts import TrainRun
 from r1kit.data.datasets import heldout, train_stream
+from r1kit.data.fit import PromptFit, model_context
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.run import contiguous_runs, progress_bar
@@ -42,10 +43,11 @@ from r1kit.pipeline.cache import (
     new_output_id,
     read_marker,
     result_fields,
+    resumable,
     write_marker,
 )
 from r1kit.pipeline.student import check_student, shrink
-from r1kit.pipeline.teacher import make_teacher
+from r1kit.pipeline.teacher import LocalTeacher, make_teacher
 from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
 from r1kit.sampling.heldout import evaluate_path
@@ -73,6 +75,10 @@ def prompt_set(cfg: DistillConfig) -> list[dict]:
 def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[list, dict]:
     """Teacher records for every (problem, sample), from the cache or the teacher."""
     teacher = make_teacher(cfg)
+    if isinstance(teacher, LocalTeacher):  # prompts too long for its context: dropped, counted
+        context = model_context(teacher.model, teacher.engine)
+        fit = PromptFit(teacher.tok, teacher.template, context, cfg.sampling.max_tokens)
+        problems = fit.keep(problems, "distillation prompts")
     setup = {
         "backend": teacher.kind,
         "model": teacher.name,
@@ -240,7 +246,10 @@ def train_student(
     def prepare() -> tuple[Plan, dict[str, Any] | None]:  # rank 0 decides and clears
         record = read_marker(record_path)
         ok = (sdir / "final").is_dir()
-        plan = decide(record, key, inputs, ok, latest_checkpoint(sdir) is not None, sdir.exists())
+        can_resume = latest_checkpoint(sdir) is not None
+        plan = decide(record, key, inputs, ok, can_resume, sdir.exists())
+        if plan.action == "resume" and not resumable(sdir):  # sha256-checked only now
+            plan = Plan("run", "interrupted, and none of its checkpoints is intact")
         line = {
             "reuse": f"student: reused: {plan.why}",
             "resume": f"student: {plan.why}: resuming its SFT from the checkpoint",

@@ -48,6 +48,7 @@ from r1kit.pipeline.cache import (
     new_output_id,
     read_marker,
     result_fields,
+    resumable,
     write_marker,
 )
 from r1kit.pipeline.recipe import Recipe, Stage, load_recipe
@@ -343,6 +344,8 @@ def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[
             marker = read_marker(attempt_path(rec, i, st))
         can_resume = st.kind in TRAINED_KINDS and latest_checkpoint(sdir) is not None
         plan = decide(marker, key, inputs, _output_ok(st, sdir), can_resume, sdir.exists())
+        if plan.action == "resume" and not resumable(sdir):  # sha256-checked only now
+            plan = Plan("run", "interrupted, and none of its checkpoints is intact")
         if rerun_from is not None and plan.action != "resume":
             j = rerun_from
             plan = Plan("run", f"stage {j + 1} ({rec.stages[j].name}) before it was re-run")
