@@ -119,7 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise R1kitError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
-    cfg = replace(PRESETS[args.preset], overwrite=args.overwrite)  # the preset stays as it is
+    # the preset stays as it is
+    cfg = replace(PRESETS[args.preset], overwrite=args.overwrite, nan_policy=args.nan_policy)
     if args.out:
         cfg.out = args.out
     if args.steps:
@@ -515,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the preset's)"
+    )
+    pt.add_argument(
+        "--nan-policy",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a step with a non-finite loss or gradient norm is never applied; stop: end the "
+        "run there; skip: go on (5 skipped steps in a row stop it)",
     )
     _quiet(pt)
     pt.set_defaults(func=cmd_pretrain)

@@ -24,6 +24,7 @@ from r1kit.cli import main
 from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
+from r1kit.pretrain.train import PretrainConfig, pretrain
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import generate
 from r1kit.sft.data import encode, load_conversations
@@ -112,6 +113,24 @@ def test_zero_huge_lr_stops_and_latest_stays_finite(tmp_path, capsys):
     assert LR_LINE in err and "no checkpoint was written after step 1" in err, err
     assert _latest(out) == "step-000001" and not (out / "final").exists()
     assert len(_all_finite_files(out)) == 1
+
+
+def test_pretrain_huge_lr_stops_and_writes_no_model(tmp_path):
+    """Pretraining (no checkpoints): the run stops at the first non-finite step and never
+    writes its model."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    out = tmp_path / "pt"
+    cfg = PretrainConfig(
+        out=str(out), steps=4, tokenizer_docs=500, batch_size=2, block_len=32, lr=1e3, warmup=0
+    )
+    cfg.threads = 1
+    try:
+        with pytest.raises(NonFiniteError, match=r"^step 2: the (loss|gradient norm) is nan; "):
+            pretrain(cfg, progress=False)
+    finally:  # pretrain() sets both process-wide
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+    assert not list(out.rglob("*.safetensors"))
 
 
 def _rollout_batches(model, tok, n: int) -> list:
