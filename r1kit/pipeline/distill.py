@@ -218,6 +218,7 @@ def _distill(cfg: DistillConfig, run: Run, progress: bool) -> dict[str, Any]:
                 device=cfg.run.device,
                 engine=cfg.run.engine,
                 save_every=cfg.run.save_every,
+                nan_policy=cfg.run.nan_policy,
             ),
             optim=replace(cfg.optim),
             eval=replace(cfg.eval, problems=0),  # evaluated below, under its own key
