@@ -28,7 +28,7 @@ from r1kit.pretrain.train import PretrainConfig, pretrain
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import generate
 from r1kit.sft.data import encode, load_conversations
-from r1kit.train.finite import NonFiniteError, NonFiniteGuard
+from r1kit.train.finite import NonFiniteError, NonFiniteGuard, all_finite
 from r1kit.train.lora import add_lora
 from r1kit.train.run import Run
 
@@ -60,6 +60,23 @@ def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
     return err
+
+
+def test_weights_check_sees_nan_and_inf_but_not_large_finite_values():
+    """max |x| per tensor: a 2-norm of float32 3e38 values would overflow to inf; the largest
+    finite bfloat16 and float16 values are finite too."""
+    big = [
+        torch.full((4, 4), 3e38),
+        torch.full((3,), 3.3e38).bfloat16(),
+        torch.full((2,), 6e4).half(),
+    ]
+    assert all_finite(big)
+    for bad in (math.nan, math.inf, -math.inf):
+        for dtype in (torch.float32, torch.bfloat16):
+            t = torch.zeros(5, dtype=dtype)
+            t[2] = bad
+            assert not all_finite([*big, t]), (bad, dtype)
+    assert all_finite([])
 
 
 def test_sft_huge_lr_stops_before_the_nan_step(tmp_path, capsys):

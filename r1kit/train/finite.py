@@ -63,8 +63,9 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     for t in ts:
         by_device.setdefault(t.device, []).append(t)
     for group in by_device.values():
-        peaks = torch._foreach_norm(group, float("inf"))  # [one 0-d tensor per input]
-        if not bool(torch.stack([p.float() for p in peaks]).isfinite().all()):
+        # max |x| of each tensor, as float32 0-d tensors (stacked without a cast per tensor)
+        peaks = torch._foreach_norm(group, float("inf"), dtype=torch.float32)
+        if not bool(torch.stack(peaks).isfinite().all()):
             return False
     return True
 
