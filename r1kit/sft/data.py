@@ -12,16 +12,26 @@ r1zero template the prompt is R1_ZERO_TEMPLATE (it ends in `<think>`), which has
 system message or earlier turns: such an example is an error. A is written the way the model
 should produce it: `<think>reasoning</think>` then the answer part; a leading `<think>` of A is
 the prompt's, not the model's.
+
+Large files stream: loading a .jsonl makes one pass over it that checks every row (UTF-8, JSON,
+the file's format: `file:line` errors before training starts) and keeps only where each row
+starts; a batch's rows are read back, parsed and tokenized when the batch is drawn
+(`Examples.take`), so the first step comes after one cheap pass, not after tokenizing the whole
+file, and memory does not grow with it. An example longer than the length limit is dropped
+from its batch (counted); one that cannot be encoded is dropped with a warning naming its row.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import json
 import random
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from r1kit.chat import (
     CHAT_TEMPLATE,
@@ -31,7 +41,9 @@ from r1kit.chat import (
     template_of,
     user_message,
 )
-from r1kit.data.datasets import jsonl_objects, task_names, task_spec
+from r1kit.data.datasets import scan_jsonl, task_names, task_spec
+from r1kit.data.identity import file_digest, rows_digest
+from r1kit.data.notes import warn
 from r1kit.data.tasks import TASKS, stream, zh
 from r1kit.errors import R1kitError
 from r1kit.modeling import hub_check
@@ -94,33 +106,125 @@ def trace_rows(spec: str, n: int, seed: int, template: str = "r1zero") -> list[C
 
 
 def _conversations(rows: list[tuple[dict[str, Any], str]]) -> list[Conversation]:
-    """Rows of one file or hub split, in the format of its first row."""
+    """Rows of one hub split (or other rows in memory), in the format of its first row."""
     if not rows:
         return []
     fmt = detect(*rows[0])
     return [Conversation(to_messages(r, fmt, w), w) for r, w in rows]
 
 
+class JsonlConversations(Sequence):
+    """The conversations of a .jsonl file, read back from disk when asked for. Loading makes one
+    streaming pass that checks every row (errors name `file:line`) and keeps, per row, where it
+    starts and the shape of its conversation; nothing else stays in memory (about 20 bytes a
+    row)."""
+
+    def __init__(self, path: str, limit: int = 0) -> None:
+        self.path, self.fmt = path, ""
+        self.offsets = array("q")  # byte offset of each row's line
+        self.lines = array("q")  # its line number, for messages
+        self.turns = array("l")  # assistant turns of its conversation
+        self.plain = bytearray()  # 1: one user turn, then one assistant turn (r1zero's shape)
+        for row, n, offset in scan_jsonl(path, "SFT data file"):
+            where = f"{path}:{n}"
+            self.fmt = self.fmt or detect(row, where)
+            shape = _shape(to_messages(row, self.fmt, where))
+            self.offsets.append(offset)
+            self.lines.append(n)
+            self.turns.append(shape[0])
+            self.plain.append(shape[1])
+            if limit and len(self.offsets) == limit:
+                break
+        self._file: BinaryIO | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> Conversation:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        where = f"{self.path}:{self.lines[i]}"
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 -- held for the run's reads
+        self._file.seek(self.offsets[i])
+        try:  # checked at load; only a file edited since then fails here
+            row = json.loads(self._file.readline().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise R1kitError(f"{where}: changed since the data loaded") from None
+        if not isinstance(row, dict):
+            raise R1kitError(f"{where}: changed since the data loaded")
+        return Conversation(to_messages(row, self.fmt, where), where)
+
+    def shapes(self) -> Iterator[tuple[int, bool]]:
+        return zip(self.turns, map(bool, self.plain))
+
+    def digest(self) -> str:
+        return file_digest(self.path)
+
+
+class Joined(Sequence):
+    """Several sources' conversations, one after the other (`--data a.jsonl,traces:mix`)."""
+
+    def __init__(self, parts: list[Sequence]) -> None:
+        self.parts = parts
+        self.ends = list(itertools.accumulate(len(p) for p in parts))
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def __getitem__(self, i: int) -> Conversation:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self.ends, i)
+        return self.parts[k][i - (self.ends[k - 1] if k else 0)]
+
+    def shapes(self) -> Iterator[tuple[int, bool]]:
+        return itertools.chain.from_iterable(shapes(p) for p in self.parts)
+
+    def digest(self) -> str:
+        return rows_digest(digest(p) for p in self.parts)
+
+
+def _shape(msgs: list[dict[str, str]]) -> tuple[int, bool]:
+    """(assistant turns, whether it is one user turn then one assistant turn)."""
+    roles = [m["role"] for m in msgs]
+    return roles.count("assistant"), roles == ["user", "assistant"]
+
+
+def shapes(convs: Sequence) -> Iterator[tuple[int, bool]]:
+    """`_shape` of each conversation, without reading a file's rows again."""
+    if hasattr(convs, "shapes"):
+        return convs.shapes()
+    return (_shape(c.messages) for c in convs)
+
+
+def digest(convs: Sequence) -> str:
+    """The content hash of the conversations: a file's bytes, or the rows made in memory."""
+    if hasattr(convs, "digest"):
+        return convs.digest()
+    return rows_digest(c.messages for c in convs)
+
+
 def load_conversations(
     spec: str, split: str = "train", limit: int = 0, seed: int = 0, template: str = "r1zero"
-) -> list:
-    """Conversations from `traces:TASKS`, a .jsonl file, or a hub dataset id; several sources
-    joined by ',' are concatenated (R1's second SFT mixes sampled reasoning with other data),
-    `limit` applying to each."""
+) -> Sequence:
+    """Conversations from `traces:TASKS`, a .jsonl file (read lazily: `JsonlConversations`),
+    or a hub dataset id; several sources joined by ',' are concatenated (R1's second SFT mixes
+    sampled reasoning with other data), `limit` applying to each."""
     if "," in spec:
-        return [
-            c
-            for part in spec.split(",")
-            for c in load_conversations(part.strip(), split, limit, seed, template)
-        ]
+        return Joined(
+            [
+                load_conversations(part.strip(), split, limit, seed, template)
+                for part in spec.split(",")
+            ]
+        )
     if spec.startswith(TRACES):
         return trace_rows(spec[len(TRACES) :], limit or 2000, seed, template)
     if spec.endswith(".jsonl") or Path(spec).exists():
-        rows = jsonl_objects(spec, "SFT data file")
-    else:
-        rows = _hub_rows(spec, split)
-    rows = rows[:limit] if limit else rows
-    return _conversations(rows)
+        return JsonlConversations(spec, limit)
+    rows = _hub_rows(spec, split)
+    return _conversations(rows[:limit] if limit else rows)
 
 
 def _hub_rows(name: str, split: str) -> list[tuple[dict, str]]:
@@ -142,41 +246,87 @@ def encode(conv: Conversation, tokenizer: Any, template: str) -> Encoded:
     return encode_turns(conv, tokenizer, template)[-1]
 
 
+def check_template(conv: Conversation, template: str) -> None:
+    """The r1zero template takes one question and one answer: anything else is an error."""
+    roles = [m["role"] for m in conv.messages]
+    if template != "chat" and ("system" in roles or roles != ["user", "assistant"]):
+        what = "a system message" if "system" in roles else f"{len(roles)} turns"
+        raise R1kitError(
+            f"{conv.where}: the r1zero template takes one question and one answer; this "
+            f"example has {what} (train it with --template chat)"
+        )
+
+
 def encode_turns(conv: Conversation, tokenizer: Any, template: str) -> list[Encoded]:
     """One (prompt ids, completion ids) example per assistant turn, the completion ending in EOS:
     with the chat template the prompt is the conversation before the turn (system messages
     included) as the template renders it at generation time; with r1zero (one question, one
     answer) the R1-Zero prompt."""
+    n = sum(m["role"] == "assistant" for m in conv.messages)
+    return [encode_turn(conv, tokenizer, template, k) for k in range(n)]
+
+
+def encode_turn(conv: Conversation, tokenizer: Any, template: str, k: int) -> Encoded:
+    """The k-th assistant turn of `conv` as one example (see `encode_turns`)."""
+    check_template(conv, template)
     msgs = conv.messages
-    if template != "chat":
-        roles = [m["role"] for m in msgs]
-        if "system" in roles or roles != ["user", "assistant"]:
-            what = "a system message" if "system" in roles else f"{len(roles)} turns"
-            raise R1kitError(
-                f"{conv.where}: the r1zero template takes one question and one answer; this "
-                f"example has {what} (train it with --template chat)"
-            )
+    i = [j for j, m in enumerate(msgs) if m["role"] == "assistant"][k]
     # a tokenizer that carries the R1-Zero template (a model trained on it) gets the R1 chat one
     chat_tpl = None if template_of(tokenizer) == "chat" else CHAT_TEMPLATE
-    out = []
-    for i, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
+    if template == "chat":
+        prompt = tokenizer.apply_chat_template(
+            msgs[:i], tokenize=False, add_generation_prompt=True, chat_template=chat_tpl
+        )
+    else:
+        prompt = build_prompt("r1zero", msgs[0]["content"])
+    text = msgs[i]["content"]
+    if prompt.rstrip().endswith(THINK_OPEN) and text.lstrip().startswith(THINK_OPEN):
+        text = text.lstrip()[len(THINK_OPEN) :]  # the prompt already opened the think block
         if template == "chat":
-            prompt = tokenizer.apply_chat_template(
-                msgs[:i], tokenize=False, add_generation_prompt=True, chat_template=chat_tpl
-            )
-        else:
-            prompt = build_prompt("r1zero", msgs[0]["content"])
-        text = m["content"]
-        if prompt.rstrip().endswith(THINK_OPEN) and text.lstrip().startswith(THINK_OPEN):
-            text = text.lstrip()[len(THINK_OPEN) :]  # the prompt already opened the think block
-            if template == "chat":
-                text = text.lstrip()
-        p_ids = encode_prompt(tokenizer, prompt)
-        c_ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        out.append(Encoded(p_ids, c_ids))
-    return out
+            text = text.lstrip()
+    p_ids = encode_prompt(tokenizer, prompt)
+    c_ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return Encoded(p_ids, c_ids)
+
+
+class Examples:
+    """Every assistant reply of the conversations as one training example, encoded when its
+    batch is drawn (`take`). Built in one pass over the conversations' shapes (no file is read
+    again): an r1zero-incompatible conversation is an error here, before training starts."""
+
+    def __init__(self, convs: Sequence, tokenizer: Any, template: str, max_len: int) -> None:
+        self.convs, self.tokenizer, self.template = convs, tokenizer, template
+        self.max_len = max_len  # the most tokens an example may have (prompt + completion)
+        self.conv, self.turn = array("q"), array("l")  # per example: its conversation, turn
+        for i, (turns, plain) in enumerate(shapes(convs)):
+            if template != "chat" and not plain:
+                check_template(convs[i], template)  # raises, naming the row
+            self.conv.extend([i] * turns)
+            self.turn.extend(range(turns))
+
+    def __len__(self) -> int:
+        return len(self.conv)
+
+    def take(self, indices: Sequence[int]) -> tuple[list[Encoded], int]:
+        """The examples at `indices` that fit `max_len`, and how many did not. An example that
+        cannot be encoded (a file edited since loading, a chat template refusing the
+        conversation) is dropped with a warning instead of ending the run."""
+        out, long = [], 0
+        for k in indices:
+            where = f"example {k}"
+            try:
+                conv = self.convs[self.conv[k]]
+                where = conv.where
+                e = encode_turn(conv, self.tokenizer, self.template, self.turn[k])
+            except Exception as err:  # any encoding failure: the row is named, the run goes on
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                warn(f"{where}: cannot be encoded ({msg}); dropped from its batch")
+                continue
+            if len(e.prompt_ids) + len(e.completion_ids) > self.max_len:
+                long += 1
+            else:
+                out.append(e)
+        return out, long
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:

@@ -32,10 +32,12 @@ from r1kit.chat import set_template
 from r1kit.config import SFTConfig
 from r1kit.config.parts import SFTOptim
 from r1kit.data.datasets import heldout
+from r1kit.data.fit import PromptFit, model_context
+from r1kit.data.identity import entry, rows_digest
 from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model
 from r1kit.sampling.heldout import evaluate_model
-from r1kit.sft.data import TRACES, Encoded, batches, encode_turns, load_conversations
+from r1kit.sft.data import TRACES, Encoded, Examples, batches, digest, load_conversations
 from r1kit.train.batch import collate
 from r1kit.train.checkpoint import load_trainer_state
 from r1kit.train.finite import NonFiniteGuard
@@ -119,15 +121,14 @@ def _evaluate(model, tok, problems: list[dict], cfg: SFTConfig) -> dict[str, flo
     return summary
 
 
-def _data(cfg: SFTConfig, tok) -> tuple[list[Encoded], int]:
-    """Every assistant reply of the conversations as a training example; those longer than
-    max_len are dropped (and counted)."""
+def _data(cfg: SFTConfig, tok) -> tuple[Examples, dict[str, Any]]:
+    """Every assistant reply of the conversations as a training example, encoded when its batch
+    is drawn (a large file streams: sft/data.py), and the data's entry in OUT/data.json."""
     convs = load_conversations(cfg.data, cfg.split, cfg.max_examples, cfg.run.seed, cfg.template)
-    encoded = [e for c in convs for e in encode_turns(c, tok, cfg.template)]
-    data = [e for e in encoded if len(e.prompt_ids) + len(e.completion_ids) <= cfg.max_len]
-    if not data:
-        raise R1kitError(f"no SFT example fits --max-len {cfg.max_len} tokens")
-    return data, len(encoded) - len(data)
+    data = Examples(convs, tok, cfg.template, cfg.max_len)
+    if not len(data):
+        raise R1kitError(f"no SFT example in {cfg.data}")
+    return data, entry(cfg.data, digest(convs), examples=len(data))
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -155,9 +156,17 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed)
     tok = load_tokenizer(cfg.model)
     set_template(tok, cfg.template)  # the model is saved with the format it is trained in
-    data, dropped = _data(cfg, tok)
+    data, train_id = _data(cfg, tok)
     problems = _eval_problems(cfg)
     model = load_model(str(ckpt) if ckpt and not sharded else cfg.model, device=device)
+    context = model_context(model)  # an example longer than --max-len or this is dropped
+    data.max_len = min(cfg.max_len, context or cfg.max_len)
+    if problems:  # held-out prompts that leave no room for --max-tokens are dropped, counted
+        fit = PromptFit(tok, cfg.template, context, cfg.max_tokens)
+        problems = fit.keep(problems, "held-out problems")
+    source = cfg.eval_dataset or cfg.data
+    held_id = {"heldout": entry(source, rows_digest(problems), problems=len(problems))}
+    run.record_data({"train": train_id, **(held_id if problems else {})}, cfg.run.allow_data_change)
     evals = {}
     if problems:  # before sharding: every rank's engine samples from its full model
         evals["base"] = run.read_json("base_eval.json")
@@ -173,9 +182,12 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
     start = run.resume_from(state)
     run.write_config(cfg.to_dict())
     run.console.print(
-        f"{len(data)} examples ({dropped} longer than {cfg.max_len} dropped), "
-        f"{cfg.optim.epochs} epoch(s), {total} steps"
+        f"{len(data)} examples, {cfg.optim.epochs} epoch(s), {total} steps; an example longer "
+        f"than {data.max_len} tokens is dropped from its batch (counted)"
     )
+    # epoch 0's counts (every example is drawn once an epoch), carried across a resume
+    dropped = state.get("dropped_too_long", 0) if state else 0
+    tokens0 = state.get("tokens_epoch0", 0) if state else 0
     model.train()
     step = start
     guard = NonFiniteGuard(cfg.run.nan_policy, lr=cfg.optim.lr, out=run.out)
@@ -186,20 +198,25 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
                     continue  # resumed: this batch was trained before the checkpoint
                 ts = time.time()
                 lr = lr_at(step, total, cfg.optim)
-                rows = [data[i] for i in idx]
-                loss, n_tok, gn = train_step(
-                    model, optimizer, rows, cfg.optim, tok.pad_token_id, lr, guard, step + 1
-                )
+                rows, long = data.take(idx)  # encoded now, those over the length dropped
+                loss, n_tok, gn = 0.0, 0, 0.0  # a batch of only over-long examples: no update
+                if rows:
+                    loss, n_tok, gn = train_step(
+                        model, optimizer, rows, cfg.optim, tok.pad_token_id, lr, guard, step + 1
+                    )
+                if epoch == 0:
+                    dropped, tokens0 = dropped + long, tokens0 + n_tok
                 step += 1
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "tokens": n_tok}
-                row.update(grad_norm=gn, step_s=round(time.time() - ts, 3))
+                row.update(grad_norm=gn, step_s=round(time.time() - ts, 3), dropped_too_long=long)
                 row["nonfinite_skipped"] = guard.take_skipped()  # --nan-policy skip
                 run.log(row)
                 bar.advance(f"loss {loss:.3f} lr {lr:.2e}")
                 if run.due(step, total, cfg.run.save_every, run.stopping()):
                     # under torchrun: dcp/ shards + trainer state, no HF weights
                     # (after SIGTERM the save raises Stopped: the run ends there)
-                    run.save(step, model, tok, optimizer, {"data_pos": step})
+                    counts = {"dropped_too_long": dropped, "tokens_epoch0": tokens0}
+                    run.save(step, model, tok, optimizer, {"data_pos": step, **counts})
     model.eval()
     if dist.world() > 1:  # every rank gathers the shards into a full copy to evaluate
         del optimizer
@@ -210,15 +227,15 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
     if problems:
         run.console.print("evaluating the fine-tuned model")
         evals["final"] = _evaluate(model, tok, problems, cfg)
-    hist = run.metrics()
+    hist = [h for h in run.metrics() if h["tokens"]]  # steps that trained on something
     last = hist[-5:]
     evaluated = ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")
     summary = {
-        "examples": len(data),
+        "examples": len(data) - dropped,
         "dropped_too_long": dropped,
         "epochs": cfg.optim.epochs,
         "steps": step,
-        "tokens_per_epoch": sum(len(e.completion_ids) for e in data),
+        "tokens_per_epoch": tokens0,
         "first_loss": hist[0]["loss"] if hist else None,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
         "train_s": train_s,
