@@ -262,7 +262,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    cfg = config_from_args(DistillConfig, args)
+    base = None
+    if args.resume:  # the settings OUT/config.json holds; flags given now override them
+        if getattr(args, "out", None) and Path(args.out) != Path(args.resume):
+            raise R1kitError("--resume continues in its own directory; drop --out")
+        base = _saved_config(DistillConfig, args.resume, "distill")
+        base.run.out = args.resume
+        base.run.overwrite = False  # a saved --overwrite would throw away what it resumes
+    cfg = config_from_args(DistillConfig, args, base)
     cfg.validate()
     s = run_distill(cfg, progress=not args.quiet)
     if dist.is_main():  # under torchrun rank 0 reports
@@ -465,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     di = command("distill", help="distil a teacher (local or endpoint) into a student")
     add_config_flags(di, DistillConfig)
+    di.add_argument(
+        "--resume",
+        metavar="OUT",
+        help="continue a stopped distillation in OUT with its saved settings (the teacher's "
+        "answers and an unchanged student are reused, an interrupted student SFT resumes)",
+    )
     _quiet(di)
     di.set_defaults(func=cmd_distill)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from r1kit.cli import main
+from r1kit.modeling import resolve_model
 from r1kit.pipeline import run as pipeline_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -175,6 +177,11 @@ def test_distill_changed_lr_trains_the_student_again_and_reuses_traces(tmp_path,
     assert "student: reused: config and inputs unchanged" in text
     assert "student final evaluation: reused" in text
     assert json.loads((out / "summary.json").read_text())["student"] == s["student"]
+    # --resume OUT: the saved settings (lr 5e-3 included), so again nothing to train
+    key = json.loads((out / "student.json").read_text())["key"]
+    assert main(["distill", "--resume", str(out)]) == 0
+    assert "student: reused" in capsys.readouterr().out
+    assert json.loads((out / "student.json").read_text())["key"] == key
 
 
 def test_distill_bad_student_fails_before_the_teacher(tmp_path, capsys):
@@ -183,3 +190,22 @@ def test_distill_bad_student_fails_before_the_teacher(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model path does not exist" in err[0]
     assert not out.exists()  # no teacher answer asked for, nothing written
+
+
+def test_distill_local_teacher_retrained_since_is_asked_again(tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(resolve_model(None), teacher)
+    out = tmp_path / "d"
+    args = ["distill", "--teacher", str(teacher), "--prompts", "4", "--k", "1"]
+    args += ["--max-tokens", "16", "--epochs", "0", "--out", str(out)]
+    assert main(args) == 0
+    assert main(args) == 0  # the same teacher: every answer from the cache
+    assert json.loads((out / "summary.json").read_text())["usage"]["cached"] == 4
+    # the teacher's weights rewritten in place (a pipeline that reran its stage): stale answers
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "its cached answers are dropped" in capsys.readouterr().out
+    u = json.loads((out / "summary.json").read_text())["usage"]
+    assert u["requests_now"] == 4 and u["cached"] == 0

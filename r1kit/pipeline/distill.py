@@ -32,7 +32,7 @@ from r1kit.data.fit import PromptFit, model_context
 from r1kit.errors import R1kitError
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.run import contiguous_runs, progress_bar
-from r1kit.eval.store import SampleStore
+from r1kit.eval.store import SAMPLE_SETTINGS, SampleStore
 from r1kit.grading import extract
 from r1kit.modeling import device_of
 from r1kit.pipeline.cache import (
@@ -72,6 +72,22 @@ def prompt_set(cfg: DistillConfig) -> list[dict]:
     return list(seen.values())
 
 
+def drop_stale_answers(tdir: Path, setup: dict[str, Any], kind: str, progress: bool) -> None:
+    """A local teacher's cached answers drawn with another setup (another model or its weights
+    changed, other sampling settings) are stale: removed, with one line saying why, and asked
+    again (they cost nothing). An endpoint's are kept, and SampleStore refuses in one line:
+    answers that cost money are never thrown away silently."""
+    old = read_marker(tdir / "config.json")
+    samples = tdir / "samples.jsonl"
+    if kind != "local" or not old or not samples.exists():
+        return
+    diff = [k for k in SAMPLE_SETTINGS if old.get(k) != setup.get(k)]
+    if diff:
+        what = ", ".join(f"{k} {old.get(k)!r} -> {setup.get(k)!r}" for k in diff[:2])
+        Console(quiet=not progress).print(f"teacher: {what}: its cached answers are dropped")
+        samples.unlink()
+
+
 def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[list, dict]:
     """Teacher records for every (problem, sample), from the cache or the teacher."""
     teacher = make_teacher(cfg)
@@ -81,7 +97,8 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
         problems = fit.keep(problems, "distillation prompts")
     setup = {
         "backend": teacher.kind,
-        "model": teacher.name,
+        # a local teacher by its files too: a run directory retrained since is a new teacher
+        "model": identity(teacher.name) if isinstance(teacher, LocalTeacher) else teacher.name,
         "base_url": cfg.url,
         "data": cfg.dataset,
         "template": teacher.template,
@@ -91,6 +108,7 @@ def collect(cfg: DistillConfig, problems: list[dict], progress: bool) -> tuple[l
         "seed": cfg.run.seed,
     }
     try:
+        drop_stale_answers(Path(cfg.run.out) / "teacher", setup, teacher.kind, progress)
         store = SampleStore(Path(cfg.run.out) / "teacher", setup)
     except BaseException:
         teacher.close()

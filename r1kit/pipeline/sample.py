@@ -24,6 +24,7 @@ from r1kit import sandbox
 from r1kit.chat import resolve_template, set_template, user_message
 from r1kit.config import SampleConfig
 from r1kit.data.datasets import train_stream
+from r1kit.data.fit import PromptFit, model_context
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, load_model, load_tokenizer
@@ -105,6 +106,9 @@ def run_sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
         kind=cfg.run.engine,
         **({} if cfg.run.engine == "hf" else {"max_num_seqs": 512}),
     )
+    # prompts too long for the context (with room for --max-tokens): dropped, counted
+    fit = PromptFit(tok, cfg.template, model_context(model, engine), cfg.sampling.max_tokens)
+    examples = fit.keep(examples, "prompts")
     params = SamplingParams(
         n=cfg.k,
         temperature=cfg.sampling.temperature,
