@@ -32,7 +32,13 @@ from r1kit.config.parts import ENGINES
 from r1kit.errors import R1kitError, disk_error
 from r1kit.eval import report as eval_report
 from r1kit.eval.run import run_eval
-from r1kit.export.gguf import OUTTYPES, check_outtype, export_gguf
+from r1kit.export.check import ALL as CHECK_ALL
+from r1kit.export.check import FORMATS as CHECK_FORMATS
+from r1kit.export.check import check_formats, format_rows, parse_formats
+from r1kit.export.gguf import OUTTYPES, check_outtype, export_gguf, model_name
+from r1kit.export.gptq import BITS as GPTQ_BITS
+from r1kit.export.gptq import FORMAT as GPTQ_FORMAT
+from r1kit.export.gptq import export_gptq
 from r1kit.export.info import describe, format_info, memory_table
 from r1kit.export.modelfile import export_ollama
 from r1kit.pipeline.distill import print_distill, run_distill
@@ -280,6 +286,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_outtype(args.outtype)  # before any loading: a bad value fails at once
+    if args.format == "check":
+        return _export_check(args, parse_formats(args.formats), {})
+    if args.format == "gptq":
+        out = args.out or f"{model_name(args.model)}-gptq-{args.bits}bit"
+        g = export_gptq(args.model, out, args.bits, args.group_size, args.calibration, args.samples)
+        print(
+            f"wrote {g.path} ({g.size_bytes / 2**20:.2f} MiB; {g.arch}, {g.quantized} linear "
+            f"layers at {g.bits} bits, group size {g.group_size}, {GPTQ_FORMAT}; "
+            f"calibration: {g.calibration})"
+        )
+        if args.check:
+            return _export_check(args, ["hf", f"gptq-{g.bits}"], {f"gptq-{g.bits}": g.path})
+        return 0
     if args.format == "gguf":
         r = export_gguf(args.model, args.outtype, args.out, args.name, args.template)
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(r.types.items()))
@@ -289,6 +308,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         for f in r.fallbacks:
             print(f"  {f}")
+        if args.check:
+            return _export_check(args, ["hf", args.outtype], {args.outtype: r.path})
         return 0
     o = export_ollama(args.model, args.outtype, args.out, args.name, args.template)
     print(f"wrote {o.gguf} and {o.modelfile}")
@@ -298,6 +319,29 @@ def cmd_export(args: argparse.Namespace) -> int:
             "infers one from the GGUF"
         )
     print(f"load it into Ollama with:\n  {o.create_cmd}")
+    return 0
+
+
+def _export_check(args: argparse.Namespace, formats: list[str], exported: dict) -> int:
+    """--check: the formats' held-out pass@1 beside the original's (export/check.py)."""
+    print(f"checking {', '.join(formats)} on held-out problems ...", flush=True)
+    rows, setup = check_formats(
+        args.model,
+        formats,
+        args.problems,
+        args.k,
+        args.max_tokens,
+        dataset=args.dataset,
+        group_size=args.group_size,
+        calibration=args.calibration,
+        exported=exported,
+        report=lambda r: print(f"  {r.format}: pass@1 {r.pass1:.3f}", flush=True),
+    )
+    print(format_rows(rows, setup))
+    if args.check_out:
+        Path(args.check_out).parent.mkdir(parents=True, exist_ok=True)
+        rec = {"setup": setup, "rows": [asdict(r) for r in rows]}
+        Path(args.check_out).write_text(json.dumps(rec, indent=2) + "\n")
     return 0
 
 
@@ -481,8 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(di)
     di.set_defaults(func=cmd_distill)
 
-    ex = command("export", help="local formats: a GGUF file, or a GGUF + Ollama Modelfile")
-    ex.add_argument("format", choices=["gguf", "ollama"], help="what to write")
+    ex = command(
+        "export",
+        help="local formats: GGUF, GGUF + Ollama Modelfile, GPTQ; --check: what each costs",
+    )
+    ex.add_argument(
+        "format",
+        choices=["gguf", "ollama", "gptq", "check"],
+        help="what to write (check: write none, evaluate --formats against the original)",
+    )
     ex.add_argument(
         "model",
         nargs="?",
@@ -499,6 +550,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--name", default=None, help="model name in the file (default: from MODEL)")
     ex.add_argument("--template", **TEMPLATE_FLAG)
+    gq = ex.add_argument_group("gptq")
+    gq.add_argument("--bits", type=int, default=4, choices=GPTQ_BITS, help="weight bits")
+    gq.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="input columns per scale; must divide the model's widths (default: the largest "
+        "of 128, 64, 32 that does)",
+    )
+    gq.add_argument(
+        "--calibration",
+        metavar="FILE.jsonl",
+        default=None,
+        help="calibration rows (text, messages or question) (default: the model's training "
+        "prompts in its own format)",
+    )
+    gq.add_argument("--samples", type=int, default=128, help="calibration prompts")
+    ck = ex.add_argument_group("check (held-out pass@1 of the export beside the original's)")
+    ck.add_argument("--check", action="store_true", help="evaluate what was written")
+    ck.add_argument(
+        "--formats",
+        default="all",
+        help=f"for `export check`: all ({','.join(CHECK_ALL)}) or a list of "
+        f"{', '.join(CHECK_FORMATS)}",
+    )
+    ck.add_argument("--problems", type=int, default=100, help="held-out problems")
+    ck.add_argument("--k", type=int, default=4, help="samples per problem")
+    ck.add_argument("--max-tokens", type=int, default=256, help="tokens per sample")
+    ck.add_argument(
+        "--dataset",
+        default=None,
+        help="held-out problems from this dataset's test split (default: the one the model "
+        "trained on, else mix)",
+    )
+    ck.add_argument("--check-out", metavar="FILE.json", default=None, help="also write the rows")
     ex.set_defaults(func=cmd_export)
 
     inf = command("info", help="parameters, context, and memory to run or train a model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +179,30 @@ def load_model(spec: str | None, dtype: Any = None, device: str = "cpu") -> Any:
     _quiet_transformers()
     dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **_dequantize(name))
     except (OSError, ValueError) as err:
         raise hub_error(name, err) from None
     return model.to(device)
+
+
+def _dequantize(name: str) -> dict[str, Any]:
+    """from_pretrained's arguments for a compressed-tensors (GPTQ) directory: its weights
+    dequantized to `dtype` as they load, so every engine runs plain linear layers (the packed
+    ones are decompressed on the first forward otherwise, after the paged engine has read the
+    weights); {} for any other model."""
+    cfg = Path(name) / "config.json"
+    if not cfg.is_file() or '"compressed-tensors"' not in cfg.read_text():
+        return {}
+    try:  # compressed-tensors: optional (the `gptq` extra), transformers reads the format with it
+        import compressed_tensors  # noqa: F401
+        from transformers import CompressedTensorsConfig
+    except ImportError:
+        raise R1kitError(
+            f"{name} is a GPTQ (compressed-tensors) model: pip install compressed-tensors"
+        ) from None
+    # "the model's quantization_config is used, dequantize overridden": what is meant here
+    warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
 
 
 def load_model_and_tokenizer(spec: str | None, device: str = "cpu") -> tuple[Any, Any]:

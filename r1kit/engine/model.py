@@ -28,6 +28,8 @@ def supports(config) -> str | None:
         return f"architecture {config.model_type!r} (native: {', '.join(NATIVE)})"
     if getattr(config, "use_sliding_window", False):
         return "sliding-window attention"
+    if getattr(config, "quantization_config", None):  # modeling.load_model dequantizes GPTQ
+        return "quantized weights (the native decoder reads plain weight matrices)"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r}"
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}

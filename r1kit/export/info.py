@@ -21,6 +21,7 @@ from typing import Any
 
 from r1kit.errors import R1kitError
 from r1kit.export.gguf import ARCHS, OUTTYPES, gguf_tensor_name, head_dim, tensor_type
+from r1kit.export.gptq import packed_bits, quantization_of
 from r1kit.modeling import resolve_model
 
 GIB = 1024**3
@@ -46,6 +47,7 @@ class ModelInfo:
     linear_shapes: list[tuple[int, int]] = field(repr=False, default_factory=list)  # [out, in]
     file_type: str | None = None  # a GGUF's outtype
     file_bytes: int | None = None
+    quantization: dict[str, Any] | None = None  # a GPTQ directory's (gptq.quantization_of)
 
 
 def gguf_summary(path: str | Path) -> dict[str, Any]:
@@ -117,8 +119,9 @@ def describe(spec: str | None) -> ModelInfo:
     except (OSError, ValueError) as err:
         raise R1kitError(f"cannot read the config of {src!r}: {str(err).splitlines()[0]}") from None
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    quant = quantization_of(src)  # packed tensors: the shapes come from the config instead
     shapes = []
-    for hf, shp in _hf_shapes(src, cfg):
+    for hf, shp in _hf_shapes(src, cfg, from_files=quant is None):
         try:
             name = gguf_tensor_name(hf)
         except R1kitError:  # another architecture: count it under its HF name
@@ -128,7 +131,7 @@ def describe(spec: str | None) -> ModelInfo:
     linear = [shp for n, shp in shapes if _is_decoder_linear(n)]
     arch = (getattr(cfg, "architectures", None) or [cfg.model_type])[0]
     arch += f" ({ARCHS[arch]} in GGUF)" if arch in ARCHS else " (no GGUF export yet)"
-    return ModelInfo(
+    info = ModelInfo(
         str(spec or "embedded (r1kit-tiny)"),
         arch,
         sum(_numel(s) for _, s in shapes),
@@ -142,7 +145,13 @@ def describe(spec: str | None) -> ModelInfo:
         tied,
         shapes,
         linear,
+        quantization=quant,
     )
+    if quant:
+        info.file_type = f"GPTQ {quant['bits']}-bit"
+        info.file_bytes = sum(f.stat().st_size for f in Path(src).glob("*.safetensors"))
+        quant["bits_per_weight"] = packed_bits(src)
+    return info
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -156,8 +165,9 @@ def _is_decoder_linear(name: str) -> bool:
     return name.startswith("blk.") and name.endswith(".weight") and "norm" not in name
 
 
-def _hf_shapes(src: str, cfg: Any) -> list[tuple[str, tuple[int, ...]]]:
-    """Tensor shapes from local safetensors headers, else computed from the config."""
+def _hf_shapes(src: str, cfg: Any, from_files: bool = True) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensor shapes from local safetensors headers (`from_files`), else computed from the
+    config."""
     src = Path(src)
     index = src / "model.safetensors.index.json"
     files = (
@@ -165,7 +175,7 @@ def _hf_shapes(src: str, cfg: Any) -> list[tuple[str, tuple[int, ...]]]:
         if index.exists()
         else ["model.safetensors"]
     )
-    if src.is_dir() and all((src / f).exists() for f in files):
+    if from_files and src.is_dir() and all((src / f).exists() for f in files):
         from safetensors import safe_open
 
         out = []
@@ -224,8 +234,12 @@ def memory_table(info: ModelInfo, ctx: int | None = None, lora_rank: int = 16) -
     kv = kv_cache_bytes(info, ctx)
     run = {t: {"file": gguf_bytes(info, t), "run": gguf_bytes(info, t) + kv} for t in OUTTYPES}
     lp = lora_params(info, lora_rank)
+    gptq = None
+    if info.quantization:  # packed in vLLM; r1kit and transformers dequantize to bf16
+        gptq = {"packed": (info.file_bytes or 0) + kv, "dequantized": 2 * info.params + kv}
     return {
         "ctx": ctx,
+        "gptq": gptq,
         "kv_cache": kv,
         "run": run,
         "train_full_fp32": 16 * info.params,
@@ -257,14 +271,33 @@ def format_info(info: ModelInfo, mem: dict[str, Any]) -> str:
     ]
     if info.file_type:
         lines.append(f"file          {info.file_type}, {_fmt(info.file_bytes or 0)}")
-    lines += [
-        "",
-        f"run with llama.cpp (weights + f16 KV cache at {mem['ctx']:,} tokens, "
-        f"{_fmt(mem['kv_cache'])}):",
-        "  outtype  file        memory",
-    ]
-    for t, r in mem["run"].items():
-        lines.append(f"  {t:<7}  {_fmt(r['file']):<10}  {_fmt(r['run'])}")
+    q = info.quantization
+    if q:
+        bpw = q.get("bits_per_weight")
+        lines.append(
+            f"quantization  {q['bits']}-bit weights, group size {q['group_size']}, "
+            f"{'symmetric' if q.get('symmetric') else 'asymmetric'}, {q['method']} "
+            f"{q['format']}"
+            + (f" ({bpw:.2f} bits/weight with scales)" if bpw else "")
+            + f"; not quantized: {', '.join(q['ignore']) or 'none'}, embeddings, norms"
+        )
+    if mem.get("gptq"):
+        g = mem["gptq"]
+        lines += [
+            "",
+            f"run (weights + bf16 KV cache at {mem['ctx']:,} tokens, {_fmt(mem['kv_cache'])}):",
+            f"  packed (vLLM's GPTQ kernels)                     {_fmt(g['packed'])}",
+            f"  dequantized to bf16 (r1kit serve on a GPU)       {_fmt(g['dequantized'])}",
+        ]
+    else:
+        lines += [
+            "",
+            f"run with llama.cpp (weights + f16 KV cache at {mem['ctx']:,} tokens, "
+            f"{_fmt(mem['kv_cache'])}):",
+            "  outtype  file        memory",
+        ]
+        for t, r in mem["run"].items():
+            lines.append(f"  {t:<7}  {_fmt(r['file']):<10}  {_fmt(r['run'])}")
     lines += [
         "",
         "train (weights, gradients, AdamW state; activations not included):",
