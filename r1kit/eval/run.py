@@ -24,6 +24,7 @@ from r1kit.eval.report import published_for
 from r1kit.eval.scoring import Grader
 from r1kit.eval.store import SampleStore
 from r1kit.sampling.metrics import cons_at_k, summarize
+from r1kit.train import files
 
 
 def make_backend(cfg: EvalConfig) -> GoldBackend | RemoteBackend | LocalBackend:
@@ -117,7 +118,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, backend=None) -> dict:
     summary.update(generated=todo, resumed=resumed, wall_s=round(time.time() - t0, 2), out=str(out))
     if cfg.gold:  # which problems' references fail: a broken row, or the verifier's limit
         summary["wrong"] = [p["id"] for p, rs in zip(problems, recs) if not rs[0]["correct"]][:20]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from r1kit.errors import R1kitError
+from r1kit.train import files
 
 # settings that decide what a sample is; anything else (k, limit, concurrency, ...) may change
 SAMPLE_SETTINGS = (
@@ -43,7 +44,7 @@ class SampleStore:
         cfg_path = self.dir / "config.json"
         if self.records and cfg_path.exists():
             _check_same(self.dir, json.loads(cfg_path.read_text()), setup)
-        cfg_path.write_text(json.dumps(setup, indent=2) + "\n")
+        files.write_text(cfg_path, json.dumps(setup, indent=2) + "\n")
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _load(self) -> None:

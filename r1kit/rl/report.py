@@ -3,7 +3,10 @@ the base-vs-final table printed at the end."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from r1kit.train import files
 
 
 def plot_report(
@@ -46,8 +49,10 @@ def plot_report(
         ax.legend(fontsize=8)
     fig.suptitle("r1kit zero: R1-Zero training")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    files.write_bytes(out_png, png.getvalue())  # a kill leaves the old report or the new one
 
 
 def print_summary(s: dict, out: str) -> None:

@@ -36,6 +36,7 @@ from r1kit.rl.collect import batch_metrics, collect
 from r1kit.rl.policy import Policy
 from r1kit.rl.report import plot_report
 from r1kit.sampling.heldout import eval_params, evaluate
+from r1kit.train import files
 from r1kit.train.run import Run
 
 # the held-out numbers summary.json gives for the base and the final model (base_X, final_X)
@@ -158,10 +159,10 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     final, rollouts = evaluate(engine, tok, problems, cfg.template, eval_sp)
     if run.main:
         run.save_final(policy.final_model(), tok)
-        with (run.out / "samples.jsonl").open("w") as f:
-            for r in rollouts:
-                row = {"question": r.example["question"], "completion": r.text, **r.rewards}
-                f.write(json.dumps(row) + "\n")
+        rows = [
+            {"question": r.example["question"], "completion": r.text, **r.rewards} for r in rollouts
+        ]
+        files.write_text(run.out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     summary = {f"{w}_{m}": ev[m] for m in REPORTED for w, ev in (("base", base), ("final", final))}
     summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
     summary["wall_s"] = round(run.wall(), 1)
