@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from r1kit.cli import main
 from r1kit.modeling import resolve_model
 from r1kit.pipeline import run as pipeline_run
+from r1kit.sft import train as sft_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,6 +135,37 @@ def test_pipeline_reruns_from_the_first_changed_stage(tmp_path, capsys, monkeypa
     assert main(["pipeline", str(recipe)]) == 0
     lines = _stage_lines(capsys.readouterr().out)
     assert "reused" in lines[2] and "the stage before it was re-run since" in lines[3]
+
+
+def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypatch):
+    """SIGTERM (a scheduler's stop) during the first of two steps: the stage saves step 1 and
+    stops; the next pipeline run resumes it and trains step 2 only."""
+    recipe = tmp_path / "r.yaml"
+    out = tmp_path / "run"
+    recipe.write_text(
+        f"out: {out}\neval: {{dataset: arith, problems: 2, k: 1, max_new_tokens: 16}}\n"
+        "stages:\n  - {name: only, kind: sft, data: 'traces:arith', max_examples: 8,\n"
+        "      batch_size: 8, epochs: 2, save_every: 1}\n"
+    )
+    real = sft_train.lr_at
+
+    def sigterm_once(step, total, optim):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the run: stop after this step
+        return real(step, total, optim)
+
+    monkeypatch.setattr(sft_train, "lr_at", sigterm_once)
+    assert main(["pipeline", str(recipe), "--quiet"]) == 143
+    monkeypatch.setattr(sft_train, "lr_at", real)
+    stage = out / "01-only"
+    assert not (stage / "stage.json").exists()
+    assert [m["step"] for m in map(json.loads, (stage / "metrics.jsonl").open())] == [1]
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    line = _stage_lines(capsys.readouterr().out)[1]
+    assert "interrupted, same key" in line and "resuming it from its checkpoint" in line
+    assert [m["step"] for m in map(json.loads, (stage / "metrics.jsonl").open())] == [1, 2]
+    assert json.loads((stage / "stage.json").read_text())["done"] is True
 
 
 def test_pipeline_unwritable_out_is_one_line(tmp_path, capsys):
