@@ -157,6 +157,8 @@ def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypat
     monkeypatch.setattr(sft_train, "lr_at", sigterm_once)
     assert main(["pipeline", str(recipe), "--quiet"]) == 143
     monkeypatch.setattr(sft_train, "lr_at", real)
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after step 1" in err and f"`r1kit pipeline {recipe}` again" in err
     stage = out / "01-only"
     assert not (stage / "stage.json").exists()
     assert [m["step"] for m in map(json.loads, (stage / "metrics.jsonl").open())] == [1]
@@ -175,6 +177,13 @@ def test_pipeline_unwritable_out_is_one_line(tmp_path, capsys):
     assert main(["pipeline", str(recipe), "--out", str(tmp_path / "file" / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not writable" in err[0]
+    # a failed start (here: an unknown held-out dataset) leaves no directory behind
+    recipe.write_text(
+        RECIPE.format(out=tmp_path / "x", lr="1.0e-3").replace("dataset: arith", "dataset: nope")
+    )
+    assert main(["pipeline", str(recipe)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def _sha(path: Path) -> str:

@@ -29,7 +29,7 @@ from r1kit.config import DistillConfig, SFTConfig
 from r1kit.config.parts import TrainRun
 from r1kit.data.datasets import heldout, train_stream
 from r1kit.data.fit import PromptFit, model_context
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, Stopped
 from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.run import contiguous_runs, progress_bar
 from r1kit.eval.store import SAMPLE_SETTINGS, SampleStore
@@ -283,7 +283,10 @@ def train_student(
     plan, record = dist.on_main(prepare)
     if plan.action == "reuse" and record is not None:
         return record["summary"], record["output_id"]
-    summary = run_sft(sft, resume=plan.action == "resume", progress=run.progress)
+    try:
+        summary = run_sft(sft, resume=plan.action == "resume", progress=run.progress)
+    except Stopped as err:  # SIGTERM: the student's checkpoint is saved; distill resumes it
+        raise Stopped(f"{err} (or `r1kit distill --resume {run.out}`)") from None
     output_id = new_output_id(key)
     if run.main:
         record = {"done": True, "key": key, "inputs": inputs, "output_id": output_id}

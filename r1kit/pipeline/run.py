@@ -39,7 +39,7 @@ from typing import Any
 
 from r1kit.config import SampleConfig, SFTConfig, ZeroConfig
 from r1kit.data.datasets import heldout, train_stream
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, Stopped
 from r1kit.pipeline.cache import (
     Plan,
     decide,
@@ -60,7 +60,7 @@ from r1kit.sampling.heldout import evaluate_path
 from r1kit.sft.train import run_sft
 from r1kit.train import files
 from r1kit.train.checkpoint import latest_checkpoint
-from r1kit.train.lock import RunLock
+from r1kit.train.lock import LOCK, RunLock
 from r1kit.train.run import prepare_out
 
 MODEL_KINDS = ("sft", "rl")
@@ -292,11 +292,16 @@ def run_pipeline(
             f"no stage {only!r} in {path}; stages: {', '.join(s.name for s in rec.stages)}"
         )
     out = Path(rec.out)
+    created = not out.exists()
     prepare_out(out)  # a read-only or impossible --out: one line, before any model loads
     lock = RunLock(out, "pipeline")  # a second pipeline on OUT: refused in one line
     lock.acquire()
     try:
         return _pipeline(rec, path, only, progress)
+    except BaseException:
+        if created and all(p.name == LOCK for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no directory
+        raise
     finally:
         lock.release()
 
@@ -438,7 +443,10 @@ def _run_one(
     # the attempt's key first: an interruption from here on resumes under the same key
     write_marker(attempt_path(rec, i, st), {"done": False, "key": key, "inputs": inputs})
     ts = time.time()
-    job = run_stage(rec, st, cfg, sdir, resume, progress)
+    try:
+        job = run_stage(rec, st, cfg, sdir, resume, progress)
+    except Stopped as err:  # SIGTERM: the stage saved its checkpoint; a re-run resumes it
+        raise Stopped(f"{err} (or run `r1kit pipeline {rec.path}` again: it resumes)") from None
     return {
         "done": True,
         "name": st.name,
