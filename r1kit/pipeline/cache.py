@@ -5,12 +5,13 @@ reused only when the hash of everything that decides it is the one it was made w
     key = key_of(inputs)                   # sha256 of the canonical JSON, 16 hex digits
     plan = decide(marker, key, inputs)     # reuse | resume | run, and the one-line reason
 
-A stage's marker (pipeline: OUT/NN-NAME/stage.json) is written atomically twice: when the stage
-starts ({"done": false, "key", "inputs"}: an interrupted stage with the same key resumes from its
-checkpoint) and when it ends ({"done": true, "key", "inputs", "output_id", ...}). `output_id` is
-fresh each time a stage runs, and the next stage hashes it, so a stage that re-runs re-runs every
-stage after it. A missing, 0-byte or garbled marker means "not done" (one warning line), never a
-crash or a block.
+A stage's record is written atomically: while it runs, {"done": false, "key", "inputs"} (an
+interrupted stage with the same key resumes from its checkpoint; the pipeline keeps this one in
+OUT/attempts/, outside the stage's run directory, which its job owns), and once complete
+{"done": true, "key", "inputs", "output_id", ...} (pipeline: OUT/NN-NAME/stage.json; distill:
+OUT/student.json). `output_id` is fresh each time a stage runs, and the next stage hashes it, so
+a stage that re-runs re-runs every stage after it. A missing, 0-byte or garbled record means
+"not done" (one warning line), never a crash or a block.
 
 Values that name a local file are hashed by content (a dataset edited in place is a new input);
 a local directory by its files' names, sizes and modification times (model weights are large).
