@@ -236,6 +236,7 @@ def _distill(cfg: DistillConfig, run: Run, progress: bool) -> dict[str, Any]:
                 device=cfg.run.device,
                 engine=cfg.run.engine,
                 save_every=cfg.run.save_every,
+                keep_last=cfg.run.keep_last,
                 nan_policy=cfg.run.nan_policy,
             ),
             optim=replace(cfg.optim),
