@@ -238,10 +238,10 @@ def test_pipeline_out_overrides_the_recipe(tmp_path, monkeypatch):
     """`r1kit pipeline RECIPE --out DIR` writes under DIR, not under the recipe's out."""
     from r1kit.pipeline import run as pipeline_run
 
-    def stop(*a, **kw):  # the pipeline's first step after making its directory
+    def stop(*a, **kw):  # the base model's evaluation, after heldout.jsonl is written in OUT
         raise R1kitError("stopped here")
 
-    monkeypatch.setattr(pipeline_run, "heldout", stop)
+    monkeypatch.setattr(pipeline_run, "evaluate_path", stop)
     y = tmp_path / "r.yaml"
     y.write_text(f"out: {tmp_path / 'recipe-out'}\nstages:\n  - {{kind: sft}}\n")
     assert cli.main(["pipeline", str(y), "--out", str(tmp_path / "flag-out"), "--quiet"]) == 2
