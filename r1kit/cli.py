@@ -95,7 +95,13 @@ def cmd_zero(args: argparse.Namespace) -> int:
         cfg = apply_recipe(cfg, cfg.recipe, explicit - {"recipe"})
     cfg.validate()  # a bad setting fails here, before anything loads
     summary = run_zero(cfg, resume=bool(args.resume), progress=not args.quiet)
-    if dist.is_main():  # under torchrun rank 0 reports
+    if dist.is_main() and args.quiet:  # one line, as `r1kit eval --quiet` gives
+        keys = ("pass1", "passk")
+        line = " ".join(
+            f"{w}_{k}={summary[f'{w}_{k}']:.4f}" for w in ("base", "final") for k in keys
+        )
+        print(f"{line} k={summary['k']} steps={summary['steps']} out={cfg.run.out}")
+    elif dist.is_main():  # under torchrun rank 0 reports
         zero_report.print_summary(summary, cfg.run.out)
     dist.shutdown()
     return 0

@@ -103,7 +103,8 @@ def run_b2(root) -> Path:
 
 @pytest.fixture(scope="module")
 def run_b3(root, run_b2) -> Path:
-    ok(r1kit("zero", "--resume", root / "B", "--steps", 3, "--quiet", cwd=root))
+    p = ok(r1kit("zero", "--resume", root / "B", "--steps", 3, "--quiet", cwd=root))
+    assert p.stdout.count("\n") == 1 and "final_pass1=" in p.stdout  # --quiet: one line
     return root / "B"
 
 

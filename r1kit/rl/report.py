@@ -64,14 +64,17 @@ def print_summary(s: dict, out: str) -> None:
     t.add_column("")
     t.add_column("base", justify="right")
     t.add_column("final", justify="right")
-    for label, key in [
+    rows = [
         ("pass@1", "pass1"),
         (f"pass@{s['k']}", "passk"),
         ("format rate", "format_rate"),
         ("accuracy | well-formatted", "formatted_accuracy"),
         ("mean length", "mean_length"),
         ("reflection rate", "reflection_rate"),
-    ]:
+    ]
+    if s["k"] == 1:
+        del rows[1]  # pass@1 again
+    for label, key in rows:
         t.add_row(label, f"{s['base_' + key]:.3f}", f"{s['final_' + key]:.3f}")
     c = Console()
     c.print(t)
