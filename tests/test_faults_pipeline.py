@@ -1,7 +1,8 @@
 """Stage caches of `r1kit pipeline` and `r1kit distill` (issue 18), with real tiny runs of the
 embedded model: an edited recipe reruns exactly the changed stage and the ones after it; a 0-byte
 stage.json reruns its stage with a warning; a stage interrupted after its training resumes from
-its checkpoint instead of starting over; a read-only --out is one line; distill with a changed
+its checkpoint instead of starting over (also when stopped mid-training by SIGTERM); an
+unwritable or live --out is one line; distill with a changed
 --lr trains the student again and reuses the teacher's traces."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from r1kit.cli import main
 from r1kit.modeling import resolve_model
 from r1kit.pipeline import run as pipeline_run
 from r1kit.sft import train as sft_train
+from r1kit.train.lock import RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,13 +172,26 @@ def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypat
     assert json.loads((stage / "stage.json").read_text())["done"] is True
 
 
-def test_pipeline_unwritable_out_is_one_line(tmp_path, capsys):
+def test_pipeline_out_unwritable_held_or_failed_start(tmp_path, capsys):
+    """An unwritable --out, an OUT a live pipeline holds and a failed start: one line each, and
+    nothing left behind."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(out=tmp_path / "x", lr="1.0e-3"))
     (tmp_path / "file").write_text("not a directory")
     assert main(["pipeline", str(recipe), "--out", str(tmp_path / "file" / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not writable" in err[0]
+    # a second pipeline on a live one's OUT is refused in one line, before anything is touched
+    live = RunLock(tmp_path / "live", "pipeline")
+    (tmp_path / "live").mkdir()
+    live.acquire()
+    try:
+        assert main(["pipeline", str(recipe), "--out", str(tmp_path / "live")]) == 2
+    finally:
+        live.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in use by another run (pipeline, pid" in err[0]
+    assert [p.name for p in (tmp_path / "live").iterdir()] == ["run.lock"]
     # a failed start (here: an unknown held-out dataset) leaves no directory behind
     recipe.write_text(
         RECIPE.format(out=tmp_path / "x", lr="1.0e-3").replace("dataset: arith", "dataset: nope")
