@@ -1,9 +1,9 @@
 """Stage caches of `r1kit pipeline` and `r1kit distill` (issue 18), with real tiny runs of the
 embedded model: an edited recipe reruns exactly the changed stage and the ones after it; a 0-byte
-stage.json reruns its stage with a warning; a stage interrupted after its training resumes from
-its checkpoint instead of starting over (also when stopped mid-training by SIGTERM); an
-unwritable or live --out is one line; distill with a changed
---lr trains the student again and reuses the teacher's traces."""
+stage.json reruns its stage with a warning; a stage interrupted after its training, or stopped
+mid-training by SIGTERM, resumes from its checkpoint instead of starting over; an unwritable or
+live --out is one line; distill with a changed --lr trains the student again and reuses the
+teacher's traces, and a local teacher retrained since is asked again."""
 
 from __future__ import annotations
 
