@@ -9,6 +9,9 @@ The data file is made here: `--lines` worked traces of the procedural tasks (r1k
 metrics row is on disk (the first optimizer step has finished), and the peak resident memory
 (VmHWM) of the process is read just before it is killed. The result is merged under `--label`
 into bench/results/sft_first_step.json, so the numbers before and after a change sit side by side.
+"Before" runs the same script from an export of the older tree: `git archive COMMIT | tar -x -C
+OLD; cd OLD; PYTHONPATH=OLD python /path/to/bench/sft_first_step.py --label before` (the CLI runs
+from the current directory).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def main() -> None:
     ap.add_argument("--label", default="now")
     ap.add_argument("--data", help="an existing file instead of a generated one")
     args = ap.parse_args()
+    load = os.getloadavg()[0]  # the machine is shared: the load the numbers were taken under
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "sft.jsonl"
         if not args.data:
@@ -89,6 +93,7 @@ def main() -> None:
         **run,
         "first_step_s_100_lines": base["first_step_s"],
         "peak_rss_mib_100_lines": base["peak_rss_mib"],
+        "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],  # before, after
     }
     print(json.dumps(result))
     old = json.loads(RESULT.read_text()) if RESULT.exists() else {"results": {}}
