@@ -144,8 +144,11 @@ def test_bad_bytes_are_one_line_naming_file_line(tmp_path, capsys, line, what, j
     good = json.dumps({"question": "What is 1 + 2?", "answer": "3"}).encode()
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"\n".join([good, good, line, good]) + b"\n")
-    flag = "--dataset" if job == "zero" else "--data"
-    assert main([job, flag, str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    args = ["--data", str(path)]
+    if job == "zero":  # held-out problems from elsewhere: the training file is checked itself
+        evals = write(tmp_path / "eval.jsonl", [{"question": "What is 2 + 2?", "answer": "4"}])
+        args = ["--dataset", str(path), "--eval-data", str(evals)]
+    assert main([job, *args, "--out", str(tmp_path / "o"), "--quiet"]) == 2
     msg = one_line(capsys.readouterr().err)
     assert f"{path}:3: {what}" in msg
     assert not (tmp_path / "o").exists()  # a failed start leaves no directory

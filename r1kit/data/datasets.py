@@ -163,6 +163,15 @@ def _check_spec(spec: str) -> None:
         )
 
 
+def check_readable(spec: str) -> None:
+    """A dataset that is a .jsonl file, read through once (UTF-8, one JSON object a line), so
+    its `file:line` errors come before any model loads; task names need nothing."""
+    _check_spec(spec)
+    if task_names(spec) is None:
+        for _ in scan_jsonl(spec):
+            pass
+
+
 def train_stream(spec: str, seed: int, fit: PromptFit | None = None) -> Iterator[Example]:
     """Training problems, endlessly, in an order fixed by `seed`: task names draw from their
     generators' train split, a .jsonl file repeats its train split (the hash-selected nine

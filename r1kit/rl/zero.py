@@ -25,7 +25,7 @@ import torch
 
 from r1kit import dist, sandbox
 from r1kit.config import ZeroConfig
-from r1kit.data.datasets import heldout, train_stream
+from r1kit.data.datasets import check_readable, heldout, train_stream
 from r1kit.data.fit import PromptFit, model_context
 from r1kit.data.identity import problems_identity
 from r1kit.engine import SamplingParams
@@ -56,6 +56,7 @@ def _inputs(cfg: ZeroConfig) -> tuple[WeightedReward, list[dict]]:
     name, an empty eval file, code rewards where no sandbox works, a model path) fails before
     anything heavy loads."""
     reward = WeightedReward(parse_reward_spec(cfg.rewards))
+    check_readable(cfg.dataset)  # a training file's bytes; its rows load with the model's fit
     problems = heldout(cfg.dataset, cfg.eval.problems, eval_file=cfg.eval_data)
     if not problems:
         raise R1kitError(
