@@ -20,6 +20,7 @@ from r1kit.data.fit import PromptFit
 from r1kit.errors import R1kitError
 from r1kit.rl.zero import run_zero
 from r1kit.sampling.rollout import prompt
+from r1kit.sft.data import HubConversations, load_conversations
 from r1kit.sft.train import run_sft
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -184,3 +185,22 @@ def test_sft_drops_overlong_examples_from_their_batch_and_checks_its_data(tmp_pa
     assert main(["sft", "--resume", str(out), "--quiet"]) == 2
     line = one_line(capfd.readouterr().err)
     assert "the training data" in line and "--allow-data-change" in line
+
+
+def test_hub_split_stays_in_arrow_and_reads_like_a_file(tmp_path):
+    """A hub split is checked row by row at load, then converted when a row is asked for; it
+    gives the same conversations as the same rows in a .jsonl file."""
+    import datasets  # heavy: imported by this test only
+
+    rows = [{"prompt": f"What is {i} + 1?", "completion": f"It is {i + 1}."} for i in range(5)]
+    table = datasets.Dataset.from_list(rows)
+    hub = HubConversations(table, "org/set[train]", limit=4)
+    file = load_conversations(str(write(tmp_path / "s.jsonl", rows)), limit=4)
+    assert len(hub) == len(file) == 4
+    assert [c.messages for c in hub] == [c.messages for c in file]
+    assert hub[-1].where == "org/set[train]#3"
+    assert HubConversations(table, "org/set[train]", limit=4).digest() == hub.digest()
+    assert HubConversations(table, "org/set[train]").digest() != hub.digest()
+    bad = datasets.Dataset.from_list([rows[0], {"prompt": "q", "completion": None}])
+    with pytest.raises(R1kitError, match=r"org/set\[train\]#1: completion must be a string"):
+        HubConversations(bad, "org/set[train]")

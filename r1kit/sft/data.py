@@ -24,6 +24,7 @@ from its batch (counted); one that cannot be encoded is dropped with a warning n
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import random
@@ -105,14 +106,6 @@ def trace_rows(spec: str, n: int, seed: int, template: str = "r1zero") -> list[C
     return rows
 
 
-def _conversations(rows: list[tuple[dict[str, Any], str]]) -> list[Conversation]:
-    """Rows of one hub split (or other rows in memory), in the format of its first row."""
-    if not rows:
-        return []
-    fmt = detect(*rows[0])
-    return [Conversation(to_messages(r, fmt, w), w) for r, w in rows]
-
-
 class JsonlConversations(Sequence):
     """The conversations of a .jsonl file, read back from disk when asked for. Loading makes one
     streaming pass that checks every row (errors name `file:line`) and keeps, per row, where it
@@ -160,6 +153,42 @@ class JsonlConversations(Sequence):
 
     def digest(self) -> str:
         return file_digest(self.path)
+
+
+class HubConversations(Sequence):
+    """The conversations of a hub split, left in the `datasets` library's memory-mapped Arrow
+    table and converted when asked for. Loading makes one pass that checks every row (errors
+    name `NAME[SPLIT]#ROW`) and hashes it; only each row's conversation shape stays in memory."""
+
+    def __init__(self, table: Any, name: str, limit: int = 0) -> None:
+        self.table = table.select(range(limit)) if 0 < limit < len(table) else table
+        self.name, self.fmt = name, ""
+        self.turns, self.plain = array("l"), bytearray()
+        h = hashlib.sha256()
+        for i, row in enumerate(self.table):
+            where = f"{name}#{i}"
+            self.fmt = self.fmt or detect(row, where)
+            turns, plain = _shape(to_messages(row, self.fmt, where))
+            self.turns.append(turns)
+            self.plain.append(plain)
+            h.update(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+        self._digest = h.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def __getitem__(self, i: int) -> Conversation:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        where = f"{self.name}#{i}"
+        return Conversation(to_messages(dict(self.table[i]), self.fmt, where), where)
+
+    def shapes(self) -> Iterator[tuple[int, bool]]:
+        return zip(self.turns, map(bool, self.plain))
+
+    def digest(self) -> str:
+        return self._digest
 
 
 class Joined(Sequence):
@@ -222,11 +251,11 @@ def load_conversations(
         return trace_rows(spec[len(TRACES) :], limit or 2000, seed, template)
     if spec.endswith(".jsonl") or Path(spec).exists():
         return JsonlConversations(spec, limit)
-    rows = _hub_rows(spec, split)
-    return _conversations(rows[:limit] if limit else rows)
+    return HubConversations(_hub_table(spec, split), f"{spec}[{split}]", limit)
 
 
-def _hub_rows(name: str, split: str) -> list[tuple[dict, str]]:
+def _hub_table(name: str, split: str) -> Any:
+    """The split as the `datasets` library loads it (an Arrow table on disk, memory-mapped)."""
     if name.count("/") != 1:
         raise R1kitError(f"SFT data not found: {name} (a .jsonl file, traces:TASKS or a hub id)")
     hub_check(name, "dataset")  # unreachable hub: offline at once, not a minute of retries
@@ -237,7 +266,7 @@ def _hub_rows(name: str, split: str) -> list[tuple[dict, str]]:
     except Exception as err:  # offline, unknown id, bad split: one line
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise R1kitError(f"cannot load hub dataset {name!r} (split {split!r}): {msg}") from None
-    return [(dict(r), f"{name}[{split}]#{i}") for i, r in enumerate(ds)]
+    return ds
 
 
 def encode(conv: Conversation, tokenizer: Any, template: str) -> Encoded:
