@@ -55,9 +55,8 @@ def parse_formats(spec: str) -> list[str]:
     names = list(ALL) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in FORMATS]
     if bad or not names:
-        raise R1kitError(
-            f"--formats: unknown {', '.join(bad) or spec!r}; choose from all, {', '.join(FORMATS)}"
-        )
+        what = ", ".join(bad) if bad else repr(spec)
+        raise R1kitError(f"--formats: unknown {what}; choose from all, {', '.join(FORMATS)}")
     return names
 
 
