@@ -9,8 +9,9 @@ prompt tokens + `max_tokens` <= context: a prompt that leaves less room than the
 its completions cut by the context instead of `--max-tokens`, which the overlong penalty and
 the truncation mask would then misjudge.
 
-Cheap: prompts are tokenized in batches by the fast tokenizer (about 10 µs a short prompt);
-endless procedural streams are checked lazily, as each problem is drawn.
+Cheap: prompts are tokenized in batches by the fast tokenizer (20,000 short questions in 1.5 s
+with the R1-Zero prompt, 2.6 s through a chat template, on one shared CPU core); endless
+procedural streams are checked lazily, as each problem is drawn.
 """
 
 from __future__ import annotations
