@@ -7,6 +7,7 @@ uninterrupted run."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -245,3 +246,20 @@ def test_read_only_out_is_one_line(tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1 and "read-only" in p.stderr
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_under_torchrun_the_lock_and_sigterm_hold_for_every_rank(tmp_path):
+    """2 gloo ranks: a second Run on the held OUT is refused on both ranks; a SIGTERM that
+    reached rank 1 alone stops both ranks at the same step, both as a SIGTERM (each saves its
+    shards, then raises Stopped)."""
+    out = tmp_path / "run"
+    worker = Path(__file__).parent / "dist_run_worker.py"
+    root = Path(__file__).parents[1]
+    env = {**ENV, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    p = subprocess.run([*cmd, worker, out], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads(Path(f"{out}.rank-{rank}.json").read_text())
+        assert seen["refused"] and "is in use by another run (test, pid" in seen["refused"]
+        assert seen["stopping"] is True and seen["terminated"] is True

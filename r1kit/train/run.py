@@ -283,8 +283,12 @@ class Run:
     def stopping(self, limit_s: float = 0.0) -> bool:
         """The loop should end after this step: the time limit (> 0) is reached or SIGTERM
         arrived. The ranks agree (any rank's reason stops all at the same step)."""
-        over = 0 < limit_s <= self.wall() or self.terminated
-        return dist.all_reduce(over, "max") > 0
+        # 2: SIGTERM here, 1: over time; the max over ranks, so a SIGTERM that reached one rank
+        # stops every rank as a SIGTERM (each saves, then raises Stopped)
+        reason = 2 if self.terminated else int(0 < limit_s <= self.wall())
+        agreed = dist.all_reduce(reason, "max")
+        self.terminated = agreed >= 2
+        return agreed > 0
 
     @contextmanager
     def bar(self, total: int, start: int = 0) -> Iterator[Bar]:
