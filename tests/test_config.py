@@ -272,7 +272,7 @@ def _readme_mentions() -> list[tuple[list[str], str, str]]:
         for unit in units:
             marks = [
                 (m.start(), m.group(1) or "")
-                for m in re.finditer(r"r1kit (\w+)|bench/|torchrun|python ", unit)
+                for m in re.finditer(r"r1kit (\w+)|bench/|torchrun|python |pip ", unit)
             ]
             named = [n for _, n in marks if n in commands]
             for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]*", unit):
