@@ -60,3 +60,25 @@ def test_bad_formats_are_one_line(capsys):
     assert main(["export", "check", "--formats", "hf,q5_k"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown q5_k" in err
+
+
+def test_llamacpp_samples_the_tempered_distribution(tmp_path, tiny_model, tiny_tokenizer):
+    """Temperature before top-p, as r1kit's engine: one-token samples at T=0.6 follow
+    softmax(logits / 0.6) cut at top-p 0.95."""
+    import torch
+
+    path = export_gguf(None, "f32", tmp_path / "m.gguf").path
+    ids = prompt(tiny_tokenizer, "What is 37 + 48?", "r1zero")[1]
+    n = 500
+    sp = SamplingParams(n=n, temperature=0.6, top_p=0.95, max_tokens=1, seed=3)
+    out = LlamaCppEngine(path, n_ctx=1024, threads=1).generate([ids], sp)[0]
+    with torch.no_grad():
+        p = torch.softmax(tiny_model(torch.tensor([ids])).logits[0, -1] / 0.6, -1)
+    probs, order = p.sort(descending=True)
+    keep = int((probs.cumsum(0) < 0.95).sum()) + 1  # the nucleus
+    want = probs[:keep] / probs[:keep].sum()
+    got = [sum(s.token_ids[0] == int(t) for s in out.samples) for t in order[:keep]]
+    assert sum(got) == n  # nothing outside the nucleus
+    for g, w in zip(got, want.tolist()):
+        sd = (n * w * (1 - w)) ** 0.5
+        assert abs(g - n * w) <= 4 * sd + 1  # binomial count within 4 standard deviations

@@ -63,8 +63,8 @@ def parse_formats(spec: str) -> list[str]:
 class LlamaCppEngine:
     """The engine contract over llama.cpp for one GGUF file: prompts one at a time, samples one
     after another (llama.cpp's context holds one sequence here), each seeded from the request's
-    seed, with r1kit's sampling (temperature, top-p; llama.cpp's top-k 40, min-p 0.05 and
-    repeat penalty 1.1 defaults off unless asked)."""
+    seed, with r1kit's sampling: temperature before top-p (`_temperature_first`), llama.cpp's
+    top-k 40, min-p 0.05 and repeat penalty 1.1 defaults off unless asked."""
 
     def __init__(self, path: str | Path, n_ctx: int, threads: int | None = None) -> None:
         try:  # llama-cpp-python: optional (the `gguf` extra), compiled at install
@@ -97,12 +97,13 @@ class LlamaCppEngine:
                 room = min(p.max_tokens, self.llm.n_ctx() - len(ids))
                 for tid in self.llm.generate(
                     list(ids),
-                    temp=p.temperature,
+                    temp=1.0 if p.temperature > 0 else 0.0,
                     top_p=p.top_p,
                     top_k=p.top_k,
                     min_p=p.min_p,
                     repeat_penalty=1.0,
                     reset=True,
+                    logits_processor=_temperature_first(p.temperature),
                 ):
                     toks.append(tid)
                     if tid in p.stop_token_ids:
@@ -116,6 +117,16 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         getattr(self.llm, "close", lambda: None)()
+
+
+def _temperature_first(temperature: float) -> list | None:
+    """llama.cpp applies temperature last, after top-k / top-p / min-p (its sampler chain), so
+    its nucleus at T=0.6 is the T=1 distribution's: wider than the one r1kit, vLLM and
+    transformers sample from (temperature first). A logits processor that divides by T before
+    the chain (which then runs at T=1) gives the same distribution as r1kit's engine."""
+    if temperature <= 0 or temperature == 1.0:
+        return None
+    return [lambda ids, logits: logits / temperature]  # logits: numpy [vocab]
 
 
 def check_formats(
