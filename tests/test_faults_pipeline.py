@@ -240,6 +240,11 @@ def test_distill_changed_lr_trains_the_student_again_and_reuses_traces(tmp_path,
     assert main(["distill", "--resume", str(out)]) == 0
     assert "student: reused" in capsys.readouterr().out
     assert json.loads((out / "student.json").read_text())["key"] == key
+    # another --eval-k: the same student, evaluated again (before and after), not trained again
+    assert main([*args, "--lr", "5e-3", "--eval-k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "student: reused" in text and "evaluating the fine-tuned student" in text
+    assert json.loads((out / "student.json").read_text())["key"] == key
 
 
 def test_distill_bad_student_fails_before_the_teacher(tmp_path, capsys):

@@ -34,7 +34,7 @@ from r1kit.eval.backends import Params, Request, request_seed
 from r1kit.eval.run import contiguous_runs, progress_bar
 from r1kit.eval.store import SAMPLE_SETTINGS, SampleStore
 from r1kit.grading import extract
-from r1kit.modeling import device_of
+from r1kit.modeling import device_of, load_model, load_tokenizer
 from r1kit.pipeline.cache import (
     Plan,
     decide,
@@ -50,7 +50,7 @@ from r1kit.pipeline.student import check_student, shrink
 from r1kit.pipeline.teacher import LocalTeacher, make_teacher
 from r1kit.rewards.rules import accuracy
 from r1kit.sampling.filters import FILTERS, Limits, failures
-from r1kit.sampling.heldout import evaluate_path
+from r1kit.sampling.heldout import evaluate_model
 from r1kit.sft.data import r1zero_completion
 from r1kit.sft.train import run_sft
 from r1kit.train import files
@@ -59,6 +59,15 @@ from r1kit.train.run import Run
 
 # the held-out metrics reported for the student before and after its SFT (as r1kit sft's)
 EVALUATED = ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")
+# SFTConfig fields that only shape its held-out evaluation, which distill keys on its own
+EVAL_ONLY = (
+    "eval_dataset",
+    "max_tokens",
+    "eval_problems",
+    "eval_k",
+    "eval_temperature",
+    "eval_top_p",
+)
 
 
 def prompt_set(cfg: DistillConfig) -> list[dict]:
@@ -258,7 +267,7 @@ def train_student(
     when an interrupted attempt had this key; else trained afresh in an emptied OUT/student.
     Returns its summary and its output id (what the final evaluation is keyed by)."""
     record_path = run.out / "student.json"
-    flat = {k: v for k, v in sft.to_flat().items() if k not in ("model", "data")}
+    flat = {k: v for k, v in sft.to_flat().items() if k not in ("model", "data", *EVAL_ONLY)}
     inputs = {"config": result_fields(flat), "student": student_id, "traces": traces_id}
     key = key_of(inputs)
     sdir = Path(sft.run.out)
@@ -332,22 +341,33 @@ def evaluate_student(
             problems = problems or heldout(cfg.dataset, cfg.eval.problems)
             what = "starting" if name == "base" else "fine-tuned"
             run.console.print(f"evaluating the {what} student on {len(problems)} problems")
-            ev = evaluate_path(
-                model,
-                problems,
-                template=template,
-                k=cfg.eval.k,
-                max_new_tokens=cfg.sampling.max_tokens,
-                engine=cfg.run.engine,
-                temperature=cfg.eval.temperature,
-                top_p=cfg.eval.top_p,
-                device=cfg.run.device,
-            )
+            ev = _evaluate(model, problems, template, cfg)
             hit = cache[name] = {"key": key, "eval": ev}
             if run.main:
                 write_marker(path, cache)
         res.update({f"{name}_{m}": hit["eval"][m] for m in EVALUATED if m in hit["eval"]})
     return res
+
+
+def _evaluate(path: str | None, problems: list[dict], template: str, cfg: DistillConfig) -> dict:
+    """Held-out metrics of the model at `path`, as r1kit sft evaluates (problems too long for
+    its context with --max-tokens dropped, counted)."""
+    model = load_model(path, device=device_of(cfg.run.device))
+    tok = load_tokenizer(path)
+    fit = PromptFit(tok, template, model_context(model), cfg.sampling.max_tokens)
+    problems = fit.keep(problems, "held-out problems")
+    summary, _ = evaluate_model(
+        model,
+        tok,
+        problems,
+        template,
+        cfg.eval.k,
+        cfg.sampling.max_tokens,
+        engine=cfg.run.engine,
+        temperature=cfg.eval.temperature,
+        top_p=cfg.eval.top_p,
+    )
+    return summary
 
 
 def _student_init(cfg: DistillConfig, out: Path, console: Console) -> tuple[dict, str]:
