@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +32,8 @@ class AttnBatch:
     context_lens: torch.Tensor | None = None  # decode: [B] tokens to attend to, new one included
     max_blocks: int = 0  # decode, reference path: widest block table in use
     prefill_starts: list[int] | None = None  # prefill after a cached prefix: its length per seq
-    prefill_blocks: list[torch.Tensor] | None = None  # ... and each sequence's blocks [nb]
+    prefill_blocks: list[list[int]] | None = None  # ... and each sequence's blocks [nb]
+    cached_index: CachedIndex | None = None  # built from the two above by the first layer
 
 
 def store_kv(
@@ -85,50 +87,87 @@ def prefill_cached_attention(
     Sequences without a prefix take the plain path in one call; those with one share a second
     call, padded to one shape: queries [S, n_max], keys [S, L] gathered through block tables
     padded with block 0 (masked out). On CUDA that call is restricted to the memory-efficient
-    and math kernels: they take any mask without building a plan per shape."""
-    lens, starts = batch.prefill_lens, batch.prefill_starts
-    dev = q.device
+    and math kernels: they take any mask without building a plan per shape. The index tensors
+    are built once per forward (`cached_index`), not per layer and sequence: with 128 requests
+    hitting a shared system prompt, per-sequence copies were ~6,000 kernel launches a prefill."""
+    ix = batch.cached_index
+    if ix is None:
+        ix = batch.cached_index = CachedIndex.build(batch, k_cache.shape[1], q.device)
     out = torch.empty_like(q)
-    offs = [0]
-    for n in lens:
-        offs.append(offs[-1] + n)
-    plain = [i for i, st in enumerate(starts) if st == 0]
-    if plain:  # one packed call for those: gather their rows, attend, scatter back
-        rows = torch.cat([torch.arange(offs[i], offs[i + 1]) for i in plain]).to(dev)
-        out[rows] = prefill_attention(q[rows], k[rows], v[rows], [lens[i] for i in plain], scale)
-    cached = [i for i, st in enumerate(starts) if st]
-    S, H, D = len(cached), q.shape[1], q.shape[2]
-    bs, Hkv = k_cache.shape[1], k_cache.shape[2]
-    n_max = -(-max(lens[i] for i in cached) // 8) * 8
-    nb = max(len(batch.prefill_blocks[i]) for i in cached)
-    bt = torch.zeros((S, nb), dtype=torch.long, device=dev)  # block 0 pads: masked out
-    qidx = torch.zeros((S, n_max), dtype=torch.long)  # padded query rows read row 0
-    for r, i in enumerate(cached):
-        bt[r, : len(batch.prefill_blocks[i])] = batch.prefill_blocks[i]
-        qidx[r, : lens[i]] = torch.arange(offs[i], offs[i + 1])
-    L = nb * bs
-    qidx = qidx.to(dev)
-    kc = k_cache.index_select(0, bt.view(-1)).view(S, L, Hkv, D)
-    vc = v_cache.index_select(0, bt.view(-1)).view(S, L, Hkv, D)
+    if ix.plain_rows is not None:  # one packed call for those: gather their rows, attend, scatter
+        r = ix.plain_rows
+        out.index_copy_(0, r, prefill_attention(q[r], k[r], v[r], ix.plain_lens, scale))
+    S, n_max, L = ix.shape
+    H, D = q.shape[1], q.shape[2]
+    Hkv = k_cache.shape[2]
+    kc = k_cache.index_select(0, ix.blocks).view(S, L, Hkv, D)
+    vc = v_cache.index_select(0, ix.blocks).view(S, L, Hkv, D)
     if Hkv != H:  # the efficient kernel takes no GQA: repeat the KV heads
         kc, vc = kc.repeat_interleave(H // Hkv, 2), vc.repeat_interleave(H // Hkv, 2)
-    qp = q.index_select(0, qidx.view(-1)).view(S, n_max, H, D)
-    # causal, aligned bottom-right: query r of sequence i sees keys j <= start_i + r
-    st = torch.tensor([starts[i] for i in cached], device=dev)
-    pos = st[:, None] + torch.arange(n_max, device=dev)[None]  # [S, n_max]
-    mask = torch.arange(L, device=dev)[None, None] <= pos[:, :, None]  # [S, n_max, L]
-    with _any_mask_kernels(dev):
+    qp = q.index_select(0, ix.q_rows).view(S, n_max, H, D)
+    with _any_mask_kernels(q.device):
         o = F.scaled_dot_product_attention(
             qp.transpose(1, 2),
             kc.transpose(1, 2),
             vc.transpose(1, 2),
-            attn_mask=mask[:, None],
+            attn_mask=ix.mask,
             scale=scale,
         )
-    o = o.transpose(1, 2)  # [S, n_max, H, D]
-    for r, i in enumerate(cached):
-        out[offs[i] : offs[i + 1]] = o[r, : lens[i]]
+    o = o.transpose(1, 2).reshape(S * n_max, H, D)
+    out.index_copy_(0, ix.out_rows, o.index_select(0, ix.valid))
     return out
+
+
+@dataclass
+class CachedIndex:
+    """The index tensors of a prefill after cached prefixes, shared by every layer."""
+
+    plain_rows: torch.Tensor | None  # [Tp] packed rows of the sequences without a prefix
+    plain_lens: list[int]
+    blocks: torch.Tensor  # [S * nb] block tables of the others, padded with block 0
+    q_rows: torch.Tensor  # [S * n_max] packed row of each padded query (padding reads row 0)
+    valid: torch.Tensor  # [Tc] which padded queries are real, in packed order
+    out_rows: torch.Tensor  # [Tc] their packed rows
+    mask: torch.Tensor  # [S, 1, n_max, L] bool: key j visible to query r
+    shape: tuple[int, int, int]  # (S, n_max, L)
+
+    @classmethod
+    def build(cls, batch: AttnBatch, bs: int, dev: torch.device) -> CachedIndex:
+        lens, starts, tables = batch.prefill_lens, batch.prefill_starts, batch.prefill_blocks
+        offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        plain = [i for i, st in enumerate(starts) if st == 0]
+        cached = [i for i, st in enumerate(starts) if st]
+        S = len(cached)
+        n_max = -(-max(lens[i] for i in cached) // 8) * 8
+        nb = max(len(tables[i]) for i in cached)
+        bt = np.zeros((S, nb), dtype=np.int64)  # block 0 pads: masked out
+        qidx = np.zeros((S, n_max), dtype=np.int64)  # padded query rows read row 0
+        valid = np.zeros((S, n_max), dtype=bool)
+        for r, i in enumerate(cached):
+            bt[r, : len(tables[i])] = tables[i]
+            qidx[r, : lens[i]] = np.arange(offs[i], offs[i + 1])
+            valid[r, : lens[i]] = True
+        flat_valid = np.flatnonzero(valid)
+        prow = [np.arange(offs[i], offs[i + 1]) for i in plain]
+        parts = [bt.ravel(), qidx.ravel(), flat_valid, qidx.ravel()[flat_valid], *prow]
+        up = torch.from_numpy(np.concatenate(parts)).to(dev)  # one upload for all of them
+        sizes = [len(p) for p in parts[:4]] + [sum(len(p) for p in prow)]
+        blocks, q_rows, valid_t, out_rows, plain_t = up.split(sizes)
+        # causal, aligned bottom-right: query r of sequence i sees keys j <= start_i + r
+        st = torch.tensor([starts[i] for i in cached], device=dev)
+        L = nb * bs
+        pos = st[:, None] + torch.arange(n_max, device=dev)[None]  # [S, n_max]
+        mask = torch.arange(L, device=dev)[None, None] <= pos[:, :, None]  # [S, n_max, L]
+        return cls(
+            plain_t if plain else None,
+            [lens[i] for i in plain],
+            blocks,
+            q_rows,
+            valid_t,
+            out_rows,
+            mask[:, None],
+            (S, n_max, L),
+        )
 
 
 def _any_mask_kernels(dev: torch.device):

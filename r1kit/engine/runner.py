@@ -114,9 +114,7 @@ class ModelRunner:
         batch = AttnBatch(slots=slots_t, prefill_lens=lens)
         if any(starts):
             batch.prefill_starts = starts
-            batch.prefill_blocks = [
-                torch.tensor(s.blocks[: -(-len(s.tokens) // bs)], device=dev) for s in seqs
-            ]
+            batch.prefill_blocks = [s.blocks[: -(-len(s.tokens) // bs)] for s in seqs]
         return self.model.forward(ids_t, pos_t, self._attend(batch), last)
 
     # ----------------------------------------------------------------- decode
