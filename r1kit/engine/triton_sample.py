@@ -204,6 +204,11 @@ def triton_top_p(
     inv_t: torch.Tensor,  # [B] float32
     top_p: torch.Tensor,  # [B] float32; 1 = off
     min_p: torch.Tensor,  # [B] float32; rows with neither filter are skipped
+    # programs per pass (rows x chunks of a row), about: with 1024 a pass took 3-11% longer at
+    # 128-512 rows on an H200 (bench/top_p_tune.py, bench/results/top_p_tune_gpu.json)
+    programs: int = 4096,
+    block: int = 256,  # entries a program reads per iteration
+    warps: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (nucleus threshold on the scaled logits [B] (-inf where top_p is 1), row max of the
     scaled logits [B] (-inf for skipped rows)). Each row is split into S chunks, one program
@@ -214,8 +219,8 @@ def triton_top_p(
     B, V = logits.shape
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    S = max(4, min(TOP_P_MAX_CHUNKS, triton.next_power_of_2(max(1, 1024 // B))))
-    BLOCK = 256
+    S = max(4, min(TOP_P_MAX_CHUNKS, triton.next_power_of_2(max(1, programs // B))))
+    BLOCK = block
     per = -(-V // S)
     CH = -(-per // BLOCK) * BLOCK  # a whole number of blocks per chunk
     dev = logits.device
@@ -249,7 +254,7 @@ def triton_top_p(
             SMAX=TOP_P_MAX_CHUNKS,
             NC=TOP_P_CUTS,
             BLOCK=BLOCK,
-            num_warps=4,
+            num_warps=warps,
         )
     return th, mx
 
