@@ -5,12 +5,14 @@ free the blocks, refused prompts fail only their request, and the stats follow."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 import torch
 
 from r1kit.engine import SamplingParams
+from r1kit.engine import core as core_mod
 from r1kit.engine.core import EngineProcess
 from r1kit.engine.paged import PagedEngine
 
@@ -123,3 +125,46 @@ def test_full_queue_raises_at_once(model):
         assert [len(o[0][0]) for o in outs] == [30, 30]
     finally:
         one.close()
+
+
+def test_requests_arriving_during_decode_are_held_then_prefilled_together(model, monkeypatch):
+    """With a hold longer than the test, requests that reach the core while another decodes
+    wait until it ends (no running sequence left), then run with the same tokens as alone; one
+    aborted while held never reaches the engine and leaves nothing behind."""
+    monkeypatch.setattr(core_mod, "BURST_HOLD_S", 60.0)
+    eng = EngineProcess(model, max_waiting=8, block_size=4, max_num_seqs=8)
+    p = [SamplingParams(max_tokens=n, temperature=1.0, seed=i) for i, n in enumerate((90, 8, 8))]
+    want = PagedEngine(model, block_size=4, max_num_seqs=8).generate(PROMPTS, p)
+    events: list[tuple[int, bool]] = []
+
+    async def run(i: int, src) -> list[int]:
+        toks = []
+        async for out, done in src:
+            events.append((i, done))
+            toks += out.samples[0].token_ids
+        return toks
+
+    async def main():
+        a = eng.open(PROMPTS[0], p[0])
+        first, _ = await a.__anext__()  # A decodes now
+        events.append((0, False))
+        gone = asyncio.ensure_future(run(9, eng.open(PROMPTS[1], p[1])))  # held, then left
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        rest = await asyncio.gather(
+            run(0, a), *[run(i, eng.open(PROMPTS[i], p[i])) for i in (1, 2)]
+        )
+        return [first.samples[0].token_ids + rest[0], *rest[1:]]
+
+    try:
+        got = asyncio.run(main())
+        assert got == [w.samples[0].token_ids for w in want]
+        a_end = events.index((0, True))
+        assert all(k > a_end for k, (i, _) in enumerate(events) if i != 0)
+        st = _idle(eng)
+        assert st["requests"] == 0 and st["waiting"] == 0
+        assert st["free_blocks"] == st["total_blocks"] - 1
+    finally:
+        eng.close()

@@ -18,6 +18,7 @@ Protocol (pickled tuples). To the core: ("add", rid, prompt_ids, params), ("abor
 [(new token ids, new log-probs | None, finish reason)], ("error", rid, message)
 for a request the engine refused, ("fail", [rids], message) when a step raised (those
 requests are dropped, the core keeps serving) and ("stats", stats) after commands while idle.
+While sequences decode, arriving "add"s are held briefly (BURST_HOLD_S) and prefilled together.
 The model reaches the child through torch.multiprocessing: CPU tensors in shared memory, CUDA
 tensors by IPC handle, so the weights exist once.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
@@ -34,6 +36,12 @@ from r1kit.engine.streaming import Delta, drain
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 START_TIMEOUT_S = 600
+# While sequences decode, requests that arrive are held up to this long (or until
+# BURST_HOLD_MAX of them wait) and then prefilled together: a burst of requests reaching the
+# core a few at a time (the server admits them one by one) would otherwise cost one prefill
+# step, and one pause of every running stream, per handful. An idle engine takes each at once.
+BURST_HOLD_S = 0.01
+BURST_HOLD_MAX = 64
 
 
 class EngineProcess:
@@ -49,7 +57,7 @@ class EngineProcess:
         threads = torch.get_num_threads()  # the child starts with the default, not ours
         self.proc = ctx.Process(
             target=core_main,
-            args=(child, model, engine_kw, threads),
+            args=(child, model, engine_kw, threads, BURST_HOLD_S),
             name="r1kit-engine-core",
             daemon=True,
         )
@@ -222,7 +230,7 @@ class _Sub:
 # --------------------------------------------------------------------------- the core process
 
 
-def core_main(conn, model, engine_kw: dict, threads: int) -> None:
+def core_main(conn, model, engine_kw: dict, threads: int, hold_s: float = BURST_HOLD_S) -> None:
     """The engine core: receive commands, step the paged engine while it has work, send each
     step's new tokens. Runs until ("close",) or until the server's end of the pipe closes."""
     try:
@@ -236,7 +244,7 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
     except BaseException as e:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    core = _Core(engine, conn)
+    core = _Core(engine, conn, hold_s)
     conn.send(
         (
             "ready",
@@ -254,17 +262,19 @@ def core_main(conn, model, engine_kw: dict, threads: int) -> None:
 
 
 class _Core:
-    def __init__(self, engine, conn) -> None:
-        self.engine, self.conn = engine, conn
+    def __init__(self, engine, conn, hold_s: float = BURST_HOLD_S) -> None:
+        self.engine, self.conn, self.hold_s = engine, conn, hold_s
         self.out = _Outbox(conn)
         self.sent: dict[str, list[int]] = {}  # request id -> tokens sent per sample
+        self.held: dict[str, tuple] = {}  # request id -> add command not yet given to the engine
+        self.held_since = 0.0  # when the oldest of them came
 
     def stats(self) -> dict:
         e = self.engine
         return {
             "engine": "paged",
             "running": len(e.scheduler.running),
-            "waiting": len(e.scheduler.waiting),
+            "waiting": len(e.scheduler.waiting) + len(self.held),
             "requests": len(e.requests),
             "free_blocks": e.alloc.num_free,
             "total_blocks": e.alloc.num_blocks,
@@ -275,7 +285,7 @@ class _Core:
         conn, engine, out = self.conn, self.engine, self.out
         changed = False  # since the server last had the stats
         while True:
-            if not engine.has_work:
+            if not engine.has_work and not self.held:
                 if changed:
                     out.send(("stats", self.stats()))
                     changed = False
@@ -284,6 +294,14 @@ class _Core:
                 if not self.handle(conn.recv()):
                     return
                 changed = True
+            if self.held and (
+                not engine.scheduler.running
+                or len(self.held) >= BURST_HOLD_MAX
+                or time.perf_counter() - self.held_since >= self.hold_s
+            ):
+                held, self.held = self.held, {}
+                for msg in held.values():
+                    self.add(*msg[1:])
             if not engine.has_work:
                 continue
             changed = True
@@ -302,19 +320,27 @@ class _Core:
     def handle(self, msg: tuple) -> bool:
         kind = msg[0]
         if kind == "add":
-            _, rid, prompt, params = msg
-            try:
-                self.engine.add_request(prompt, params, rid)
-            except (ValueError, RuntimeError) as e:
-                self.out.send(("error", rid, str(e)))
-                return True
-            self.sent[rid] = [0] * params.n
+            if self.hold_s > 0 and self.engine.scheduler.running:
+                if not self.held:
+                    self.held_since = time.perf_counter()
+                self.held[msg[1]] = msg
+            else:
+                self.add(*msg[1:])
         elif kind == "abort":
-            self.engine.abort(msg[1])
-            self.sent.pop(msg[1], None)
+            if self.held.pop(msg[1], None) is None:
+                self.engine.abort(msg[1])
+                self.sent.pop(msg[1], None)
         elif kind == "close":
             return False
         return True
+
+    def add(self, rid: str, prompt: list[int], params) -> None:
+        try:
+            self.engine.add_request(prompt, params, rid)
+        except (ValueError, RuntimeError) as e:
+            self.out.send(("error", rid, str(e)))
+            return
+        self.sent[rid] = [0] * params.n
 
     def delta(self, req) -> tuple:
         sent = self.sent[req.request_id]
