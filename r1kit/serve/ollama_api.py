@@ -97,7 +97,9 @@ async def _run(
     think = body.think is not False
     if messages is not None:
         chars = sum(len(m["content"]) for m in messages)
-        ids = await encode(gen, chars, lambda: gen.encode(gen.render(messages, think)), "messages")
+        ids = await encode(
+            gen, chars, lambda: gen.encode(gen.render(messages, think)), "messages", len(messages)
+        )
     else:
         ids = await encode(gen, len(prompt), lambda: gen.encode(prompt), "prompt")
     o = body.options

@@ -253,7 +253,9 @@ async def chat_completions(request: Request):
     msgs = [{"role": m.role, "content": text_of(m.content)} for m in body.messages]
     gen, stops = state.gen, body.stops()
     chars = sum(len(m["content"]) for m in msgs)
-    ids = await encode(gen, chars, lambda: gen.encode(gen.render(msgs, think)), "messages")
+    ids = await encode(
+        gen, chars, lambda: gen.encode(gen.render(msgs, think)), "messages", len(msgs)
+    )
     params = gen.params(
         len(ids),
         body.max_completion_tokens or body.max_tokens,
