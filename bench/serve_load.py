@@ -84,10 +84,21 @@ def model_here(shape: str | None, device: str, decode_all: bool = True):
 
 
 def serve_here(
-    port: int, shape: str | None, device: str = "cuda", cache: bool = True, thread: bool = False
+    port: int,
+    shape: str | None,
+    device: str = "cuda",
+    cache: bool = True,
+    thread: bool = False,
+    hold_ms: float | None = None,
 ) -> None:
-    """The server process (`thread`: the engine on a thread of it, not in a process)."""
+    """The server process (`thread`: the engine on a thread of it, not in a process; `hold_ms`:
+    the engine process's burst hold instead of its default)."""
     import uvicorn
+
+    from r1kit.engine import core
+
+    if hold_ms is not None:
+        core.BURST_HOLD_S = hold_ms / 1000
 
     from r1kit.serve.app import create_app
     from r1kit.serve.generation import Generator
@@ -196,7 +207,13 @@ async def one(
     }
 
 
-STREAMS_PER_CLIENT = 64  # more streams than this get more client processes
+# a client process sends its requests one after another from one event loop, and each
+# request's TTFT counts from the moment all of them were due, so the later ones include the
+# client's own time to send the earlier ones (not measured apart), which no server can win
+# back; up to 8 processes (the H200 host has 16 cores) share the streams, at least 16 each
+# (runs before 2026-11-30 22:30 UTC: 64 each, 2 processes at 128 streams)
+STREAMS_PER_CLIENT = 16
+MAX_CLIENTS = 8
 
 
 async def _client(
@@ -216,12 +233,41 @@ def _client_proc(args: tuple) -> list[dict]:
     return asyncio.run(_client(*args))
 
 
-def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dict:
-    """n concurrent streams from ceil(n / 64) client processes, all started at once."""
+def cpu_by_thread(pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the server process `pid` and its children
+    (the engine process, and any helper such as a resource tracker), each split into its main
+    thread (the server's event loop, the engine's step loop) and its other threads together
+    (the server's pipe reader and tokenizing workers, the engine's sender); Linux /proc,
+    empty elsewhere."""
+    if pid is None or not Path(f"/proc/{pid}").exists():
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {pid: "server"}
+    for kids in Path(f"/proc/{pid}/task").glob("*/children"):
+        procs.update({int(x): "engine" for x in kids.read_text().split()})
+    out: dict[str, float] = {}
+    for p, who in procs.items():
+        try:
+            for t in Path(f"/proc/{p}/task").iterdir():
+                f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+                name = f"{who}:{'main' if int(t.name) == p else 'other threads'}"
+                out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):  # exited meanwhile
+            continue
+    return out
+
+
+def level(
+    url: str, key: str | None, n: int, max_tokens: int, model: str, pid: int | None = None
+) -> dict:
+    """n concurrent streams from min(8, ceil(n / 16)) client processes, all started at once;
+    with the server's `pid`, the CPU seconds its threads (and the engine process's) used from
+    before the clients' warm-up request to the level's end (~2 s more than the level)."""
+    cpu0 = cpu_by_thread(pid)
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    k = -(-n // STREAMS_PER_CLIENT)
+    k = max(1, min(MAX_CLIENTS, -(-n // STREAMS_PER_CLIENT)))
     start = time.time() + 2.0 + 0.1 * k  # after every client has connected and warmed up
     shares = [list(range(j, n, k)) for j in range(k)]
     if k == 1:
@@ -234,6 +280,8 @@ def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dic
     wall = max(r["end"] for r in ok) - min(r["sent"] for r in ok)  # first send to last byte
     ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
     tokens = sum(r["tokens"] for r in ok)
+    cpu1 = cpu_by_thread(pid)
+    busy = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu1.items()}
     return {
         "concurrency": n,
         "ok": len(ok),
@@ -243,6 +291,7 @@ def level(url: str, key: str | None, n: int, max_tokens: int, model: str) -> dic
         "tokens_per_s": round(tokens / wall, 1),
         "per_stream_tokens_per_s": round(statistics.mean(r["tokens"] / r["wall"] for r in ok), 1),
         **_pcts(ttfts),
+        **({"server_cpu_s": {k: v for k, v in busy.items() if v >= 0.05}} if pid else {}),
     }
 
 
@@ -355,12 +404,19 @@ def main() -> None:
         help="the server steps the engine on a thread of its own process (the old "
         "design), not in an engine process",
     )
+    ap.add_argument(
+        "--hold-ms",
+        type=float,
+        default=None,
+        help="the engine process's burst hold (engine/core.py BURST_HOLD_S; 0: none)",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda", help="for --model-shape (cpu: a smoke test)")
     ap.add_argument("--_serve", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_bare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_no-cache", dest="_no_cache", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_thread", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_hold", type=float, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     gpu = bool(a.model_shape) and a.device == "cuda"
     levels = [
@@ -368,13 +424,17 @@ def main() -> None:
     ]  # noqa: E501
     max_tokens = a.max_tokens or (256 if a.model_shape else 64)
     if a._serve:
-        return serve_here(a._serve, a.model_shape, a.device, not a._no_cache, a._thread)
+        return serve_here(a._serve, a.model_shape, a.device, not a._no_cache, a._thread, a._hold)
     if a._bare:
         return bare_here(a.model_shape, a.device, levels, max_tokens)
     out = Path(a.out or RESULTS / f"serve_load_{'gpu' if a.model_shape else 'cpu'}.json")
     shape_args = ["--model-shape", a.model_shape, "--device", a.device] if a.model_shape else []
     server_args = [*shape_args, "--_thread"] if a.engine_thread else shape_args
+    if a.hold_ms is not None:
+        server_args = [*server_args, "--_hold", str(a.hold_ms)]
     import torch
+
+    from r1kit.engine import core
 
     res = {
         "max_tokens": max_tokens,
@@ -385,6 +445,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "levels": [],
         "engine": "thread" if a.engine_thread else "process",
+        "burst_hold_ms": a.hold_ms if a.hold_ms is not None else core.BURST_HOLD_S * 1000,
         "bare": [],
         "multi_turn": {},
     }
@@ -420,7 +481,7 @@ def main() -> None:
         res["model"] = model
         bare = {b["concurrency"]: b["tokens_per_s"] for b in res["bare"]}
         for n in levels:
-            r = level(url, a.key, n, max_tokens, model)
+            r = level(url, a.key, n, max_tokens, model, proc.pid if proc else None)
             if n in bare:
                 r["server_share"] = round(r["tokens_per_s"] / bare[n], 3)
             print(json.dumps(r), flush=True)
