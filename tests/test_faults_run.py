@@ -130,8 +130,12 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(tmp_path, straight):
     out = tmp_path / "run"
     shutil.copytree(straight, out)
     before = sorted(p.name for p in out.rglob("*"))
+    lock_before = (out / "run.lock").read_text()
     one_line_error(r1kit("--out", out, *FLAGS), 2, "already holds zero run")
     assert sorted(p.name for p in out.rglob("*")) == before  # nothing touched
+    # run.lock still names the run's own job: a refused newcomer that wrote itself there would
+    # relabel the run (then `zero --resume` is refused as another job's run)
+    assert (out / "run.lock").read_text() == lock_before
     # another job's --resume names the job the run belongs to
     p = subprocess.run(
         [sys.executable, "-m", "r1kit.cli", "sft", "--resume", str(out)],
@@ -144,6 +148,9 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(tmp_path, straight):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "todo.txt").write_text("mine")
+    one_line_error(r1kit("--out", other, *FLAGS), 2, "holds no r1kit run")
+    # the refusal left no run.lock to mark the directory as a run that --overwrite may replace
+    assert sorted(p.name for p in other.iterdir()) == ["todo.txt"]
     one_line_error(r1kit("--out", other, "--overwrite", *FLAGS), 2, "holds no r1kit run")
     assert (other / "todo.txt").read_text() == "mine"
 

@@ -38,8 +38,10 @@ class RunLock:
         self.job = job
         self.fd: int | None = None
         self.before: dict[str, Any] | None = None  # the job that held it before this one
+        self.found: bytes | None = None  # run.lock's bytes before acquire (None: it made it)
 
     def acquire(self) -> None:
+        existed = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,6 +54,7 @@ class RunLock:
                 f"{who.get('started', '?')}): let it finish or stop it first"
             ) from None
         self.before = holder(self.path.parent)
+        self.found = os.pread(fd, 1 << 16, 0) if existed else None
         info = {
             "job": self.job,
             "pid": os.getpid(),
@@ -61,6 +64,18 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self.fd = fd
+
+    def restore(self) -> None:
+        """Release after a refusal, leaving run.lock as acquire found it: a refused newcomer
+        must not relabel the run in OUT (its job decides which --resume is accepted) nor leave a
+        run.lock that marks a directory of other files as a run --overwrite may replace."""
+        if self.fd is not None:
+            if self.found is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, self.found, 0)
+        self.release()
 
     def release(self) -> None:
         if self.fd is not None:

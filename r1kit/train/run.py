@@ -153,7 +153,7 @@ class Run:
         others = [p.name for p in self.out.iterdir() if p.name != LOCK]
         is_run = prior_job is not None or any(p in RUN_FILES for p in others)
         if resume and prior_job not in (None, self.job):
-            self._release()
+            self.lock.restore()
             raise R1kitError(
                 f"{self.out} holds a {prior_job} run, not a {self.job} run: continue it with "
                 f"`r1kit {prior_job} --resume {self.out}`"
@@ -161,13 +161,13 @@ class Run:
         if resume or not others:
             return
         if not is_run:
-            self._release()
+            self.lock.restore()
             raise R1kitError(
                 f"{self.out} is not empty and holds no r1kit run ({len(others)} entries): "
                 "choose another --out"
             )
         if not overwrite:
-            self._release()
+            self.lock.restore()
             what = prior_job or "an earlier"
             raise R1kitError(
                 f"{self.out} already holds {what} run: continue it with --resume {self.out}, "
