@@ -389,7 +389,10 @@ def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[
                 info["eval"] = evaluate_path(str(sdir / "final"), problems, **_eval_kw(rec))
                 info["eval_key"] = eval_key
             write_marker(marker_path, info)
-            attempt_path(rec, i, st).unlink(missing_ok=True)  # complete: stage.json says so
+            attempt = attempt_path(rec, i, st)
+            attempt.unlink(missing_ok=True)  # complete: stage.json says so
+            if not any(attempt.parent.iterdir()):
+                attempt.parent.rmdir()
         after = info.get("output_id")
         dirs[st.name] = sdir
         if st.kind in MODEL_KINDS:
