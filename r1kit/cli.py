@@ -269,7 +269,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if not Path(recipe).exists() and bundled.exists():
         recipe = str(bundled)
     s = run_pipeline(recipe, only=args.only, progress=not args.quiet, out=args.out)
-    print(f"final model: {s['final_model']}; report: {Path(s['final_model']).parents[1]}/report.md")
+    final = s["final_model"] or "the embedded model"  # no model stage ran: the recipe's base
+    print(f"final model: {final}; report: {Path(s['out']) / 'report.md'}")
     return 0
 
 

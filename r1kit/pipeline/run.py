@@ -410,6 +410,7 @@ def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[
             print_table(rows)
     summary = {
         "recipe": str(path),
+        "out": str(out),
         "final_model": model,
         "stages": rows,
         "wall_s_this_run": round(time.time() - t0, 1),
