@@ -56,7 +56,7 @@ def test_check_rows_for_gguf(tmp_path, capsys):
 
 
 def test_bad_formats_are_one_line(capsys):
-    assert parse_formats("all") == ["hf", "f16", "q8_0", "q4_0", "gptq-8", "gptq-4"]
+    assert parse_formats("all") == ["hf", "gptq-8", "gptq-4", "f32", "f16", "q8_0", "q4_0"]
     assert main(["export", "check", "--formats", "hf,q5_k"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown q5_k" in err
