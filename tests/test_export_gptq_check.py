@@ -33,7 +33,14 @@ def test_llamacpp_engine_keeps_the_engine_contract(tmp_path, tiny_model, tiny_to
             assert s.token_ids == t.token_ids  # same weights, greedy: the same tokens
             assert s.finish_reason == t.finish_reason
             assert s.finish_reason == "length" or s.token_ids[-1] == eos
-    # sampled: the same seed draws the same samples again, another seed other ones
+    # sampled: r1kit's sampler over llama.cpp's logits draws the paged engine's random numbers
+    # (Gumbel noise hashed from row seed, step and token), so f32 weights give its samples
+    warm = SamplingParams(n=2, temperature=0.6, top_p=0.95, max_tokens=40, seed=3)
+    got = llama.generate(ids, warm)
+    want = make_engine(tiny_model.eval()).generate(ids, warm)
+    for g, w in zip(got, want):
+        assert [s.token_ids for s in g.samples] == [s.token_ids for s in w.samples]
+    # the same seed draws the same samples again, and the samples of a prompt differ
     hot = SamplingParams(n=3, temperature=1.0, top_p=1.0, max_tokens=24, seed=7)
     a, b = llama.generate(ids[:1], hot), llama.generate(ids[:1], hot)
     assert [s.token_ids for s in a[0].samples] == [s.token_ids for s in b[0].samples]
