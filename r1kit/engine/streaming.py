@@ -62,27 +62,69 @@ def merge(a: RequestOutput, b: RequestOutput) -> RequestOutput:
     return a
 
 
-async def drain(
+class Stream:
+    """A request's deltas until it finishes: `take()` gives the next (delta, finished); an
+    error, as the delta or raised, ends the stream. Leaving before the end calls `on_leave` (an
+    abort) once: on `aclose()`, on cancellation, and when the stream is collected unread.
+
+    A class, not an async generator: a generator closed (or dropped) before its first step never
+    runs its `finally`, so a request whose consumer went away before reading would run to the
+    end for nobody, holding its KV blocks."""
+
+    def __init__(
+        self,
+        take: Callable[[], Awaitable[tuple[RequestOutput | Exception, bool]]],
+        on_leave: Callable[[], None],
+    ) -> None:
+        self._take, self._on_leave = take, on_leave
+        self._done = False  # finished, failed, or left: nothing more to abort
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item, done = await self._take()
+        except Exception:
+            self._done = True
+            raise
+        except BaseException:  # cancelled while waiting: the consumer left
+            self._leave()
+            raise
+        if isinstance(item, Exception):
+            self._done = True
+            raise item
+        self._done = done
+        return item, done
+
+    def _leave(self) -> None:
+        if not self._done:
+            self._done = True
+            self._on_leave()
+
+    async def aclose(self) -> None:
+        self._leave()
+
+    def __del__(self) -> None:
+        # collected unread (its consumer never iterated it). The collector may run on a thread
+        # that holds the engine's send lock (mid-send): abort from a thread of its own, which
+        # waits for that lock instead of deadlocking on it.
+        if not self._done:
+            self._done = True
+            try:
+                threading.Thread(target=self._on_leave, name="r1kit-abort", daemon=True).start()
+            except RuntimeError:  # the interpreter is shutting down: the engine goes with it
+                pass
+
+
+def drain(
     take: Callable[[], Awaitable[tuple[RequestOutput | Exception, bool]]],
     on_leave: Callable[[], None],
-) -> AsyncIterator[Delta]:
-    """A request's deltas until it finishes: `take()` gives the next (delta, finished), an
-    error as the delta or raised ends the stream; leaving early calls `on_leave` (an abort)."""
-    done = False
-    try:
-        while not done:
-            try:
-                item, done = await take()
-            except Exception:
-                done = True
-                raise
-            if isinstance(item, Exception):
-                done = True
-                raise item
-            yield item, done
-    finally:
-        if not done:
-            on_leave()
+) -> Stream:
+    """A request's `Stream` over `take` (see Stream)."""
+    return Stream(take, on_leave)
 
 
 Run = Callable[[list[int], SamplingParams, threading.Event, Callable[[Delta | tuple], None]], None]
