@@ -274,6 +274,9 @@ def _run_oneshot(llmc: _Llmc, net: Any, data: Any, recipe: Any, n: int, seq_len:
                 recipe=recipe,
                 num_calibration_samples=n,
                 max_seq_length=seq_len,
+                # its shuffle draws from torch's global generator: the Hessians' summation order,
+                # and so the rounding of some weights, changed from run to run
+                shuffle_calibration_samples=False,
             )
     finally:
         logger.remove(hook)
