@@ -158,14 +158,16 @@ class Run:
                 f"{self.out} holds a {prior_job} run, not a {self.job} run: continue it with "
                 f"`r1kit {prior_job} --resume {self.out}`"
             )
-        if resume or not others:
+        if not others:
             return
-        if not is_run:
+        if not is_run:  # other files: never written beside nor replaced, whatever the flags
             self.lock.restore()
             raise R1kitError(
                 f"{self.out} is not empty and holds no r1kit run ({len(others)} entries): "
                 "choose another --out"
             )
+        if resume:
+            return
         if not overwrite:
             self.lock.restore()
             what = prior_job or "an earlier"
