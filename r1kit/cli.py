@@ -53,6 +53,7 @@ from r1kit.serve.limits import DEFAULT_PRICES, Prices
 from r1kit.serve.store import Store
 from r1kit.sft.train import run_sft
 from r1kit.train.lock import holder
+from r1kit.train.run import how_to_continue
 
 # --template of the commands that use a model as it is (serve, run, export)
 TEMPLATE_FLAG = {
@@ -68,13 +69,20 @@ def _saved_config(cls, run_dir: str, job: str):
     saved = Path(run_dir) / "config.json"
     other = (holder(Path(run_dir)) or {}).get("job")
     if other not in (None, job):
+        hint = how_to_continue(other, Path(run_dir))
         raise R1kitError(
-            f"{run_dir} holds a {other} run, not a {job} run: continue it with "
-            f"`r1kit {other} --resume {run_dir}`"
+            f"{run_dir} holds a {other} run, not a {job} run"
+            + (f": continue it with {hint}" if hint else "")
         )
     if not saved.exists():
         raise R1kitError(f"nothing to resume in {run_dir} (no config.json)")
-    return cls.from_dict(json.loads(saved.read_text()))
+    try:
+        return cls.from_dict(json.loads(saved.read_text()))
+    except (ValueError, TypeError) as err:  # torn, garbled, or not this job's fields
+        raise R1kitError(
+            f"{saved} is damaged ({type(err).__name__}: {str(err).splitlines()[0][:80]}): "
+            "restore it from a copy, or start the run again with --overwrite"
+        ) from None
 
 
 def cmd_zero(args: argparse.Namespace) -> int:
@@ -647,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         if line is None:
             raise
         print(f"r1kit: error: {line}", file=sys.stderr)
-        return 1
+        return R1kitError.exit_code  # the user's to fix, as every other refusal
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)
         return 130

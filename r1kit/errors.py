@@ -27,10 +27,15 @@ class R1kitError(Exception):
 
 
 class Stopped(R1kitError):
-    """The run stopped on request (SIGTERM) after saving what it needs to continue."""
+    """The run stopped on request (SIGTERM, Ctrl-C) after saving what it needs to continue."""
 
-    exit_code = 143  # 128 + SIGTERM, what a scheduler expects of a job it told to stop
     prefix = ""
+
+    def __init__(self, message: str, signum: int = 15) -> None:
+        super().__init__(message)
+        self.exit_code = (
+            128 + signum
+        )  # 143 for SIGTERM: what a scheduler expects of a job it stopped
 
 
 def disk_error(err: BaseException, where: str | Path | None = None) -> str | None:

@@ -65,8 +65,9 @@ def run_model(run: Path) -> str | None:
     choice = manifest.choose_checkpoint(run, full=True, needs=manifest.MODEL_NEEDS)
     skipped += choice.skipped
     if choice.path is not None and (choice.path / "config.json").exists():
-        if skipped:
-            note(f"{'; '.join(skipped)}; using checkpoint {choice.path}")
+        # no final/ yet (a run stopped or still training) or a broken one: say which model
+        why = "; ".join(skipped) if skipped else f"{run} has no final/ (not finished)"
+        note(f"{why}; using checkpoint {choice.path}")
         return str(choice.path)
     if skipped:
         raise R1kitError(f"{run} holds no complete model: {'; '.join(skipped)}")

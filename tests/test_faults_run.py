@@ -103,7 +103,12 @@ def test_live_run_holds_its_directory(tmp_path):
     one_line_error(r1kit("--resume", out, "--quiet"), 2, "has no checkpoint to resume from")
 
 
-def test_sigterm_saves_at_a_step_boundary_then_resume_matches(tmp_path, straight):
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130)],  # a scheduler's stop; Ctrl-C
+    ids=["sigterm", "ctrl-c"],
+)
+def test_stop_signal_saves_at_a_step_boundary_then_resume_matches(tmp_path, straight, sig, code):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [*CMD, "--out", str(out), *FLAGS], env=ENV, stderr=subprocess.PIPE, text=True
@@ -112,11 +117,12 @@ def test_sigterm_saves_at_a_step_boundary_then_resume_matches(tmp_path, straight
     while not (out / "checkpoints" / "step-000001").exists():
         assert proc.poll() is None and time.time() < deadline, "run ended early"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # what Slurm sends before it kills a job
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert "stopped by SIGTERM after step" in err and f"--resume {out}" in err
+    name = signal.Signals(sig).name
+    assert f"stopped by {name} after step" in err and f"r1kit zero --resume {out}" in err
     assert not (out / "final").exists()
     stopped_at = int((out / "checkpoints" / "latest").read_text().split("-")[1])
     assert stopped_at < 4  # the run did stop early, at a step boundary, with a checkpoint
@@ -131,7 +137,11 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(tmp_path, straight):
     shutil.copytree(straight, out)
     before = sorted(p.name for p in out.rglob("*"))
     lock_before = (out / "run.lock").read_text()
-    one_line_error(r1kit("--out", out, *FLAGS), 2, "already holds zero run")
+    one_line_error(
+        r1kit("--out", out, *FLAGS),
+        2,
+        f"already holds a zero run: continue it with `r1kit zero --resume {out}`",
+    )
     assert sorted(p.name for p in out.rglob("*")) == before  # nothing touched
     # run.lock still names the run's own job: a refused newcomer that wrote itself there would
     # relabel the run (then `zero --resume` is refused as another job's run)
@@ -270,3 +280,27 @@ def test_under_torchrun_the_lock_and_sigterm_hold_for_every_rank(tmp_path):
         seen = json.loads(Path(f"{out}.rank-{rank}.json").read_text())
         assert seen["refused"] and "is in use by another run (test, pid" in seen["refused"]
         assert seen["stopping"] is True and seen["terminated"] is True
+
+
+def test_pretrain_stopped_by_sigterm_says_so_in_one_line(tmp_path):
+    """Pretraining keeps no checkpoints: SIGTERM stops it at once, in one line that says how to
+    start again (it used to die silently)."""
+    out = tmp_path / "base"
+    cmd = [sys.executable, "-m", "r1kit.cli", "pretrain", "--quiet", "--steps", "5000"]
+    proc = subprocess.Popen([*cmd, "--out", str(out)], env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "metrics.jsonl").exists():  # training has begun
+        assert proc.poll() is None and time.time() < deadline, "pretraining ended early"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stopped by SIGTERM; start it again with --overwrite" in lines[0]
+
+
+def test_damaged_config_is_one_line(tmp_path, straight):
+    out = tmp_path / "run"
+    shutil.copytree(straight, out)
+    (out / "config.json").write_text('{"run": {"out": ')  # torn by a crash of another tool
+    one_line_error(r1kit("--resume", out, "--quiet"), 2, "config.json is damaged")

@@ -125,7 +125,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if not raw.strip():
                 continue
             if bad is not None:
-                raise R1kitError(f"{path}:{bad}: not a JSON object (the file is damaged)")
+                raise R1kitError(
+                    f"{path}:{bad}: not a JSON object (the file is damaged): repair or delete "
+                    "that line, then run again"
+                )
             row = parse_row(raw)
             if row is None:
                 bad = number

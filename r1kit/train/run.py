@@ -55,6 +55,21 @@ from r1kit.train.files import (
 from r1kit.train.finite import require_finite
 from r1kit.train.lock import LOCK, RunLock
 
+# the signals that stop a run at its next step boundary (a second one stops it at once)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def how_to_continue(job: str | None, out: Path) -> str | None:
+    """The command that continues a run of `job` in OUT (None: the job keeps nothing to continue
+    from: pretraining starts over)."""
+    return {
+        "zero": f"`r1kit zero --resume {out}`",
+        "sft": f"`r1kit sft --resume {out}`",
+        "distill": f"`r1kit distill --resume {out}`",
+        "pipeline": "the same `r1kit pipeline` command again",
+    }.get(job or "")
+
+
 # what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
 RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "final"}
 
@@ -137,8 +152,9 @@ class Run:
                 "save): start it again with --overwrite"
             )
         self.resumed = resume
-        self.terminated = False  # SIGTERM arrived: save at the next step boundary, then stop
-        self._old_handler: Any = None
+        self.terminated = False  # SIGTERM or Ctrl-C: save at the next step boundary, then stop
+        self.stop_signal = signal.SIGTERM  # which one (ranks that only agreed: SIGTERM)
+        self._old_handlers: dict[int, Any] = {}
         self.t0 = time.time()
         self.wall_before = 0.0  # seconds spent before the checkpoint this run resumed from
         self.metrics_path = self.out / "metrics.jsonl"
@@ -154,9 +170,10 @@ class Run:
         is_run = prior_job is not None or any(p in RUN_FILES for p in others)
         if resume and prior_job not in (None, self.job):
             self.lock.restore()
+            hint = how_to_continue(prior_job, self.out)
             raise R1kitError(
-                f"{self.out} holds a {prior_job} run, not a {self.job} run: continue it with "
-                f"`r1kit {prior_job} --resume {self.out}`"
+                f"{self.out} holds a {prior_job} run, not a {self.job} run"
+                + (f": continue it with {hint}" if hint else "")
             )
         if not others:
             return
@@ -170,10 +187,11 @@ class Run:
             return
         if not overwrite:
             self.lock.restore()
-            what = prior_job or "an earlier"
+            hint = how_to_continue(prior_job or self.job, self.out)
             raise R1kitError(
-                f"{self.out} already holds {what} run: continue it with --resume {self.out}, "
-                "replace it with --overwrite, or choose another --out"
+                f"{self.out} already holds a {prior_job or 'an earlier'} run: "
+                + (f"continue it with {hint}, " if hint else "")
+                + "replace it with --overwrite, or choose another --out"
             )
         self.console_line(f"replacing the run in {self.out} (--overwrite)")
         for name in others:
@@ -189,21 +207,39 @@ class Run:
 
     # -- the run's life --------------------------------------------------------------------
     def __enter__(self) -> Run:
-        if self.has_checkpoints and threading.current_thread() is threading.main_thread():
-            self._old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
         return self
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self.terminated:  # a second SIGTERM: stop now, as without the handler
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM (a scheduler) or Ctrl-C: with checkpoints, save at the end of this step and
+        stop (Run.save raises Stopped); a second one, or a job without checkpoints, stops now."""
+        name = signal.Signals(signum).name
+        if self.terminated or not self.has_checkpoints:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            if self.has_checkpoints:  # the second SIGTERM: die as without the handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            hint = how_to_continue(self.job, self.out)
+            raise Stopped(
+                f"stopped by {name}; "
+                + (f"continue with {hint}" if hint else "start it again with --overwrite"),
+                signum,
+            )
         self.terminated = True
-        self.console_line("SIGTERM: saving a checkpoint at the end of this step, then stopping")
+        self.stop_signal = signum
+        again = "Ctrl-C" if signum == signal.SIGINT else name
+        self.console_line(
+            f"{name}: saving a checkpoint at the end of this step, then stopping "
+            f"({again} again stops at once, without saving)"
+        )
 
     def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
-        if self._old_handler is not None:
-            signal.signal(signal.SIGTERM, self._old_handler)
-            self._old_handler = None
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers.clear()
         try:
             if err is None or not self.main:
                 return False
@@ -332,9 +368,11 @@ class Run:
                 self.out, step, model, tokenizer, optimizer, extra, self.keep_last
             )
         if self.terminated:  # every rank: stopping() agreed on this step
+            name = signal.Signals(self.stop_signal).name
             raise Stopped(
-                f"stopped by SIGTERM after step {step}; checkpoint {path} is saved: continue "
-                f"with --resume {self.out}"
+                f"stopped by {name} after step {step}; checkpoint {path} is saved: continue "
+                f"with {how_to_continue(self.job, self.out) or '--resume'}",
+                self.stop_signal,
             )
         return path
 
