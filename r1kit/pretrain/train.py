@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -118,6 +121,19 @@ def build_model(cfg: PretrainConfig, tok):
     return Qwen2ForCausalLM(config)
 
 
+def _save_in_place(model, tok, out: Path) -> None:
+    """The model and tokenizer into OUT itself (OUT is the model directory), written to a temp
+    directory first and moved in with the weights last: OUT/model.safetensors exists only once
+    every other file is complete (what `r1kit zero --preset` checks before reusing a base)."""
+    tmp = out / ".tmp-model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tok, tmp)
+    weights = sorted(tmp.glob("*.safetensors"))
+    for path in [p for p in tmp.iterdir() if p not in weights] + weights:
+        os.replace(path, out / path.name)
+    tmp.rmdir()
+
+
 def pretrain(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train tokenizer + model, save both to cfg.out, return a summary dict.
 
@@ -168,7 +184,7 @@ def _train(cfg: PretrainConfig, run: Run) -> dict:
     model.generation_config.do_sample = True
     set_template(tok, "r1zero")  # the corpus is R1-Zero prompts and completions
     require_finite(model, f"the model in {run.out}", agree=False)
-    save_model(model.cpu(), tok, run.out)
+    _save_in_place(model.cpu(), tok, run.out)
     summary = {
         "config": asdict(cfg),
         "params": sum(p.numel() for p in model.parameters()),
