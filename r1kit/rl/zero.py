@@ -72,14 +72,7 @@ def _inputs(cfg: ZeroConfig) -> tuple[WeightedReward, list[dict]]:
 def run_zero(cfg: ZeroConfig, resume: bool = False, progress: bool = True) -> dict:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    with Run(
-        cfg.run.out,
-        "zero",
-        resume,
-        progress,
-        overwrite=cfg.run.overwrite,
-        keep_last=cfg.run.keep_last,
-    ) as run:
+    with Run.of(cfg.run, "zero", resume, progress) as run:
         return _train(cfg, run, device)
 
 

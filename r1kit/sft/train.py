@@ -134,14 +134,7 @@ def _data(cfg: SFTConfig, tok) -> tuple[Examples, dict[str, Any]]:
 def run_sft(cfg: SFTConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     device = dist.init(device_of(cfg.run.device))  # under torchrun: this rank's device
-    with Run(
-        cfg.run.out,
-        "sft",
-        resume,
-        progress,
-        overwrite=cfg.run.overwrite,
-        keep_last=cfg.run.keep_last,
-    ) as run:
+    with Run.of(cfg.run, "sft", resume, progress) as run:
         return _train(cfg, run, device)
 
 

@@ -159,6 +159,14 @@ class Run:
         self.wall_before = 0.0  # seconds spent before the checkpoint this run resumed from
         self.metrics_path = self.out / "metrics.jsonl"
 
+    @classmethod
+    def of(cls, part: Any, job: str, resume: bool = False, progress: bool = True) -> Run:
+        """The Run of a job's config part (config/parts.py TrainRun: out, overwrite,
+        keep_last)."""
+        return cls(
+            part.out, job, resume, progress, overwrite=part.overwrite, keep_last=part.keep_last
+        )
+
     def _take(self, resume: bool, overwrite: bool) -> None:
         """Rank 0: create OUT, lock it, and check what is in it (see the class docstring)."""
         self.created = not self.out.exists()
