@@ -2,8 +2,10 @@
 embedded model: an edited recipe reruns exactly the changed stage and the ones after it; a 0-byte
 stage.json reruns its stage with a warning; a stage interrupted after its training, or stopped
 mid-training by SIGTERM, resumes from its checkpoint instead of starting over; an unwritable or
-live --out is one line; distill with a changed --lr trains the student again and reuses the
-teacher's traces, and a local teacher retrained since is asked again."""
+live --out is one line, and so is an --out of another job's run or of other files (nothing
+there touched); a stage whose final/ lost its weights is not reused but written again from its
+checkpoint; distill with a changed --lr trains the student again and reuses the teacher's
+traces, and a local teacher retrained since is asked again."""
 
 from __future__ import annotations
 
@@ -272,3 +274,102 @@ def test_distill_local_teacher_retrained_since_is_asked_again(tmp_path, capsys):
     assert "its cached answers are dropped" in capsys.readouterr().out
     u = json.loads((out / "summary.json").read_text())["usage"]
     assert u["requests_now"] == 4 and u["cached"] == 0
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (run.lock included), by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _refused(code: int, err: str, match: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and match in lines[0], err
+
+
+def test_pipeline_and_distill_take_out_as_every_run_does(tmp_path, capsys):
+    """--out of a finished `r1kit zero` run, or of user files: pipeline and distill refuse it in
+    one line (exit 2), and every file there, run.lock included, is byte for byte as it was. A
+    distill run's OUT is replaced by --overwrite (the teacher asked again)."""
+    zero = tmp_path / "zero"
+    args = ["zero", "--quiet", "--dataset", "arith", "--steps", "1", "--prompts-per-step", "1"]
+    args += ["--group-size", "2", "--max-new-tokens", "8", "--eval-problems", "1"]
+    assert main([*args, "--eval-k", "1", "--out", str(zero)]) == 0
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes\n")
+    (user / "data").mkdir()
+    (user / "data" / "train.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    before = {d: _tree(d) for d in (zero, user)}
+    assert "run.lock" in before[zero] and "summary.json" in before[zero]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "p", lr="1.0e-3"))
+    capsys.readouterr()
+
+    code = main(["pipeline", str(recipe), "--out", str(zero)])
+    _refused(code, capsys.readouterr().err, f"{zero} holds a zero run, not a pipeline run")
+    dargs = ["distill", "--prompts", "4", "--k", "1", "--max-tokens", "16", "--epochs", "0"]
+    code = main([*dargs, "--out", str(zero)])
+    _refused(code, capsys.readouterr().err, f"{zero} holds a zero run, not a distill run")
+    code = main(["pipeline", str(recipe), "--out", str(user)])  # pipeline has no --overwrite
+    _refused(code, capsys.readouterr().err, f"{user} is not empty and holds no r1kit run")
+    for extra in ([], ["--overwrite"]):  # other files: refused whatever the flags
+        code = main([*dargs, "--out", str(user), *extra])
+        _refused(code, capsys.readouterr().err, "is not empty and holds no r1kit run")
+    assert {d: _tree(d) for d in (zero, user)} == before
+    assert not (tmp_path / "p").exists()
+
+    # a distill run: a re-run continues it (its answers from the cache), --overwrite replaces it
+    d = tmp_path / "d"
+    assert main([*dargs, "--out", str(d)]) == 0
+    assert main([*dargs, "--out", str(d)]) == 0
+    assert json.loads((d / "summary.json").read_text())["usage"]["cached"] == 4
+    assert main([*dargs, "--out", str(d), "--overwrite"]) == 0
+    usage = json.loads((d / "summary.json").read_text())["usage"]
+    assert usage["requests_now"] == 4 and usage["cached"] == 0
+    assert json.loads((d / "run.lock").read_text())["job"] == "distill"
+
+
+TWO = """\
+out: {out}
+eval: {{dataset: arith, problems: 2, k: 1, max_new_tokens: 16}}
+stages:
+  - {{name: first, kind: sft, data: "traces:arith", max_examples: 8, batch_size: 8, lr: 1.0e-3}}
+  - {{name: second, kind: sft, data: "traces:arith", max_examples: 8, batch_size: 8,
+      lr: {lr}}}
+"""
+
+
+def test_pipeline_stage_whose_final_lost_its_weights_is_not_reused(tmp_path, capsys):
+    """A complete stage whose final/ lost its weights since (deleted, a torn copy) is not
+    reused (the next stage could not load it): it writes final/ again from its checkpoint at the
+    last step, the same weights, no step trained twice; with no checkpoint either, it reruns."""
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TWO.format(out=out, lr="1.0e-3"))
+    assert main(["pipeline", str(recipe), "--quiet"]) == 0
+    first = out / "01-first"
+    weights = first / "final" / "model.safetensors"
+    sha, rows = _sha(weights), (first / "metrics.jsonl").read_text()
+    weights.unlink()
+    recipe.write_text(TWO.format(out=out, lr="2.0e-3"))  # and the stage after it edited
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    lines = _stage_lines(capsys.readouterr().out)
+    assert lines[1] == (
+        "stage 1 (first, sft): its final/ is incomplete (model.safetensors: missing): resuming "
+        "it from its checkpoint; stage 2 after it"
+    )
+    assert "run: stage 1 (first) before it was re-run" in lines[2]
+    assert _sha(weights) == sha and (first / "metrics.jsonl").read_text() == rows
+    assert resolve_model(str(first)) == str(first / "final")  # complete again
+    assert json.loads((out / "02-second" / "config.json").read_text())["optim"]["lr"] == 2e-3
+
+    # final/ truncated and no checkpoint left: the stage trains again
+    with weights.open("r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    shutil.rmtree(first / "checkpoints")
+    assert main(["pipeline", str(recipe)]) == 0
+    line = _stage_lines(capsys.readouterr().out)[1]
+    assert "its final/ is incomplete (model.safetensors: " in line and "truncated?" in line
+    assert line.endswith(": rerunning stages 1-2")
+    assert _sha(weights) == sha  # the same seed and data: the same weights

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1kit import manifest
 from r1kit.errors import R1kitError
 from r1kit.train import files
 from r1kit.train.checkpoint import latest_checkpoint, select_checkpoint
@@ -198,3 +199,17 @@ def resumable(run_dir: Path) -> bool:
     except R1kitError:
         files.warn(f"no intact checkpoint in {run_dir / 'checkpoints'}: the stage starts over")
         return False
+
+
+def final_problem(run_dir: Path) -> str | None:
+    """Why `run_dir`/final is not a complete model, in a few words (None: it is), by the check
+    modeling's run_model makes before loading it: manifest present and every size matching (a
+    final/ from before manifests: its config and weights there). A reused stage needs one: the
+    next stage loads it."""
+    final = Path(run_dir) / "final"
+    if not final.is_dir():
+        return "its final/ is missing"
+    problem = manifest.check(final, full=False)
+    if problem == f"no {manifest.MANIFEST}":
+        problem = manifest.legacy_problem(final, manifest.MODEL_NEEDS)
+    return None if problem is None else f"its final/ is incomplete ({problem})"

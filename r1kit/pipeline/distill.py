@@ -38,6 +38,7 @@ from r1kit.modeling import device_of, load_model, load_tokenizer
 from r1kit.pipeline.cache import (
     Plan,
     decide,
+    final_problem,
     identity,
     key_of,
     new_output_id,
@@ -212,7 +213,8 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         check_student(cfg.student, cfg.student_layers)
     dist.init(device_of(cfg.run.device))  # torchrun: join before rank 0 runs the teacher alone
     # a re-run continues in OUT: its phases are reused or redone (never a silent overwrite);
-    # --overwrite replaces the whole run, the teacher's answers included
+    # --overwrite replaces the whole run, the teacher's answers included. Run refuses another
+    # job's run without --overwrite, and a directory of other files with or without it
     with Run(
         cfg.run.out,
         "distill",
@@ -274,7 +276,7 @@ def train_student(
 
     def prepare() -> tuple[Plan, dict[str, Any] | None]:  # rank 0 decides and clears
         record = read_marker(record_path)
-        ok = (sdir / "final").is_dir()
+        ok = final_problem(sdir) is None  # complete: the final evaluation loads it
         can_resume = latest_checkpoint(sdir) is not None
         plan = decide(record, key, inputs, ok, can_resume, sdir.exists())
         if plan.action == "resume" and not resumable(sdir):  # sha256-checked only now

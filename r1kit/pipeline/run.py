@@ -21,6 +21,10 @@ OUT/summary.json    every stage's eval and wall time
 OUT/report.md, OUT/report.png   the per-stage table and chart
 OUT/run.lock        held for the pipeline's life: a second pipeline on OUT is refused
 
+OUT is taken as every job takes its run directory (train/run.py's Run, as a re-run that continues:
+the stages are cache-keyed): new, empty or a pipeline's OUT; another job's run is refused naming
+that job, a directory of other files is refused.
+
 Every state file is written atomically (train/files.py); a 0-byte or garbled stage.json means
 "stage not done" with one warning line.
 """
@@ -43,6 +47,7 @@ from r1kit.errors import R1kitError, Stopped
 from r1kit.pipeline.cache import (
     Plan,
     decide,
+    final_problem,
     identity,
     key_of,
     new_output_id,
@@ -60,8 +65,7 @@ from r1kit.sampling.heldout import evaluate_path
 from r1kit.sft.train import run_sft
 from r1kit.train import files
 from r1kit.train.checkpoint import latest_checkpoint
-from r1kit.train.lock import LOCK, RunLock
-from r1kit.train.run import prepare_out
+from r1kit.train.run import Run
 
 MODEL_KINDS = ("sft", "rl")
 TRAINED_KINDS = ("sft", "rl")  # jobs on the run skeleton: they checkpoint and can resume
@@ -239,9 +243,9 @@ def attempt_path(rec: Recipe, i: int, st: Stage) -> Path:
 
 
 def _output_ok(st: Stage, sdir: Path) -> bool:
-    """The stage's product is on disk (a user may have deleted it)."""
+    """The stage's product is on disk (a user may have deleted it); a model complete."""
     if st.kind in MODEL_KINDS:
-        return (sdir / "final").is_dir()
+        return final_problem(sdir) is None
     if st.kind == "sample":
         return (sdir / "sft.jsonl").is_file()
     return sdir.is_dir()
@@ -291,19 +295,12 @@ def run_pipeline(
         raise R1kitError(
             f"no stage {only!r} in {path}; stages: {', '.join(s.name for s in rec.stages)}"
         )
-    out = Path(rec.out)
-    created = not out.exists()
-    prepare_out(out)  # a read-only or impossible --out: one line, before any model loads
-    lock = RunLock(out, "pipeline")  # a second pipeline on OUT: refused in one line
-    lock.acquire()
-    try:
+    # OUT by the rules of every job's run directory, before any model loads: a read-only path,
+    # a live run (a second pipeline), another job's run or other files are refused in one line
+    # and left as they were; a re-run continues (resume, cache-keyed); a failed start leaves no
+    # directory; a full disk is one line. Each stage's job holds its own NN-NAME/ the same way.
+    with Run(rec.out, "pipeline", resume=True, progress=progress, checkpoints=False):
         return _pipeline(rec, path, only, progress)
-    except BaseException:
-        if created and all(p.name == LOCK for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no directory
-        raise
-    finally:
-        lock.release()
 
 
 def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[str, Any]:
@@ -349,8 +346,14 @@ def _pipeline(rec: Recipe, path: str, only: str | None, progress: bool) -> dict[
             marker = read_marker(attempt_path(rec, i, st))
         can_resume = st.kind in TRAINED_KINDS and latest_checkpoint(sdir) is not None
         plan = decide(marker, key, inputs, _output_ok(st, sdir), can_resume, sdir.exists())
+        lost = final_problem(sdir) if st.kind in MODEL_KINDS else None
+        if lost and marker and marker.get("done") and marker.get("key") == key:
+            # complete once, its model lost since (deleted, a torn copy): its checkpoint at the
+            # last step writes final/ again; the next stage could not load it otherwise
+            plan = Plan("resume" if can_resume else "run", lost)
         if plan.action == "resume" and not resumable(sdir):  # sha256-checked only now
-            plan = Plan("run", "interrupted, and none of its checkpoints is intact")
+            why = lost or "interrupted"
+            plan = Plan("run", f"{why}, and none of its checkpoints is intact")
         if rerun_from is not None and plan.action != "resume":
             j = rerun_from
             plan = Plan("run", f"stage {j + 1} ({rec.stages[j].name}) before it was re-run")
