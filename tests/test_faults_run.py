@@ -304,3 +304,14 @@ def test_damaged_config_is_one_line(tmp_path, straight):
     shutil.copytree(straight, out)
     (out / "config.json").write_text('{"run": {"out": ')  # torn by a crash of another tool
     one_line_error(r1kit("--resume", out, "--quiet"), 2, "config.json is damaged")
+
+
+def test_a_model_directory_is_never_taken_for_a_run(tmp_path):
+    """--out pointing at a model (config.json, weights) is refused even with --overwrite: only
+    files an r1kit run alone writes mark a directory as a run that --overwrite may replace."""
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    one_line_error(r1kit("--out", model, "--overwrite", *FLAGS), 2, "holds no r1kit run")
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]

@@ -70,8 +70,10 @@ def how_to_continue(job: str | None, out: Path) -> str | None:
     }.get(job or "")
 
 
-# what an r1kit run writes at OUT's top (runs written before run.lock existed are known by these)
-RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "final"}
+# what only an r1kit run writes at OUT's top: runs from before run.lock existed are known by
+# these. Not config.json or final/ alone: a model directory has a config.json, and --overwrite
+# must never take one for a run it may delete
+RUN_FILES = {"metrics.jsonl", "summary.json", "checkpoints"}
 
 
 def prepare_out(out: Path) -> None:
