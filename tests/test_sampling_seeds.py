@@ -17,6 +17,7 @@ import torch
 
 from r1kit.engine import SamplingParams
 from r1kit.engine.paged import PagedEngine
+from r1kit.engine.sampler import U_MAX, gumbel, row_keys, row_seed
 from r1kit.sampling.heldout import eval_params, evaluate, per_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,6 +143,22 @@ def test_seeded_requests_repeat(engine):
     other = SamplingParams(n=3, temperature=1.0, max_tokens=STEPS, seed=8)
     mixed = engine.generate([[3, 1, 4], PROMPT], [other, sp])[1]
     assert [s.token_ids for s in alone.samples] == [s.token_ids for s in mixed.samples]
+
+
+def test_top_hash_value_gives_finite_noise(engine, model):
+    """At seed 41516's first step the hash of token 94 is the top 24-bit value, whose uniform
+    rounded to 1 in float32: the noise was +inf, so a greedy request (noise * 0 = NaN, which
+    argmax takes) emitted token 94 instead of the most likely token, and so did any unfiltered
+    sampled row. Now it is the largest finite draw."""
+    seed, token = 41516, 94
+    g = gumbel(row_keys(torch.tensor([row_seed(seed, 0)]), torch.tensor([0])), VOCAB)[0]
+    assert torch.isfinite(g).all()
+    assert g[token].item() == pytest.approx(-math.log(-math.log(U_MAX)), rel=1e-6)  # the top
+    with torch.no_grad():
+        top = int(model(torch.tensor([PROMPT])).logits[0, -1].argmax())
+    assert top != token
+    greedy = SamplingParams(temperature=0.0, max_tokens=1, seed=seed)
+    assert engine.generate([PROMPT], greedy)[0].samples[0].token_ids == [top]
 
 
 def test_heldout_problems_draw_their_own_noise(tiny_model_base, tiny_tokenizer):

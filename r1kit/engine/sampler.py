@@ -24,6 +24,7 @@ M32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # the multiplier of a well-mixing 32-bit integer hash
 _GOLD = 0x61C88647  # 2^32 / golden ratio, mod 2^32 (kept < 2^31 so Triton treats it as int32)
 _STEP = 0x2C1B3C6D
+U_MAX = 1.0 - 2.0**-24  # the largest float32 below 1 (the Triton kernel clamps to it too)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,11 @@ def gumbel(keys: torch.Tensor, vocab: int) -> torch.Tensor:
     """[B, V] Gumbel noise from the counter hash."""
     idx = torch.arange(vocab, device=keys.device, dtype=torch.int64)
     h = _mix(_mix((keys[:, None] + idx * _GOLD) & M32))
-    u = ((h >> 8).float() + 0.5) * 2.0**-24
+    # (2^24 - 1) + 0.5 is not a float32: it rounds to 2^24, u to 1 and the noise to +inf, which
+    # then won the argmax of a sampled row whatever its logits, and made a greedy row's score
+    # inf * 0 = NaN, which argmax takes (once in 2^24 entries: about 1 step in 110 over a
+    # 152k vocabulary). U_MAX keeps u below 1 and changes no other draw.
+    u = (((h >> 8).float() + 0.5) * 2.0**-24).clamp(max=U_MAX)
     return -torch.log(-torch.log(u))
 
 

@@ -63,7 +63,8 @@ def _kernel():
             s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
             m = m_new
             h = mix(mix(key + offs.to(tl.uint32) * 0x61C88647))
-            u = ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+            # below 1, as in sampler.gumbel: the top hash value rounds to u = 1 in float32
+            u = tl.minimum(((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0), 0.99999994)
             score = x - tl.log(-tl.log(u)) * noise
             score = tl.where(ok & (x >= th), score, float("-inf"))
             bv = tl.max(score, 0)
