@@ -94,7 +94,9 @@ def drop_stale_answers(tdir: Path, setup: dict[str, Any], kind: str, progress: b
     diff = [k for k in SAMPLE_SETTINGS if old.get(k) != setup.get(k)]
     if diff:
         what = ", ".join(f"{k} {old.get(k)!r} -> {setup.get(k)!r}" for k in diff[:2])
-        Console(quiet=not progress).print(f"teacher: {what}: its cached answers are dropped")
+        Console(quiet=not progress).print(
+            f"teacher: {what}: its cached answers are dropped", soft_wrap=True
+        )  # one line, whatever the paths' length
         samples.unlink()
 
 
@@ -396,7 +398,7 @@ def _traces_and_student(
 ) -> tuple[dict[str, Any], str | None, Any]:
     """Teacher answers -> verified traces.jsonl (+ the truncated student); returns the summary so
     far, the student to fine-tune and the student's identity for the SFT's key."""
-    console = Console(quiet=not progress)
+    console = Console(quiet=not progress, soft_wrap=True)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -138,7 +138,7 @@ class Run:
         # rank 0 takes the directory; its refusal (one line) is raised on every rank
         dist.on_main(lambda: self._take(resume, overwrite))
         self.progress = progress and self.main
-        self.console = Console(quiet=not self.progress)
+        self.console = Console(quiet=not self.progress, soft_wrap=True)  # a line stays one line
         self.keep_last = keep_last  # checkpoints kept (0: all)
         try:  # the newest intact checkpoint (verified; a skipped one is named, with why)
             self.checkpoint = dist.on_main(lambda: select_checkpoint(self.out)) if resume else None
