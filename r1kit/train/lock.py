@@ -21,11 +21,19 @@ from r1kit.errors import R1kitError
 LOCK = "run.lock"
 
 
+def _said(raw: bytes) -> dict[str, Any] | None:
+    """run.lock's bytes as what they say (None: empty or garbled)."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return None
+
+
 def holder(out: Path) -> dict[str, Any] | None:
     """What OUT/run.lock says (the job that holds or last held OUT), or None."""
     try:
-        return json.loads((Path(out) / LOCK).read_text() or "null")
-    except (OSError, ValueError):
+        return _said((Path(out) / LOCK).read_bytes())
+    except OSError:
         return None
 
 
@@ -37,7 +45,6 @@ class RunLock:
         self.path = Path(out) / LOCK
         self.job = job
         self.fd: int | None = None
-        self.before: dict[str, Any] | None = None  # the job that held it before this one
         self.found: bytes | None = None  # run.lock's bytes before acquire (None: it made it)
 
     def acquire(self) -> None:
@@ -53,7 +60,6 @@ class RunLock:
                 f"{who.get('pid', '?')} on {who.get('host', '?')}, since "
                 f"{who.get('started', '?')}): let it finish or stop it first"
             ) from None
-        self.before = holder(self.path.parent)
         self.found = os.pread(fd, 1 << 16, 0) if existed else None
         info = {
             "job": self.job,
@@ -64,6 +70,11 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self.fd = fd
+
+    @property
+    def before(self) -> dict[str, Any] | None:
+        """What run.lock said before this process took it: the job that held OUT before."""
+        return _said(self.found) if self.found is not None else None
 
     def restore(self) -> None:
         """Release after a refusal, leaving run.lock as acquire found it: a refused newcomer
