@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
 from r1kit.engine.sequence import Request
-from r1kit.engine.streaming import Delta, drain, merge, next_delta
+from r1kit.engine.streaming import Delta, Stream, merge, next_delta
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 __all__ = ["AsyncEngine", "next_delta"]
@@ -112,7 +112,7 @@ class AsyncEngine:
     def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
         """StreamingEngine: queue now, iterate for (delta, finished)."""
         rid, q = self.add(prompt_ids, params)
-        return drain(lambda: next_delta(q), lambda: self.abort(rid))
+        return Stream(lambda: next_delta(q), lambda: self.abort(rid))
 
     def stats(self) -> dict:
         e = self.engine
@@ -130,7 +130,7 @@ class AsyncEngine:
         self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[RequestOutput]:
         rid, q = self.add(prompt_ids, params, request_id)
-        src = drain(lambda: next_delta(q), lambda: self.abort(rid))
+        src = Stream(lambda: next_delta(q), lambda: self.abort(rid))
         try:
             async for item, _ in src:
                 yield item

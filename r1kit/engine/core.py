@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from r1kit.engine.paged import PagedEngine
-from r1kit.engine.streaming import Delta, drain
+from r1kit.engine.streaming import Delta, Stream
 from r1kit.engine.types import RequestOutput, Sample, SamplingParams
 
 START_TIMEOUT_S = 600
@@ -98,7 +98,7 @@ class EngineProcess:
         prompt = [int(t) for t in prompt_ids]
         sub = self._subs[rid] = _Sub(asyncio.get_running_loop(), prompt)
         self._send(("add", rid, prompt, params))
-        return drain(sub.take, lambda: self._abort(rid))
+        return Stream(sub.take, lambda: self._abort(rid))
 
     def _abort(self, rid: str) -> None:
         if self._subs.pop(rid, None) is not None and not self._closed:

@@ -119,14 +119,6 @@ class Stream:
                 pass
 
 
-def drain(
-    take: Callable[[], Awaitable[tuple[RequestOutput | Exception, bool]]],
-    on_leave: Callable[[], None],
-) -> Stream:
-    """A request's `Stream` over `take` (see Stream)."""
-    return Stream(take, on_leave)
-
-
 Run = Callable[[list[int], SamplingParams, threading.Event, Callable[[Delta | tuple], None]], None]
 
 
@@ -175,7 +167,7 @@ class ThreadedEngine:
 
         self._busy += 1
         threading.Thread(target=work, daemon=True, name=f"r1kit-{self.kind}").start()
-        src = drain(lambda: next_delta(q), stop.set)
+        src = Stream(lambda: next_delta(q), stop.set)
         try:
             async for d in src:
                 yield d
