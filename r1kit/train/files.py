@@ -4,7 +4,7 @@ JSONL rows are appended and fsynced one at a time, and a reader skips a torn las
 crash or a full disk can leave) with a one-line warning.
 
     write_text(path, text)        atomic: temp file, flush, fsync, os.replace, fsync the directory
-    write_json(path, obj)         write_text of json.dumps(obj, indent=2)
+    write_json(path, obj)         write_text of dumps(obj, indent=2): standard JSON, NaN as null
     read_json(path)               the object, or None (with a warning) when the file is garbled
     append_jsonl(path, row)       one row, flushed and fsynced; a failed write is cut back off
     read_jsonl(path)              the rows; a torn last row skipped with a warning, a torn row
@@ -16,6 +16,7 @@ Files are created 0666 less the umask (0644 under the usual 022), like any file 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -66,8 +67,25 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def strict(obj: Any) -> Any:
+    """`obj` with every non-finite float (a skipped step's NaN loss, an inf norm) as None: JSON
+    has no NaN, and `jq`, JavaScript and pandas' strict readers reject Python's bare `NaN`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Standard JSON: non-finite floats become null (see `strict`)."""
+    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any | None:
@@ -87,7 +105,7 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one row to a JSONL file, flushed and fsynced before returning. When the write
     fails part-way (a full disk), the file is cut back to its old length, so no torn row stays
     behind to glue itself to the next one."""
-    line = (json.dumps(row) + "\n").encode("utf-8")
+    line = (dumps(row) + "\n").encode("utf-8")
     with open(path, "ab") as f:
         size = f.tell()
         try:

@@ -18,7 +18,6 @@ agreed over the ranks so every rank leaves it at the same step.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -46,6 +45,7 @@ from r1kit.train.checkpoint import (
 )
 from r1kit.train.files import (
     append_jsonl,
+    dumps,
     read_json,
     read_jsonl,
     warn,
@@ -307,7 +307,7 @@ class Run:
             self.console.print(f"resuming {self.out} from step {start}")
         kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= start]
         if self.main:
-            write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+            write_text(self.metrics_path, "".join(dumps(m) + "\n" for m in kept))
         return start
 
     def log(self, row: dict[str, Any]) -> None:
