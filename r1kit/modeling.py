@@ -138,8 +138,14 @@ def _go_offline() -> None:
         sys.modules["datasets"].config.HF_HUB_OFFLINE = True
 
 
-def hub_error(spec: str, err: Exception) -> R1kitError:
-    """The one-line error for a model `from_pretrained` could not load from `spec`."""
+def hub_error(spec: str, err: Exception, local: bool = False) -> R1kitError:
+    """The one-line error for a model `from_pretrained` could not load from `spec`; `local`:
+    `spec` was a directory here when loading began."""
+    if local and not Path(spec).exists():  # not the hub's fault: the directory went away
+        return R1kitError(
+            f"{spec} was removed while it loaded (a live run's --keep-last prunes its older "
+            "checkpoints): run again to load the run's newest one"
+        )
     if Path(spec).exists():
         return R1kitError(f"cannot load the model in {spec}: {str(err).splitlines()[0]}")
     return R1kitError(
@@ -156,14 +162,15 @@ def _quiet_transformers() -> None:
 
 def load_tokenizer(spec: str | None) -> Any:
     name = resolve_model(spec)
-    if not Path(name).exists():
+    local = Path(name).exists()
+    if not local:
         hub_check(name)  # before the heavy import: a bad id fails at once
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise hub_error(name, err) from None
+        raise hub_error(name, err, local) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -172,7 +179,8 @@ def load_tokenizer(spec: str | None) -> Any:
 def load_model(spec: str | None, dtype: Any = None, device: str = "cpu") -> Any:
     """A causal LM in train-ready precision: float32 on CPU, bfloat16 on GPU unless told."""
     name = resolve_model(spec)
-    if not Path(name).exists():
+    local = Path(name).exists()
+    if not local:
         hub_check(name)  # before the heavy imports: a bad id fails at once
     import torch
     from transformers import AutoModelForCausalLM
@@ -182,7 +190,7 @@ def load_model(spec: str | None, dtype: Any = None, device: str = "cpu") -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **_dequantize(name))
     except (OSError, ValueError) as err:
-        raise hub_error(name, err) from None
+        raise hub_error(name, err, local) from None
     return model.to(device)
 
 

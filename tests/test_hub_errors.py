@@ -67,3 +67,26 @@ def test_misspelled_field_names_the_fields_the_file_has(tmp_path, capsys, flag, 
     assert err.count("\n") == 0
     assert f"{flag} '{name}': no such field in {data}" in err
     assert "(its fields: question, answer, solution)" in err
+
+
+def test_a_checkpoint_pruned_while_it_loads_is_named_not_blamed_on_the_hub(tmp_path, monkeypatch):
+    """`r1kit eval RUN` on a live run: the newest checkpoint is chosen, then the run's
+    --keep-last deletes it while its weights load. The error says so, not 'cannot load from the
+    hub'. The deletion is injected at the loader's call, the moment the race happens."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from r1kit.modeling import EMBEDDED_DIR
+
+    ckpt = tmp_path / "step-000003"
+    shutil.copytree(EMBEDDED_DIR, ckpt)
+    load = AutoModelForCausalLM.from_pretrained
+
+    def pruned_meanwhile(name, *args, **kw):
+        shutil.rmtree(ckpt)  # the training process prunes it now
+        return load(name, *args, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", pruned_meanwhile)
+    with pytest.raises(R1kitError, match=r"step-000003 was removed while it loaded .*run again"):
+        load_model(str(ckpt))
