@@ -168,6 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_origin=tuple(args.allow_origin or ()),
         template=args.template,
         prefix_cache=not args.no_prefix_cache,
+        api_workers=args.api_workers,
     )
     return 0
 
@@ -440,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not keep prompt KV blocks for reuse by later requests",
     )
     sv.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    sv.add_argument(
+        "--api-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="API processes in front of the one engine process (default: 4 on CUDA, 1 on CPU)",
+    )
     sv.add_argument(
         "--rpm", type=int, default=None, help="default requests/minute per key (default: no limit)"
     )

@@ -1,26 +1,35 @@
-"""The paged engine in a process of its own (the engine core), driven with token ids over a pipe.
+"""The paged engine in a process of its own (the engine core), driven with token ids over pipes.
 
     eng = EngineProcess(model, max_waiting=256, kv_memory=0.5)   # spawns; shares the weights
     src = eng.open(prompt_ids, params)                           # a StreamingEngine
     async for delta, finished in src: ...
 
+    core = EngineCore(model, clients=4, kv_memory=0.5)           # one core, four API workers:
+    EngineClient(core.conns[i], core.info, 256, core.inflight)   # each in a worker process
+
 Why a process: in one interpreter the loop that steps the engine and the server's per-token
 work (detokenizing, JSON, SSE framing, HTTP) take turns on the GIL, so the GPU idles while the
 event loop frames events (bench/results/serve_load_*.json: the server's share of the bare
 engine's throughput). Here the core process only schedules, steps and sends token ids; the
-server process detokenizes and frames. vLLM's engine core behind its API server is the same
-design (over ZeroMQ; a multiprocessing pipe carries our one client's traffic as well).
+server's API processes detokenize and frame. vLLM's engine core behind its API servers is the
+same design (over ZeroMQ). The core takes one multiprocessing pipe per API process
+(`clients`): no dependency, each client's messages arrive in order on its own channel, and a
+client that dies shows as the end of its pipe, which tells the core exactly which requests to
+abort; the core waits on all of them at once when idle and polls each between steps.
 
 Protocol (pickled tuples). To the core: ("add", rid, prompt_ids, params), ("abort", rid),
-("close",). From the core: ("ready", info) or ("failed", message) once at start; then
+("close",) (this client leaves; the core exits when every client has). From the core:
+("ready", info) or ("failed", message) once at start, on the first pipe; then
 ("out", [(rid, samples, finished, num_cached)], stats) after each step that produced tokens
-(steps still unsent when the next one ends are joined: one item per request), with samples
-[(new token ids, new log-probs | None, finish reason)], ("error", rid, message)
-for a request the engine refused, ("fail", [rids], message) when a step raised (those
-requests are dropped, the core keeps serving) and ("stats", stats) after commands while idle.
-While sequences decode, arriving "add"s are held briefly (BURST_HOLD_S) and prefilled together.
-The model reaches the child through torch.multiprocessing: CPU tensors in shared memory, CUDA
-tensors by IPC handle, so the weights exist once.
+for that client's requests (steps still unsent when the next one ends are joined: one item per
+request), with samples [(new token ids, new log-probs | None, finish reason)],
+("error", rid, message) for a request the engine refused, ("fail", [rids], message) when a
+step raised (those requests are dropped, the core keeps serving) and ("stats", stats), to every
+client, after commands while idle. Request ids are the clients' own and must be unique across
+clients (EngineClient prefixes its own). While sequences decode, arriving "add"s are held
+briefly (BURST_HOLD_S) and prefilled together. The model reaches the child through
+torch.multiprocessing: CPU tensors in shared memory, CUDA tensors by IPC handle, so the
+weights exist once.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from multiprocessing.connection import wait as wait_any
 
 from r1kit.engine.paged import PagedEngine
 from r1kit.engine.streaming import Delta, Stream
@@ -42,67 +52,129 @@ START_TIMEOUT_S = 600
 # step, and one pause of every running stream, per handful. An idle engine takes each at once.
 BURST_HOLD_S = 0.01
 BURST_HOLD_MAX = 64
+STATS_EVERY_S = 0.05  # while stepping, how often clients without tokens in a step get the stats
 
 
-class EngineProcess:
-    kind = "paged"
+class EngineCore:
+    """The engine core process, with `clients` pipes to it (`conns`, one per API process) and
+    a counter of the requests in flight over all of them (`inflight`, in shared memory), so
+    the waiting-queue limit holds across API processes. `info`: max_model_len, max_num_seqs
+    and the first stats."""
 
-    def __init__(self, model, max_waiting: int | None = 256, **engine_kw) -> None:
+    def __init__(self, model, clients: int = 1, **engine_kw) -> None:
+        import torch
         import torch.multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
-        self._conn, child = ctx.Pipe()
-        import torch
-
+        pairs = [ctx.Pipe() for _ in range(clients)]
+        self.conns = [a for a, _ in pairs]
+        self.inflight = ctx.Value("l", 0)
         threads = torch.get_num_threads()  # the child starts with the default, not ours
         self.proc = ctx.Process(
             target=core_main,
-            args=(child, model, engine_kw, threads, BURST_HOLD_S),
+            args=([b for _, b in pairs], model, engine_kw, threads, BURST_HOLD_S),
             name="r1kit-engine-core",
             daemon=True,
         )
         self.proc.start()
-        child.close()
-        if not self._conn.poll(START_TIMEOUT_S):
+        for _, b in pairs:
+            b.close()
+        first = self.conns[0]
+        if not first.poll(START_TIMEOUT_S):
             self.proc.kill()
             raise RuntimeError("the engine process did not start")
         try:
-            msg = self._conn.recv()
+            msg = first.recv()
         except EOFError:
             msg = ("failed", f"it exited with code {self.proc.exitcode}")
         if msg[0] != "ready":
             self.proc.join(timeout=5)
             raise RuntimeError(f"the engine process failed to start: {msg[1]}")
-        info = msg[1]
+        self.info: dict = msg[1]
+
+    def release(self) -> None:
+        """Close this process's ends of the pipes (after handing them to API processes)."""
+        for c in self.conns:
+            c.close()
+
+    def close(self, timeout: float = 10) -> None:
+        """Wait for the core to exit (it does once every client has closed), then kill it."""
+        self.proc.join(timeout=timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+
+
+class EngineClient:
+    """The front end of the engine core over one pipe (`StreamingEngine`): a reader thread
+    hands each step's tokens to the requests' event loops. `inflight` is the core's shared
+    count of requests in flight (EngineCore.inflight), `prefix` makes this client's request
+    ids unique among the core's clients."""
+
+    kind = "paged"
+
+    def __init__(
+        self, conn, info: dict, max_waiting: int | None = 256, inflight=None, prefix: str = ""
+    ) -> None:
+        self._conn = conn
         self.max_model_len, self.max_num_seqs = info["max_model_len"], info["max_num_seqs"]
         self.max_waiting = max_waiting
         self._stats = info["stats"]
+        self._inflight = inflight
         self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count()
+        self._prefix = prefix
         self._send_lock = threading.Lock()
         self._closed = False
         self._reader = threading.Thread(target=self._read, name="r1kit-engine-reader", daemon=True)
         self._reader.start()
 
+    def _alive(self) -> bool:
+        return not self._closed
+
     # ----------------------------------------------------------------- front end
     def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        if self._closed or not self.proc.is_alive():
+        if not self._alive():
             raise RuntimeError("the engine process is not running")
-        if self.max_waiting is not None:
-            # requests beyond max_num_seqs wait (fewer run when KV blocks are short: the
-            # core's last count says so)
-            queued = max(self._stats["waiting"], len(self._subs) - self.max_num_seqs)
-            if queued >= self.max_waiting:
-                raise OverflowError("the engine's queue is full")
-        rid = f"r{next(self._ids)}"
+        self._admit()
+        rid = f"{self._prefix}r{next(self._ids)}"
         prompt = [int(t) for t in prompt_ids]
         sub = self._subs[rid] = _Sub(asyncio.get_running_loop(), prompt)
         self._send(("add", rid, prompt, params))
         return Stream(sub.take, lambda: self._abort(rid))
 
+    def _admit(self) -> None:
+        """Count a new request in, or raise OverflowError when the engine's queue is full:
+        requests beyond max_num_seqs wait (fewer run when KV blocks are short: the core's
+        last count says so). Over every client of the core when they share `inflight`."""
+        c = self._inflight
+        if c is None:
+            if self.max_waiting is not None:
+                queued = max(self._stats["waiting"], len(self._subs) - self.max_num_seqs)
+                if queued >= self.max_waiting:
+                    raise OverflowError("the engine's queue is full")
+            return
+        with c.get_lock():  # the check and the count in one step, whichever process asks
+            if self.max_waiting is not None:
+                queued = max(self._stats["waiting"], c.value - self.max_num_seqs)
+                if queued >= self.max_waiting:
+                    raise OverflowError("the engine's queue is full")
+            c.value += 1
+
+    def _drop(self, rid: str) -> _Sub | None:
+        """Forget a request (finished, failed or aborted) and count it out, once."""
+        sub = self._subs.pop(rid, None)
+        if sub is not None and self._inflight is not None:
+            with self._inflight.get_lock():
+                self._inflight.value -= 1
+        return sub
+
     def _abort(self, rid: str) -> None:
-        if self._subs.pop(rid, None) is not None and not self._closed:
-            self._send(("abort", rid))
+        if self._drop(rid) is not None and not self._closed:
+            try:
+                self._send(("abort", rid))
+            except (BrokenPipeError, OSError):  # the core is gone: nothing runs
+                pass
 
     def _send(self, msg: tuple) -> None:
         with self._send_lock:
@@ -126,32 +198,34 @@ class EngineProcess:
                     if sub is None:  # aborted meanwhile
                         continue
                     if item[2]:
-                        self._subs.pop(item[0], None)
+                        self._drop(item[0])
                     by_loop.setdefault(sub.loop, []).append((sub, item))
                 for loop, items in by_loop.items():
                     _call(loop, _deliver, items)
             elif kind == "stats":
                 self._stats = msg[1]
             elif kind == "error":
-                sub = self._subs.pop(msg[1], None)
+                sub = self._drop(msg[1])
                 if sub is not None:
                     _call(sub.loop, sub.put, ValueError(msg[2]))
             elif kind == "fail":
                 err = RuntimeError(msg[2])
                 for rid in msg[1]:
-                    sub = self._subs.pop(rid, None)
+                    sub = self._drop(rid)
                     if sub is not None:
                         _call(sub.loop, sub.put, err)
 
     def _fail_all(self, err: Exception) -> None:
-        subs, self._subs = self._subs, {}
-        for sub in subs.values():
-            _call(sub.loop, sub.put, err)
+        for rid in list(self._subs):
+            sub = self._drop(rid)
+            if sub is not None:
+                _call(sub.loop, sub.put, err)
 
     def stats(self) -> dict:
         return dict(self._stats)
 
     def close(self) -> None:
+        """Leave the core (it exits once every client has left)."""
         if self._closed:
             return
         self._closed = True
@@ -159,11 +233,26 @@ class EngineProcess:
             self._send(("close",))
         except (BrokenPipeError, OSError):
             pass
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
+        self._after_close()
         self._conn.close()
+
+    def _after_close(self) -> None:
+        pass
+
+
+class EngineProcess(EngineClient):
+    """An engine core with this process as its one client: `r1kit serve` with one API process."""
+
+    def __init__(self, model, max_waiting: int | None = 256, **engine_kw) -> None:
+        self.core = EngineCore(model, 1, **engine_kw)
+        self.proc = self.core.proc
+        super().__init__(self.core.conns[0], self.core.info, max_waiting)
+
+    def _alive(self) -> bool:
+        return not self._closed and self.proc.is_alive()
+
+    def _after_close(self) -> None:
+        self.core.close()
 
 
 def _call(loop: asyncio.AbstractEventLoop, fn, *args) -> None:
@@ -230,9 +319,12 @@ class _Sub:
 # --------------------------------------------------------------------------- the core process
 
 
-def core_main(conn, model, engine_kw: dict, threads: int, hold_s: float = BURST_HOLD_S) -> None:
-    """The engine core: receive commands, step the paged engine while it has work, send each
-    step's new tokens. Runs until ("close",) or until the server's end of the pipe closes."""
+def core_main(
+    conns: list, model, engine_kw: dict, threads: int, hold_s: float = BURST_HOLD_S
+) -> None:
+    """The engine core: receive commands from every client's pipe, step the paged engine while
+    it has work, send each step's new tokens to the clients whose requests they are. Runs until
+    every client has sent ("close",) or closed its end of the pipe."""
     try:
         import torch
 
@@ -242,10 +334,10 @@ def core_main(conn, model, engine_kw: dict, threads: int, hold_s: float = BURST_
         if engine.device.type == "cuda":  # graphs and kernels now, not on the first requests
             engine.warm_up()
     except BaseException as e:
-        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        conns[0].send(("failed", f"{type(e).__name__}: {e}"))
         return
-    core = _Core(engine, conn, hold_s)
-    conn.send(
+    core = _Core(engine, conns, hold_s)
+    conns[0].send(
         (
             "ready",
             {
@@ -257,17 +349,20 @@ def core_main(conn, model, engine_kw: dict, threads: int, hold_s: float = BURST_
     )
     try:
         core.run()
-    except (EOFError, OSError, KeyboardInterrupt):  # the server went away
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the server stops too
         pass
 
 
 class _Core:
-    def __init__(self, engine, conn, hold_s: float = BURST_HOLD_S) -> None:
-        self.engine, self.conn, self.hold_s = engine, conn, hold_s
-        self.out = _Outbox(conn)
+    def __init__(self, engine, conns: list, hold_s: float = BURST_HOLD_S) -> None:
+        self.engine, self.hold_s = engine, hold_s
+        # client index -> (its pipe, its outbox); a client that leaves is removed
+        self.clients = {i: (c, _Outbox(c)) for i, c in enumerate(conns)}
+        self.owner: dict[str, int] = {}  # request id -> the client that added it
         self.sent: dict[str, list[int]] = {}  # request id -> tokens sent per sample
         self.held: dict[str, tuple] = {}  # request id -> add command not yet given to the engine
         self.held_since = 0.0  # when the oldest of them came
+        self.stats_sent = 0.0  # when clients without tokens in a step last had the stats
 
     def stats(self) -> dict:
         e = self.engine
@@ -282,18 +377,18 @@ class _Core:
         }
 
     def run(self) -> None:
-        conn, engine, out = self.conn, self.engine, self.out
-        changed = False  # since the server last had the stats
-        while True:
+        engine = self.engine
+        changed = False  # since the clients last had the stats
+        while self.clients:
             if not engine.has_work and not self.held:
                 if changed:
-                    out.send(("stats", self.stats()))
+                    stats = self.stats()
+                    for i in list(self.clients):
+                        self.post(i, ("stats", stats))
                     changed = False
-                conn.poll(None)  # idle: sleep until the server sends something
-            while conn.poll(0):
-                if not self.handle(conn.recv()):
-                    return
-                changed = True
+                # idle: sleep until a client sends something (or leaves)
+                wait_any([c for c, _ in self.clients.values()])
+            changed |= self.receive()
             if self.held and (
                 not engine.scheduler.running
                 or len(self.held) >= BURST_HOLD_MAX
@@ -312,14 +407,80 @@ class _Core:
                 for rid in rids:
                     engine.abort(rid)
                     self.sent.pop(rid, None)
-                out.send(("fail", rids, f"the engine failed: {type(e).__name__}: {e}"))
+                by: dict[int, list[str]] = {}
+                for rid in rids:
+                    i = self.owner.pop(rid, None)
+                    if i is not None:
+                        by.setdefault(i, []).append(rid)
+                for i, ids in by.items():
+                    self.post(i, ("fail", ids, f"the engine failed: {type(e).__name__}: {e}"))
                 continue
             if touched:
-                out.send(("out", [self.delta(r) for r in touched], self.stats()))
+                self.send_out(touched)
 
-    def handle(self, msg: tuple) -> bool:
+    def receive(self) -> bool:
+        """Every command waiting on any client's pipe; True when there was one."""
+        got = False
+        for i in list(self.clients):
+            conn = self.clients[i][0]
+            try:
+                while conn.poll(0):
+                    got = True
+                    if not self.handle(i, conn.recv()):
+                        self.leave(i)
+                        break
+            except (EOFError, OSError):  # that client's process went away
+                self.leave(i)
+                got = True
+        return got
+
+    def send_out(self, touched: list) -> None:
+        """One "out" message per client that has tokens in this step; the other clients get
+        the stats every STATS_EVERY_S (their /health and queue check stay current)."""
+        by: dict[int, list[tuple]] = {}
+        for r in touched:
+            d = self.delta(r)
+            i = self.owner.pop(d[0], None) if d[2] else self.owner.get(d[0])
+            if i is not None:
+                by.setdefault(i, []).append(d)
+        stats = self.stats()
+        for i, items in by.items():
+            self.post(i, ("out", items, stats))
+        if len(by) < len(self.clients):
+            now = time.perf_counter()
+            if now - self.stats_sent >= STATS_EVERY_S:
+                self.stats_sent = now
+                for i in list(self.clients):
+                    if i not in by:
+                        self.post(i, ("stats", stats))
+
+    def post(self, i: int, msg: tuple) -> None:
+        client = self.clients.get(i)
+        if client is None:
+            return
+        try:
+            client[1].send(msg)
+        except OSError:  # that client's end closed
+            self.leave(i)
+
+    def leave(self, i: int) -> None:
+        """Client `i` closed or went away: its requests are aborted (their blocks freed)."""
+        client = self.clients.pop(i, None)
+        if client is None:
+            return
+        mine = [rid for rid, owner in self.owner.items() if owner == i]
+        for rid in mine:
+            del self.owner[rid]
+            if self.held.pop(rid, None) is None:
+                self.engine.abort(rid)
+                self.sent.pop(rid, None)
+        client[0].close()
+
+    def handle(self, i: int, msg: tuple) -> bool:
+        """One command of client `i`; False when the client leaves."""
         kind = msg[0]
         if kind == "add":
+            self.owner[msg[1]] = i
             if self.hold_s > 0 and self.engine.scheduler.running:
                 if not self.held:
                     self.held_since = time.perf_counter()
@@ -327,6 +488,7 @@ class _Core:
             else:
                 self.add(*msg[1:])
         elif kind == "abort":
+            self.owner.pop(msg[1], None)
             if self.held.pop(msg[1], None) is None:
                 self.engine.abort(msg[1])
                 self.sent.pop(msg[1], None)
@@ -338,7 +500,9 @@ class _Core:
         try:
             self.engine.add_request(prompt, params, rid)
         except (ValueError, RuntimeError) as e:
-            self.out.send(("error", rid, str(e)))
+            i = self.owner.pop(rid, None)
+            if i is not None:
+                self.post(i, ("error", rid, str(e)))
             return
         self.sent[rid] = [0] * params.n
 
@@ -357,7 +521,7 @@ class _Core:
 
 
 class _Outbox:
-    """The core's messages to the server, sent by a thread of their own, so the step loop never
+    """The core's messages to one client, sent by a thread of their own, so the step loop never
     waits on the pipe. A server process busy framing events reads the pipe late (its reader
     thread waits for the interpreter); a step loop that sent itself then blocked once the pipe
     was full. Step outputs still unsent when the next step ends go out as one message, each

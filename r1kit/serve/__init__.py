@@ -4,6 +4,7 @@ over one engine (DESIGN.md section 5).
 | file | concept |
 |---|---|
 | app.py | `create_app`: routes, static web assets, error handlers, lifespan |
+| workers.py | `--api-workers N`: N API processes in front of one engine core |
 | generation.py | chat messages -> prompt ids; the engine (paged + async, or HF in a thread) |
 | llamacpp.py | `r1kit serve model.gguf`: the same Generator over llama.cpp (llama-cpp-python) |
 | sample_text.py | one sample streaming: detokenizing, stop strings, reasoning/answer split |

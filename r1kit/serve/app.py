@@ -18,6 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from r1kit.chat import set_template
+from r1kit.engine import engine_kind
 from r1kit.errors import R1kitError
 from r1kit.modeling import EMBEDDED_NAMES, device_of, load_model, load_tokenizer, resolve_model
 from r1kit.serve import ollama_api, openai_api, web_api
@@ -32,8 +34,13 @@ from r1kit.serve.generation import Generator
 from r1kit.serve.llamacpp import GGUFGenerator
 from r1kit.serve.security import DEFAULT_MAX_BODY, BodyLimit, LocalOnly
 from r1kit.serve.store import Store
+from r1kit.serve.workers import run_workers
 
 WEB = Path(__file__).parent / "web"
+# API processes `r1kit serve` runs by default in front of a paged engine on CUDA (one on CPU,
+# where the engine, the API processes and the clients share a few cores): README, "Why an
+# engine process", for the measurement behind it
+DEFAULT_API_WORKERS_CUDA = 4
 
 
 def create_app(
@@ -46,10 +53,12 @@ def create_app(
     host: str = "127.0.0.1",
     allow_origins: tuple[str, ...] = (),
     keepalive_s: float = 10.0,
+    api_worker: tuple[int, int] = (0, 1),
 ) -> FastAPI:
     """`max_body`: bytes per request body (413 past it); with auth off, requests must address
     `host` (or a loopback name) and come from it or one of `allow_origins`; CORS answers only
-    `allow_origins`; SSE streams send `: keep-alive` every `keepalive_s` while they wait."""
+    `allow_origins`; SSE streams send `: keep-alive` every `keepalive_s` while they wait.
+    `api_worker`: (this API process's index, how many serve the port), for /health."""
     app = FastAPI(title="r1kit", docs_url=None, redoc_url=None, openapi_url=None)
     s = app.state
     s.gen, s.store, s.auth = gen, store, Auth(store, enabled=auth, default_rpm=rpm)
@@ -82,7 +91,12 @@ def create_app(
 
     @app.get("/health", include_in_schema=False)
     async def health():
-        return {"status": "ok", **gen.stats()}
+        return {
+            "status": "ok",
+            **gen.stats(),
+            "api_worker": api_worker[0],
+            "api_workers": api_worker[1],
+        }
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     return app
@@ -112,15 +126,65 @@ def serve(
     max_body: int = DEFAULT_MAX_BODY,
     allow_origin: tuple[str, ...] = (),
     prefix_cache: bool = True,
+    api_workers: int | None = None,
 ) -> None:
-    """Load the model and serve it until interrupted (the `r1kit serve` job)."""
+    """Load the model and serve it until interrupted (the `r1kit serve` job). `api_workers`
+    API processes serve the port in front of one engine process (serve/workers.py); None: 4
+    where the paged engine runs on CUDA, else 1 (README, "Why an engine process")."""
     import uvicorn
 
     if no_auth and not is_loopback(host):
         raise R1kitError(f"--no-auth is allowed only on a loopback address, not {host}")
     if max_body < 1024:
         raise R1kitError(f"--max-body must be at least 1024 bytes, not {max_body}")
-    gen, path = make_generator(model, engine, max_waiting, name, device, template, prefix_cache)
+    if api_workers is not None and api_workers < 1:
+        raise R1kitError(f"--api-workers must be at least 1, not {api_workers}")
+    auth_note = "no auth" if no_auth else "keys in {db} (`r1kit keys create`)"
+    banner = "r1kit: serving {name} on http://{host}:{port} ({auth}); web chat at /"
+    if api_workers == 1 or (model is not None and model.endswith(".gguf")):
+        gen, path = make_generator(model, engine, max_waiting, name, device, template, prefix_cache)
+    else:
+        device = device or device_of("auto")
+        lm, tok, name, path = _load(model, device, name)
+        workers = api_workers or (DEFAULT_API_WORKERS_CUDA if str(device).startswith("cuda") else 1)
+        if workers > 1 and engine_kind(lm, engine) != "paged":
+            if api_workers is not None:
+                raise R1kitError("--api-workers above 1 needs the paged engine (--engine paged)")
+            workers = 1
+        if template != "auto":
+            set_template(tok, template)
+        if workers > 1:
+            store = Store(db)
+            store.clear_reservations()  # left by a server killed mid-request
+            app_kw = dict(
+                auth=not no_auth,
+                rpm=rpm,
+                model_path=path,
+                max_body=max_body,
+                host=host,
+                allow_origins=tuple(allow_origin),
+            )
+            text = banner.format(
+                name=name, host=host, port="{port}", auth=auth_note.format(db=store.path)
+            )
+            run_workers(
+                create_app,
+                lm,
+                tok,
+                name,
+                workers,
+                host,
+                port,
+                str(store.path),
+                app_kw,
+                max_waiting,
+                {"prefix_cache": prefix_cache},
+                banner=f"{text} ({workers} API processes)",
+            )
+            return
+        gen = Generator(
+            lm, tok, name, engine=engine, max_waiting=max_waiting, prefix_cache=prefix_cache
+        )
     name = gen.name
     store = Store(db)
     store.clear_reservations()  # left by a server killed mid-request
@@ -134,8 +198,8 @@ def serve(
         host=host,
         allow_origins=tuple(allow_origin),
     )
-    auth_note = "no auth" if no_auth else f"keys in {store.path} (`r1kit keys create`)"
-    print(f"r1kit: serving {name} on http://{host}:{port} ({auth_note}); web chat at /")
+    note = auth_note.format(db=store.path)
+    print(banner.format(name=name, host=host, port=port, auth=note))
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
@@ -166,18 +230,18 @@ def _generator(
 ) -> tuple[Generator, str]:
     if model is not None and model.endswith(".gguf"):
         return GGUFGenerator(model, name, max_waiting=max_waiting), model
-    device = device or device_of("auto")
-    path = resolve_model(model)
-    name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
+    lm, tok, name, path = _load(model, device or device_of("auto"), name)
     gen = Generator(
-        load_model(model, device=device).eval(),
-        load_tokenizer(model),
-        name,
-        engine=engine,
-        max_waiting=max_waiting,
-        prefix_cache=prefix_cache,
+        lm, tok, name, engine=engine, max_waiting=max_waiting, prefix_cache=prefix_cache
     )
     return gen, path
+
+
+def _load(model: str | None, device: str, name: str | None) -> tuple:
+    """(torch model, tokenizer, the name clients see, the path it was loaded from)."""
+    path = resolve_model(model)
+    name = name or ("r1kit-tiny" if model is None or model in EMBEDDED_NAMES else _name(model))
+    return load_model(model, device=device).eval(), load_tokenizer(model), name, path
 
 
 def _name(model: str) -> str:

@@ -1,7 +1,8 @@
 """Bearer keys, token quota (402) and a per-key request-rate limit (429).
 
 Keys are looked up in the store (hashed); a revoked or unknown key is a 401. The rate limit is
-a sliding window of 60 s over the key's requests, kept in memory; the quota (tokens) and
+a sliding window of 60 s over the key's requests, kept in the store (SQLite), so it holds over
+every API worker process of a server (`r1kit serve --api-workers N`); the quota (tokens) and
 credit (money) are checked against the key's running totals and the reservations of its
 requests in flight (one row, never a scan of the usage rows; serve/admission.py reserves and
 settles). With auth off every request is served as key `-`.
@@ -10,9 +11,6 @@ settles). With auth off every request is served as key `-`.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections import defaultdict, deque
 
 from fastapi import Request
 
@@ -27,8 +25,6 @@ class Auth:
         self.store = store
         self.enabled = enabled
         self.default_rpm = default_rpm
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
 
     def key_of(self, request: Request) -> str | None:
         h = request.headers.get("authorization", "")
@@ -85,17 +81,11 @@ class Auth:
         return key
 
     def _rate(self, key_id: str, rpm: int) -> None:
-        now = time.monotonic()
-        with self._lock:
-            hits = self._hits[key_id]
-            while hits and hits[0] <= now - WINDOW_S:
-                hits.popleft()
-            if len(hits) >= rpm:
-                wait = max(0.0, hits[0] + WINDOW_S - now)
-                raise APIError(
-                    429,
-                    f"rate limit of {rpm} requests per minute reached; retry in {wait:.1f} s",
-                    code="rate_limit_exceeded",
-                    headers={"retry-after": str(max(1, math.ceil(wait)))},
-                )
-            hits.append(now)
+        wait = self.store.hit(key_id, rpm, WINDOW_S)
+        if wait is not None:
+            raise APIError(
+                429,
+                f"rate limit of {rpm} requests per minute reached; retry in {wait:.1f} s",
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )

@@ -15,6 +15,7 @@ a partial tag.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from r1kit.chat import THINK_CLOSE, encode_prompt, render_chat, set_template, template_of
 from r1kit.engine import SamplingParams, make_streaming_engine
@@ -22,7 +23,35 @@ from r1kit.engine.streaming import StreamingEngine
 from r1kit.serve.errors import APIError, bad_request, invalid_param
 from r1kit.serve.sample_text import Delta, SampleText
 
-__all__ = ["Delta", "Generation", "Generator", "SampleText"]
+__all__ = ["Delta", "Generation", "Generator", "ModelCard", "SampleText"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the routes need to know of a torch model besides its engine: its end-of-sequence
+    ids and what /api/tags and /api/show report. An API worker process gets this, not the
+    weights (serve/workers.py)."""
+
+    eos_ids: tuple[int, ...]
+    description: dict
+
+    @classmethod
+    def of(cls, model, tokenizer) -> ModelCard:
+        cfg, params = model.config, list(model.parameters())
+        info = {
+            f"{cfg.model_type}.{k}": v
+            for k, v in cfg.to_dict().items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        }
+        description = {
+            "family": getattr(cfg, "model_type", "unknown"),
+            "format": "safetensors",
+            "parameters": sum(p.numel() for p in params),
+            "size": sum(p.numel() * p.element_size() for p in params),
+            "quantization_level": str(model.dtype).split(".")[-1],
+            "model_info": info,
+        }
+        return cls(_eos_ids(model, tokenizer), description)
 
 
 class Generation:
@@ -96,12 +125,17 @@ class Generator:
         max_waiting: int | None = 64,
         backend: StreamingEngine | None = None,
         process: bool = True,
+        card: ModelCard | None = None,
         **engine_kw,
     ) -> None:
         """`model` is a torch model run by r1kit's engine (`engine`, `process` and the
         keyword arguments choose it: `make_streaming_engine`), or None with `backend`, an
-        engine already built (llama.cpp)."""
+        engine already built (llama.cpp; or an API worker's client of the engine core, with
+        the model's `card`)."""
         self.model, self.tok, self.name = model, tokenizer, name
+        if card is None and model is not None:
+            card = ModelCard.of(model, tokenizer)
+        self.card = card
         if backend is None:
             backend = make_streaming_engine(
                 model, tokenizer.pad_token_id or 0, engine, max_waiting, process, **engine_kw
@@ -109,7 +143,7 @@ class Generator:
         self.engine: StreamingEngine = backend
         self.max_waiting = max_waiting
         self.max_model_len = backend.max_model_len
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = card.eos_ids if card is not None else _eos_ids(None, tokenizer)
         self.think_close_id = _single_token(tokenizer, THINK_CLOSE)
         self.answer_tags = template_of(tokenizer) == "r1zero"  # content: inside <answer>
 
@@ -192,20 +226,8 @@ class Generator:
 
     def describe(self) -> dict:
         """What /api/tags and /api/show report about the model (GGUFGenerator has its own)."""
-        cfg, params = self.model.config, list(self.model.parameters())
-        info = {
-            f"{cfg.model_type}.{k}": v
-            for k, v in cfg.to_dict().items()
-            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-        }
-        return {
-            "family": getattr(cfg, "model_type", "unknown"),
-            "format": "safetensors",
-            "parameters": sum(p.numel() for p in params),
-            "size": sum(p.numel() * p.element_size() for p in params),
-            "quantization_level": str(self.model.dtype).split(".")[-1],
-            "model_info": info,
-        }
+        assert self.card is not None
+        return self.card.description
 
     def stats(self) -> dict:
         return self.engine.stats()

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS usage (
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
   reasoning_tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS usage_key ON usage(key_id);
+CREATE TABLE IF NOT EXISTS hits (key_id TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hits_key ON hits(key_id, ts);
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY, key_id TEXT NOT NULL, title TEXT NOT NULL, created REAL NOT NULL,
   updated REAL NOT NULL, messages TEXT NOT NULL);
@@ -314,6 +316,25 @@ class Store:
     ) -> None:
         """Usage of a request that reserved nothing."""
         self.settle(key_id, model, endpoint, prompt, completion, reasoning, cache_hit)
+
+    def hit(self, key_id: str, rpm: int, window_s: float = 60.0) -> float | None:
+        """Count a request against the key's `rpm` requests per sliding `window_s`: None when
+        it is within the limit (and counted), else the seconds until the oldest request in the
+        window leaves it (not counted). One write transaction, so the limit holds across API
+        processes; the key keeps at most `rpm` rows."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "DELETE FROM hits WHERE key_id = ? AND ts <= ?", (key_id, now - window_s)
+            )
+            n, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(ts) FROM hits WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            if n >= rpm:
+                return max(0.0, oldest + window_s - now)
+            self._db.execute("INSERT INTO hits VALUES (?, ?)", (key_id, now))
+            return None
 
     def clear_reservations(self) -> None:
         """At server start: reservations left by a server that was killed mid-request."""

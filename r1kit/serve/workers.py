@@ -1,0 +1,192 @@
+"""`r1kit serve --api-workers N`: N API processes in front of one engine core.
+
+    run_workers(create_app, model, tok, "r1kit-tiny", workers=4, host="127.0.0.1", port=8000,
+                db="keys.db", app_kw={"auth": True, ...}, engine_kw={"prefix_cache": True})
+
+This process loads the model, starts the engine core (engine/core.py) with one pipe per API
+worker, binds one listening socket per worker on the same port (SO_REUSEPORT: the kernel
+spreads new connections evenly over them) and spawns the workers; then it only supervises: a
+worker or the core that exits stops the server (exit 1), SIGINT/SIGTERM stop it cleanly. Each
+worker runs the whole FastAPI app (`create_app`, passed in so this module does not import
+app.py) on its own event loop, with the tokenizer and the model's card (`ModelCard`: end ids,
+what /api/show reports), never the weights, and talks token ids to the core
+(`EngineClient`). What must hold over all workers lives outside any one of them: keys, quotas
+and reservations, rate limits and usage in the SQLite file (serve/store.py: each reservation
+and rate check is one write transaction), the waiting-queue limit in a counter the core's
+clients share (`EngineCore.inflight`), the prefix cache and its hit counts in the core.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_any
+from typing import Any
+
+from r1kit.engine.core import EngineClient, EngineCore
+from r1kit.errors import R1kitError
+from r1kit.serve.generation import Generator, ModelCard
+from r1kit.serve.store import Store
+
+START_TIMEOUT_S = 600
+
+
+@dataclass
+class WorkerSpec:
+    """Everything an API worker builds its app from (pickled to it at spawn)."""
+
+    create_app: Callable[..., Any]  # serve.app.create_app (pickled by name)
+    tok: Any
+    name: str
+    card: ModelCard
+    info: dict  # the engine core's max_model_len, max_num_seqs, first stats
+    max_waiting: int | None
+    db: str
+    app_kw: dict
+    workers: int
+    inline_chars: int | None = None  # admission.INLINE_CHARS override (the bench's A/B)
+
+
+def bind_sockets(host: str, port: int, n: int) -> list[socket.socket]:
+    """`n` listening sockets on one address (port 0: a free port, the same for all)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if n > 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+            port = s.getsockname()[1]
+            s.listen(2048)  # connections queue from now on, before the workers accept
+            s.set_inheritable(True)
+    except OSError as e:
+        for s in socks:
+            s.close()
+        raise R1kitError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return socks
+
+
+def run_workers(
+    create_app: Callable[..., Any],
+    model,
+    tok,
+    name: str,
+    workers: int,
+    host: str,
+    port: int,
+    db: str,
+    app_kw: dict,
+    max_waiting: int | None = 256,
+    engine_kw: dict | None = None,
+    inline_chars: int | None = None,
+    on_start: Callable[[dict[int, str]], None] | None = None,
+    banner: str | None = None,
+) -> None:
+    """Serve `model` with `workers` API processes until interrupted; `on_start` gets the
+    processes' roles by pid ({pid: "engine" | "api0" ...}) once all have started."""
+    if str(db) == ":memory:":
+        raise R1kitError("--api-workers above 1 needs a database file, not :memory:")
+    import torch.multiprocessing as mp
+
+    socks = bind_sockets(host, port, workers)
+    port = socks[0].getsockname()[1]
+    core = EngineCore(model, workers, **(engine_kw or {}))
+    spec = WorkerSpec(
+        create_app,
+        tok,
+        name,
+        ModelCard.of(model, tok),
+        core.info,
+        max_waiting,
+        str(db),
+        app_kw,
+        workers,
+        inline_chars,
+    )
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    procs = []
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        for i in range(workers):
+            p = ctx.Process(
+                target=worker_main,
+                args=(i, socks[i], core.conns[i], core.inflight, ready, spec),
+                name=f"r1kit-api-{i}",
+                daemon=True,
+            )
+            p.start()
+            procs.append(p)
+        core.release()  # the workers hold the pipes now: the core sees each one's end
+        for s in socks:
+            s.close()
+        started, t0 = 0, time.monotonic()
+        while started < workers:
+            try:
+                ready.get(timeout=1.0)
+                started += 1
+            except queue.Empty:
+                dead = any(not p.is_alive() for p in procs) or not core.proc.is_alive()
+                if dead or time.monotonic() - t0 > START_TIMEOUT_S:
+                    raise R1kitError(
+                        "an API worker or the engine process failed to start"
+                    ) from None
+        if on_start is not None:
+            roles = {core.proc.pid: "engine", **{p.pid: f"api{i}" for i, p in enumerate(procs)}}
+            on_start(roles)
+        if banner:
+            print(banner.replace("{port}", str(port)), flush=True)
+        wait_any([p.sentinel for p in procs] + [core.proc.sentinel])
+        dead = [f"{p.name} (exit code {p.exitcode})" for p in procs if not p.is_alive()]
+        if not core.proc.is_alive():
+            dead.append(f"the engine process (exit code {core.proc.exitcode})")
+        print(f"r1kit: {', '.join(dead)} stopped; stopping the server", file=sys.stderr)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # uvicorn's own SIGTERM handling: a graceful stop
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        core.close()  # it exits once every worker's pipe has closed
+
+
+def worker_main(index: int, sock: socket.socket, conn, inflight, ready, spec: WorkerSpec) -> None:
+    """One API worker process: the app over a client of the engine core, on `sock`."""
+    import uvicorn
+
+    from r1kit.serve import admission
+
+    if spec.inline_chars is not None:
+        admission.INLINE_CHARS = spec.inline_chars
+    client = EngineClient(conn, spec.info, spec.max_waiting, inflight, prefix=f"w{index}.")
+    gen = Generator(
+        None, spec.tok, spec.name, max_waiting=spec.max_waiting, backend=client, card=spec.card
+    )
+    app = spec.create_app(gen, Store(spec.db), api_worker=(index, spec.workers), **spec.app_kw)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    ready.put(index)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gen.close()

@@ -1,0 +1,197 @@
+"""`r1kit serve --api-workers 2`: two API processes in front of one engine process, started
+with the real CLI and driven with the real `openai` client. Whatever must hold across
+processes holds: quotas and `n` (reservations in SQLite), the rate limit, abort on
+disconnect (the engine's blocks freed), /health; and connections reach both workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from r1kit.errors import R1kitError
+from r1kit.serve.app import serve
+from r1kit.serve.store import Store
+
+MODEL = "r1kit-tiny"
+
+
+class Served:
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "r1kit.db"
+        self.store = Store(self.db)  # this process's own connection to the server's file
+        self.key, _ = self.store.create_key("tests")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "r1kit.cli", "serve", "--api-workers", "2", "--port", "0"]
+        self.proc = subprocess.Popen(
+            [*cmd, "--db", str(self.db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        line, t0 = "", time.time()
+        while "serving" not in line:  # the banner names the port
+            ready, _, _ = select.select([self.proc.stdout], [], [], 5)
+            if time.time() - t0 > 120 or self.proc.poll() is not None:
+                raise RuntimeError(f"the server did not start: {line}")
+            if ready:
+                line = self.proc.stdout.readline()
+        self.url = "http://" + line.split("http://")[1].split(" ")[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def health(self) -> dict:
+        # a new connection each time: either worker may answer
+        return httpx.get(self.url + "/health", headers={"Connection": "close"}).json()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("workers"))
+    yield s
+    s.close()
+    assert s.proc.returncode == 0, "SIGTERM stops every process cleanly"
+
+
+def test_openai_client_plain_and_streaming(srv):
+    client = openai.OpenAI(base_url=srv.url, api_key=srv.key)  # DeepSeek's base URL, no /v1
+    msgs = [{"role": "user", "content": "What is 2 + 3?"}]
+    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, seed=1)
+    assert r.usage.completion_tokens > 0 and r.choices[0].finish_reason in ("stop", "length")
+    text = r.choices[0].message.reasoning_content or ""
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=msgs,
+        max_tokens=12,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    got, usage = "", None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            got += getattr(ch.delta, "reasoning_content", None) or ""
+    assert got == text and usage.completion_tokens == r.usage.completion_tokens
+
+
+def test_health_and_both_workers_serve(srv):
+    seen = {srv.health()["api_worker"] for _ in range(24)}
+    h = srv.health()
+    assert h["status"] == "ok" and h["api_workers"] == 2 and h["engine"] == "paged"
+    assert seen == {0, 1}, "new connections reach both API processes (SO_REUSEPORT)"
+
+
+def test_quota_holds_across_workers(srv):
+    """A 200-token key: 50 concurrent requests from 50 connections (both workers), and one
+    request with n=16, never spend past it."""
+    key50, k50 = srv.store.create_key("k50", quota_tokens=200)
+    key16, k16 = srv.store.create_key("k16", quota_tokens=200)
+
+    async def burst() -> list:
+        async def one(i: int):
+            c = openai.AsyncOpenAI(base_url=srv.url, api_key=key50, max_retries=0)
+            try:
+                r = await c.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"What is {i} + 1?"}],
+                    max_tokens=40,
+                    extra_body={"ignore_eos": True},
+                )
+                return r.usage.total_tokens
+            except openai.APIStatusError as e:
+                return e.status_code
+            finally:
+                await c.close()
+
+        return await asyncio.gather(*[one(i) for i in range(50)])
+
+    out = asyncio.run(burst())
+    served = [x for x in out if x not in (402, 429)]
+    assert served and 402 in out, out
+    used = srv.store.get_key(k50.id)
+    assert sum(served) == used.used_tokens <= 200 and used.reserved_tokens == 0
+
+    c = openai.OpenAI(base_url=srv.url, api_key=key16, max_retries=0)
+    r = c.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "1 + 1?"}],
+        max_tokens=100,
+        n=16,
+        extra_body={"ignore_eos": True},
+    )
+    assert len(r.choices) == 16 and r.usage.total_tokens <= 200
+    assert srv.store.get_key(k16.id).used_tokens == r.usage.total_tokens
+    assert srv.health()["status"] == "ok"
+
+
+def test_rate_limit_holds_across_workers(srv):
+    key, _ = srv.store.create_key("slow", rpm=3)
+    codes = []
+    for _ in range(8):  # a connection each: the requests land on both workers
+        r = httpx.post(
+            srv.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}", "Connection": "close"},
+            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+            timeout=60,
+        )
+        codes.append(r.status_code)
+    assert codes.count(200) == 3 and codes.count(429) == 5, codes
+
+
+def test_disconnect_aborts_and_frees_blocks(srv):
+    used0 = srv.store.tokens_used(srv.store.find_key(srv.key).id)
+    free0 = _settled(srv)["free_blocks"]
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Count."}],
+            "max_tokens": 900,
+            "ignore_eos": True,
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{srv.key}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(head.encode() + body)
+        t0 = time.time()
+        while srv.health()["requests"] == 0 and time.time() - t0 < 30:
+            time.sleep(0.01)
+        assert srv.health()["requests"] == 1
+    st = _settled(srv)  # the client is gone: the request ends well before 900 tokens
+    assert st["requests"] == 0 and st["free_blocks"] == free0
+    billed = srv.store.tokens_used(srv.store.find_key(srv.key).id) - used0
+    assert 0 < billed < 900
+
+
+def test_api_workers_flag_checked():
+    with pytest.raises(R1kitError, match="--api-workers must be at least 1"):
+        serve(api_workers=0)
+
+
+def _settled(srv) -> dict:
+    """/health once the engine has no request (both workers see the same state)."""
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        a, b = srv.health(), srv.health()
+        if a["requests"] == 0 and b["requests"] == 0 and a["free_blocks"] == b["free_blocks"]:
+            return a
+        time.sleep(0.05)
+    raise AssertionError("the engine did not settle")
