@@ -16,13 +16,18 @@ it is. Under `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT 
   get_state_dict / set_state_dict. DCP reshards on load: a checkpoint written by N ranks loads on
   M ranks, or in one plain process (no process group), and `export_hf` turns it into a plain
   Hugging Face directory.
+- `scope(group)`: inside it world(), rank(), is_main(), share(), barrier(), all_reduce(),
+  all_gather_objects(), shard() and the sharded checkpoints see only that sub-group's ranks, so
+  the code above runs unchanged on a part of the job (async GRPO's trainer ranks or generator
+  ranks, rl/async_loop.py). `broadcast_tensors` sends one rank's tensors to a group in buckets.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import MethodType
@@ -36,6 +41,8 @@ from r1kit.modeling import load_model, load_tokenizer, save_model
 
 T = TypeVar("T")
 _LONG: Any = None  # a gloo group with a long timeout, for waiting on rank 0 (on_main)
+_SCOPE: Any = None  # the group world(), rank() and the collectives below use (None: all ranks)
+BUCKET_BYTES = 256 * 2**20  # broadcast_tensors: tensors flattened into buffers of this size
 
 
 def launched() -> bool:
@@ -48,11 +55,37 @@ def active() -> bool:
 
 
 def world() -> int:
-    return dist.get_world_size() if active() else 1
+    return dist.get_world_size(_SCOPE) if active() else 1
 
 
 def rank() -> int:
+    return dist.get_rank(_SCOPE) if active() else 0
+
+
+def global_rank() -> int:
+    """This process's rank in the whole job, whatever the scope."""
     return dist.get_rank() if active() else 0
+
+
+@contextmanager
+def scope(group: Any) -> Iterator[None]:
+    """Inside: world(), rank(), is_main(), share(), barrier(), all_reduce(),
+    all_gather_objects(), shard() and save/load_sharded act on `group` (a sub-group from
+    new_group that this rank belongs to) instead of every rank. None: no change."""
+    global _SCOPE
+    before = _SCOPE
+    _SCOPE = group if group is not None else before
+    try:
+        yield
+    finally:
+        _SCOPE = before
+
+
+def new_group(ranks: Sequence[int], backend: str | None = None) -> Any:
+    """A process group of `ranks` (global ranks). Every rank of the job must call this, in the
+    same order, members or not. backend None: the job's own (gloo for CPU tensors and objects,
+    NCCL for CUDA tensors on GPU)."""
+    return dist.new_group(list(ranks), backend=backend)
 
 
 def is_main() -> bool:
@@ -88,6 +121,12 @@ def shutdown() -> None:
 
 def barrier() -> None:
     if active():
+        dist.barrier(group=_SCOPE)
+
+
+def world_barrier() -> None:
+    """A barrier over every rank of the job, whatever the scope."""
+    if active():
         dist.barrier()
 
 
@@ -102,8 +141,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     if not active():
         return [obj]
     out: list[Any] = [None] * world()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=_SCOPE)
     return out
+
+
+def broadcast_object(obj: Any, src: int, group: Any) -> Any:
+    """Global rank `src`'s picklable `obj` on every rank of `group` (members only call this;
+    a gloo group: the object is pickled into a CPU tensor)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, group=group)
+    return box[0]
 
 
 def map_shares(n: int, fn: Callable[[range], list[T]]) -> list[T]:
@@ -120,7 +167,7 @@ def all_reduce(x: float, op: str = "sum") -> float:
     if not active():
         return x
     t = torch.tensor([float(x)], dtype=torch.float64)  # CPU: goes through gloo
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=_SCOPE)
     return float(t.item())
 
 
@@ -152,11 +199,16 @@ def shard(model, methods: dict[str, Callable] | None = None):
         register_fsdp_forward_method,
     )
 
-    kw = {}
-    if next(model.parameters()).is_cuda:  # compute in bf16, reduce gradients in fp32
+    kw: dict[str, Any] = {}
+    cuda = next(model.parameters()).is_cuda
+    if cuda:  # compute in bf16, reduce gradients in fp32
         kw["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32
         )
+    if _SCOPE is not None:  # shards over the scope's ranks only (async GRPO's trainers)
+        from torch.distributed.device_mesh import DeviceMesh
+
+        kw["mesh"] = DeviceMesh.from_group(_SCOPE, "cuda" if cuda else "cpu")
     for block in _blocks(model):
         fully_shard(block, **kw)
     fully_shard(model, **kw)
@@ -196,7 +248,7 @@ def save_sharded(path: str | Path, model, optimizer=None) -> None:
     else:
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optim": osd}
-    dcp.save(state, checkpoint_id=str(path))
+    dcp.save(state, checkpoint_id=str(path), process_group=_SCOPE)
 
 
 def load_sharded(path: str | Path, model, optimizer=None) -> None:
@@ -214,12 +266,12 @@ def load_sharded(path: str | Path, model, optimizer=None) -> None:
         raise R1kitError(f"{path} is not a sharded checkpoint (no .metadata)")
     if optimizer is None:
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(path))
+        dcp.load(state, checkpoint_id=str(path), process_group=_SCOPE)
         set_model_state_dict(model, state["model"])
         return
     msd, osd = get_state_dict(model, optimizer)  # initialises the optimizer state to fill
     state = {"model": msd, "optim": osd}
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(state, checkpoint_id=str(path), process_group=_SCOPE)
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
@@ -233,6 +285,53 @@ def export_hf(path: str | Path, model_spec: str | None, out: str | Path, tokeniz
     load_sharded(path, model)
     save_model(model, tokenizer or load_tokenizer(model_spec), out)
     return Path(out)
+
+
+def _buckets(tensors: Sequence[torch.Tensor], limit: int) -> Iterator[list[torch.Tensor]]:
+    """Consecutive runs of `tensors` of one dtype and device, each at most `limit` bytes (a
+    larger tensor alone)."""
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        same = not bucket or (t.dtype, t.device) == (bucket[0].dtype, bucket[0].device)
+        if bucket and (not same or size + nbytes > limit):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(t)
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+@torch.no_grad()
+def broadcast_tensors(
+    tensors: Sequence[torch.Tensor], src: int, group: Any, bucket_bytes: int = BUCKET_BYTES
+) -> int:
+    """Global rank `src`'s values of `tensors` into the same-shaped tensors of every rank of
+    `group`, in place: consecutive tensors flattened into buckets of at most `bucket_bytes`
+    (one broadcast each: few large messages instead of one per tensor), unflattened on the
+    receivers. NCCL for CUDA tensors, gloo for CPU ones. Returns the bytes broadcast."""
+    sent = 0
+    sending = dist.get_rank() == src
+    for bucket in _buckets(tensors, bucket_bytes):
+        if len(bucket) == 1 and bucket[0].is_contiguous():  # no copy needed
+            dist.broadcast(bucket[0], src=src, group=group)
+            sent += bucket[0].numel() * bucket[0].element_size()
+            continue
+        if sending:
+            flat = torch.cat([t.reshape(-1) for t in bucket])  # [sum of numels]
+        else:
+            n = sum(t.numel() for t in bucket)
+            flat = torch.empty(n, dtype=bucket[0].dtype, device=bucket[0].device)
+        dist.broadcast(flat, src=src, group=group)
+        if not sending:
+            at = 0
+            for t in bucket:
+                t.copy_(flat[at : at + t.numel()].view_as(t))
+                at += t.numel()
+        sent += flat.numel() * flat.element_size()
+    return sent
 
 
 def passes(n_global: int, micro_batch: int) -> int:

@@ -64,6 +64,19 @@ class ZeroRun(TrainRun):
     time_limit_s: float = param(
         0.0, "stop training after this many seconds, then evaluate (0: no limit)", ge=0
     )
+    async_depth: int = param(
+        0,
+        "1: one-step-off-policy GRPO under torchrun: generator ranks sample step t+1 while "
+        "trainer ranks update on step t (rl/async_loop.py); 0: every rank samples, then trains",
+        ge=0,
+        le=1,
+    )
+    generator_ranks: int = param(
+        0,
+        "with --async-depth 1: how many ranks (the last ones) sample; the rest train "
+        "(0: half the ranks, rounded down)",
+        ge=0,
+    )
 
 
 @dataclass
@@ -157,8 +170,11 @@ class GRPOOptim(Optim):
     grad_checkpoint: bool = param(
         False, "recompute decoder activations in backward (less memory, more compute)"
     )
-    compile_update: bool = param(
-        False, "torch.compile the decoder layers and LM-head chunks of the update (GPU)"
+    compile_update: bool | None = param(
+        None,
+        "torch.compile the update's decoder layers and LM-head chunks (train/compile.py); "
+        "--no-compile-update: eager",
+        shown="auto: on for full-parameter training on CUDA in one process",
     )
 
 

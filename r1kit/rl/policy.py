@@ -4,7 +4,9 @@ base or a checkpoint, with LoRA adapters and a frozen reference when asked), the
 
 In one process the engine samples from the trainer's own weight tensors, so after an optimizer
 step it samples from the new policy. Under torchrun the trainer's model is FSDP-sharded and the
-engine holds a full copy (`engine_model`), refilled from the shards after each step.
+engine holds a full copy (`engine_model`), refilled from the shards after each step. A sampling-
+only policy (`train=False`: async GRPO's generator ranks) has the model and its engine but no
+trainer; its weights come from the trainers (rl/async_loop.py).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def _engine_kw(cfg: ZeroConfig) -> dict:
 class Policy:
     """tokenizer, model (trained), ref_model (frozen, beta > 0), trainer, engine, engine_model."""
 
-    def __init__(self, cfg: ZeroConfig, device: str, checkpoint: Path | None = None) -> None:
+    def __init__(
+        self, cfg: ZeroConfig, device: str, checkpoint: Path | None = None, train: bool = True
+    ) -> None:
         self.device = device
         self.tokenizer = tok = load_tokenizer(str(checkpoint) if checkpoint else cfg.model)
         set_template(tok, cfg.template)  # the model is saved with the format it is trained in
@@ -52,6 +56,13 @@ class Policy:
                 load_lora_state(model, state["lora"])
         else:
             model = load_model(str(checkpoint) if checkpoint else cfg.model, dtype, device)
+        if not train:  # sampling only: no sharding, no optimizer, no reference
+            self.model = self.engine_model = model.eval().requires_grad_(False)
+            self.lora, self.trainer = bool(cfg.lora.rank), None
+            self.engine = make_engine(
+                model, pad_token_id=tok.pad_token_id, kind=cfg.run.engine, **_engine_kw(cfg)
+            )
+            return
         ref = None
         if cfg.algo.beta > 0:
             ref = load_model(cfg.model, dtype=dtype, device=device).eval().requires_grad_(False)
@@ -76,6 +87,8 @@ class Policy:
         returns its trainer state, None without one."""
         if checkpoint is None:
             return None
+        if self.trainer is None:  # sampling only: the state's step and data position
+            return torch.load(checkpoint / "trainer_state.pt", weights_only=False)
         state = load_trainer_state(checkpoint, self.trainer.optimizer, self.model)
         if (checkpoint / "dcp").is_dir():  # weights came from the shards: into the engine too
             sync(self.model, self.engine_model, self.engine)

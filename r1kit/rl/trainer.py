@@ -16,7 +16,7 @@ from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.rl import grpo
 from r1kit.sampling.rollout import Rollout
 from r1kit.train.batch import TrainBatch, collate
-from r1kit.train.compile import compile_decoder_layers
+from r1kit.train.compile import compile_decoder_layers, compile_seconds, compile_wanted
 from r1kit.train.finite import NonFiniteGuard
 from r1kit.train.plan import micro_batches
 from r1kit.train.shard import model_logprobs
@@ -65,9 +65,10 @@ class GRPOTrainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         on_gpu = next(model.parameters()).is_cuda
-        # --compile-update: fused elementwise work around the matmuls (train/compile.py)
-        self.compile_backend = "inductor" if optim.compile_update else None
-        if optim.compile_update:
+        # compiled update (default on CUDA): fused elementwise work around the matmuls
+        self.compiled = compile_wanted(optim.compile_update, model)  # train/compile.py
+        self.compile_backend = "inductor" if self.compiled else None
+        if self.compiled:
             compile_decoder_layers(model)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],  # only the adapters under LoRA
@@ -100,6 +101,7 @@ class GRPOTrainer:
         """μ optimizer steps on one generation batch; returns averaged metrics."""
         algo, optim = self.algo, self.optim
         dev = next(self.model.parameters()).device  # the loss is computed where the model is
+        compiling = compile_seconds()  # the first update compiles (once; dynamic shapes)
         adv = self.advantages(rollouts)  # [N], computed in group order
         zero_std = float((adv.view(-1, algo.group_size).abs().sum(1) == 0).float().mean())
         # token aggregation over the whole batch (all ranks): completion tokens not masked out
@@ -122,6 +124,8 @@ class GRPOTrainer:
         old = self._fixed_logprobs(self.model, batches) if algo.mu > 1 else None
         ref = self._fixed_logprobs(self.ref_model, batches) if algo.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        # [sum of truncated IS weights, tokens truncated at the cap] over this rank's loss tokens
+        is_sum = torch.zeros(2, device=dev)
         self.model.train()
         for inner in range(algo.mu):
             for g in self.optimizer.param_groups:
@@ -140,6 +144,8 @@ class GRPOTrainer:
                 isw = None
                 if algo.tis_cap > 0 and mb.engine_logp is not None:
                     isw = grpo.truncated_is_weight(old_mb, mb.engine_logp.to(dev), algo.tis_cap)
+                    on = cmask.float() * live  # no host sync: summed on the device
+                    is_sum += torch.stack([(isw * on).sum(), ((isw >= algo.tis_cap) * on).sum()])
                 loss, m = grpo.grpo_loss(
                     logp,
                     old_mb,
@@ -176,6 +182,11 @@ class GRPOTrainer:
             sums[k] = dist.all_reduce(sums[k])
         out = {k: v / algo.mu for k, v in sums.items()}
         out["lr"] = self.lr_now()
+        if algo.tis_cap > 0:  # the engine-vs-trainer (and async: staleness) weights' summary
+            w_sum, clipped = (dist.all_reduce(x) / (n_tok * algo.mu) for x in is_sum.tolist())
+            out["is_weight"], out["is_clip"] = w_sum, clipped
         out["zero_std_groups"] = zero_std
+        if self.compiled and compile_seconds() > compiling:  # only where this update compiled
+            out["compile_s"] = round(compile_seconds() - compiling, 1)
         out["nonfinite_skipped"] = self.guard.take_skipped()  # optimizer steps not applied
         return out

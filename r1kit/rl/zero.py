@@ -11,7 +11,9 @@ OUT/report.png       accuracy / reward / length / reflection per step
 
 Under `torchrun --nproc-per-node N` the same job runs data-parallel: rollouts and evaluation
 split over the ranks (sampling/rollout.py, sampling/heldout.py), the policy FSDP-sharded
-(train/shard.py), sharded checkpoints; rank 0 writes the files above.
+(train/shard.py), sharded checkpoints; rank 0 writes the files above. With --async-depth 1 the
+ranks split into generators and trainers instead, one step off-policy (rl/async_loop.py);
+evaluation still spreads over every rank.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -32,6 +35,7 @@ from r1kit.engine import SamplingParams
 from r1kit.errors import R1kitError
 from r1kit.modeling import device_of, resolve_model
 from r1kit.rewards.base import WeightedReward, parse_reward_spec
+from r1kit.rl import async_loop
 from r1kit.rl.collect import batch_metrics, collect
 from r1kit.rl.policy import Policy
 from r1kit.rl.report import plot_report
@@ -81,7 +85,9 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     reward, problems = _inputs(cfg)
     random.seed(cfg.run.seed)
     torch.manual_seed(cfg.run.seed)
-    policy = Policy(cfg, device, run.checkpoint)
+    sp = async_loop.split(cfg, run)  # None: the synchronous loop
+    with dist.scope(sp and sp.group):  # async: the trainers shard among themselves
+        policy = Policy(cfg, device, run.checkpoint, train=not (sp and sp.generating))
     tok, engine = policy.tokenizer, policy.engine
     # prompts too long for the context (with room for --max-tokens) are dropped here, counted
     fit = PromptFit(tok, cfg.template, model_context(policy.model, engine), cfg.sampling.max_tokens)
@@ -90,7 +96,8 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     source = cfg.eval_data or f"{cfg.dataset} (held-out split)"
     data = problems_identity(cfg.dataset, cfg.run.seed, problems, source)
     run.record_data(data, cfg.run.allow_data_change)  # --resume: a changed dataset is refused
-    state = policy.resume(run.checkpoint)
+    with dist.scope(sp and sp.group):
+        state = policy.resume(run.checkpoint)
     start = run.resume_from(state)
     consumed = state["data_pos"] if state else 0
     stream = itertools.islice(train, consumed, None)
@@ -125,6 +132,43 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
         stop_token_ids=(tok.eos_token_id,),
         logprobs=True,
     )
+    if sp is not None:
+        done = async_loop.train_async(
+            cfg, run, policy, sp, stream, consumed, start, params, reward, state
+        )
+    else:
+        done = _sync_loop(cfg, run, policy, stream, consumed, start, params, reward)
+
+    run.console.print("evaluating the trained model")
+    final, rollouts = evaluate(engine, tok, problems, cfg.template, eval_sp)
+    if run.main:
+        run.save_final(policy.final_model(), tok)
+        rows = [
+            {"question": r.example["question"], "completion": r.text, **r.rewards} for r in rollouts
+        ]
+        files.write_text(run.out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    summary = {f"{w}_{m}": ev[m] for m in REPORTED for w, ev in (("base", base), ("final", final))}
+    summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
+    summary["wall_s"] = round(run.wall(), 1)
+    metrics = run.metrics()  # every rank: it waits for rank 0's rows
+    if run.main:
+        plot_report(metrics, run.out / "report.png", base, final)
+    return run.finish(summary)
+
+
+def _sync_loop(
+    cfg: ZeroConfig,
+    run: Run,
+    policy: Policy,
+    stream: Iterator[dict],
+    consumed: int,
+    start: int,
+    params: SamplingParams,
+    reward: WeightedReward,
+) -> int:
+    """Steps start+1..cfg.run.steps, each sampling then training on every rank; returns the
+    last step trained."""
+    tok, engine = policy.tokenizer, policy.engine
     done = start
     with run.bar(cfg.run.steps, start) as bar:
         for step in range(start + 1, cfg.run.steps + 1):
@@ -148,19 +192,4 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
                 policy.save(run, step, {"data_pos": consumed})
             if stop:
                 break
-
-    run.console.print("evaluating the trained model")
-    final, rollouts = evaluate(engine, tok, problems, cfg.template, eval_sp)
-    if run.main:
-        run.save_final(policy.final_model(), tok)
-        rows = [
-            {"question": r.example["question"], "completion": r.text, **r.rewards} for r in rollouts
-        ]
-        files.write_text(run.out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    summary = {f"{w}_{m}": ev[m] for m in REPORTED for w, ev in (("base", base), ("final", final))}
-    summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
-    summary["wall_s"] = round(run.wall(), 1)
-    metrics = run.metrics()  # every rank: it waits for rank 0's rows
-    if run.main:
-        plot_report(metrics, run.out / "report.png", base, final)
-    return run.finish(summary)
+    return done

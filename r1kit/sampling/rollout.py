@@ -31,6 +31,8 @@ class Rollout:
     finish_reason: str
     rewards: dict[str, float] = field(default_factory=dict)
     reward: float = 0.0
+    # the optimizer steps the sampling weights had taken (async GRPO's lag; None: not recorded)
+    policy_version: int | None = None
 
     @property
     def reflects(self) -> bool:
