@@ -78,11 +78,12 @@ class Flat:
 
     @property
     def type(self) -> type:
-        """The value's type: the default's, else the first of int/float in the annotation."""
+        """The value's type: the default's, else the first of bool/int/float in the annotation
+        (`bool | None`: a switch whose None means "decide for me", e.g. --compile-update)."""
         if self.default is not None:
             return type(self.default)
         hint = str(self.field.type)
-        return next((t for t in (int, float) if hint.startswith(t.__name__)), str)
+        return next((t for t in (bool, int, float) if hint.startswith(t.__name__)), str)
 
 
 def _fmt(v: Any) -> str:

@@ -1,4 +1,5 @@
-"""`torch.compile` for the update phase (`--compile-update`): where it pays on a GPU.
+"""`torch.compile` for the update phase (`--compile-update`, on by default on CUDA): where it
+pays on a GPU.
 
 The decoder layers' elementwise work (RMSNorm, rotary embedding, SwiGLU, residual adds) is memory
 bound and, for small models, a large share of the step; compiling each layer fuses it into a few
@@ -11,6 +12,28 @@ fuses into the log-sum-exp instead of being written out and read back.
 from __future__ import annotations
 
 import torch
+from torch._dynamo.utils import calculate_time_spent
+
+from r1kit import dist
+
+
+def compile_wanted(setting: bool | None, model) -> bool:
+    """Whether the update runs compiled: `setting` when given (--compile-update /
+    --no-compile-update), else (auto) on for full-parameter training on CUDA in one process.
+    Auto leaves it off on the CPU (Inductor's C++ build costs more than small CPU runs save),
+    under LoRA (peft's wrapped layers) and under FSDP: neither of those was measured on a GPU."""
+    if setting is not None:
+        return setting
+    params = list(model.parameters())
+    full = all(p.requires_grad for p in params)
+    return params[0].is_cuda and full and dist.world() == 1
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling so far (Dynamo's own account: tracing, AOT
+    autograd, Inductor's code generation and kernel builds); the difference across an update
+    is that update's compile time."""
+    return float(calculate_time_spent().get("total_wall_time", 0.0))
 
 
 def compile_decoder_layers(model, backend: str = "inductor") -> int:
