@@ -1,0 +1,173 @@
+"""Asynchronous one-step-off-policy GRPO (rl/async_loop.py) on CPU with gloo: 1 trainer rank and
+1 generator rank run `r1kit zero --async-depth 1` on the embedded tiny model
+(tests/async_worker.py observes what the trainer is handed). Each rollout carries the policy
+version that sampled it (lag 1 after the first step); the importance weights the loss used are
+the exact ratio exp(trainer logp - engine logp) truncated at the cap, computed here
+independently with plain transformers forwards, and the engine's log-probs are the previous
+version's (the lag is real); a SIGTERM that reached the generator alone stops both ranks after
+the same step with a checkpoint, and the resumed run continues at the next step, on the next
+prompts of the training stream, from the checkpoint's weights on the generator too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from numerics import decoder_terms, diff_tol, tol
+
+from r1kit.cli import main as cli
+from r1kit.data.datasets import train_stream
+from r1kit.modeling import load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("async_worker.py")
+G, PROMPTS, NEW = 4, 3, 16
+CFG = dict(
+    dataset="arith",
+    steps=3,
+    prompts_per_step=PROMPTS,
+    group_size=G,
+    eval_problems=2,
+    eval_k=1,
+    max_tokens=NEW,
+    save_every=1,
+    keep_last=0,
+    lr=1e-3,
+    device="cpu",
+    async_depth=1,
+)
+CAP = 2.0  # --tis-cap under --async-depth 1 when none is given (async_loop.ASYNC_TIS_CAP)
+
+
+def _launch(tmp: Path, name: str, job: dict) -> list[dict]:
+    job_path, res = tmp / f"{name}-job.pt", tmp / f"{name}-res"
+    torch.save(job, job_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    p = subprocess.run(
+        [*cmd, str(WORKER), str(job_path), str(res)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return [torch.load(f"{res}.rank-{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _logprobs(model, r: dict) -> tuple[torch.Tensor, float, int]:
+    """The completion's log-probs [C] under `model` (temperature 1), one unpadded row, with the
+    largest |logit| and the sequence length (for the rounding bound)."""
+    ids = torch.tensor([r["prompt_ids"] + r["completion_ids"]])
+    P, C = len(r["prompt_ids"]), len(r["completion_ids"])
+    with torch.no_grad():
+        logits = model(ids).logits[0, P - 1 : P + C - 1].float()  # [C, V]: predicts the completion
+    logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(r["completion_ids"])[:, None])
+    return logp[:, 0], float(logits.abs().max()), P + C
+
+
+def _model(weights: dict):
+    model = load_model(None, dtype=torch.float32, device="cpu").eval()
+    model.load_state_dict(weights)
+    return model
+
+
+def test_async_versions_exact_importance_weights_sigterm_and_resume(tmp_path):
+    out = tmp_path / "run"
+    ranks = _launch(
+        tmp_path, "first", {"cfg": dict(CFG, out=str(out)), "resume": False, "sigterm_at": 3}
+    )
+    # the generator signalled itself after sampling batch 3 (during update 2): both ranks stopped
+    # after step 2, as a SIGTERM, with step 2's checkpoint written by the trainer
+    for res in ranks:
+        line, code = res["stopped"]
+        assert code == 143 and "stopped by SIGTERM after step 2" in line, line
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-000002"
+    assert json.loads((out / "config.json").read_text())["algo"]["tis_cap"] == CAP
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["lag"] for r in rows] == [0, 1]  # batch 2 was sampled by v0, trained on by v1
+    assert [r["policy_version"] for r in rows] == [0, 0]
+    assert [r["data_pos"] for r in rows] == [PROMPTS, 2 * PROMPTS]
+    params = sum(p.numel() * p.element_size() for p in load_model(None).parameters())
+    assert all(r["bcast_gb"] == round(params / 1e9, 4) and r["bcast_s"] >= 0 for r in rows)
+
+    steps = ranks[0]["records"]  # the trainer's view of its two updates
+    assert [s["version"] for s in steps] == [0, 1]
+    assert [{r["policy_version"] for r in s["rollouts"]} for s in steps] == [{0}, {0}]
+    cfg = load_model(None).config
+    for s, row in zip(steps, rows):
+        model = _model(s["weights"])  # the trainer's weights when it trained on this batch
+        sampler = _model(steps[0]["weights"])  # v0: the weights that sampled both batches
+        w_sum = clipped = n_tok = err = 0.0
+        for rows_j, isw in zip(s["micro"], s["isw"]):
+            for i, k in enumerate(rows_j):
+                r = s["rollouts"][k]
+                logp, mag, length = _logprobs(model, r)
+                engine = torch.tensor(r["logprobs"])
+                # the trainer's and this forward's log-probs: one value in two summation orders;
+                # the engine's log-probs went through float32 once more in the batch
+                t = diff_tol(torch.float32, mag, decoder_terms(cfg, length))
+                t = t + float(engine.abs().max()) * torch.finfo(torch.float32).eps
+                exact = torch.exp(logp - engine).clamp(max=CAP)  # [C]
+                P, C = len(r["prompt_ids"]), len(r["completion_ids"])
+                used = isw[i, P - 1 : P + C - 1].double()
+                bound = exact.double() * (torch.exp(torch.tensor(t)) - 1)
+                assert ((used - exact.double()).abs() <= bound).all(), (s["version"], k)
+                w_sum += float(exact.sum())
+                err += float(bound.sum())
+                clipped += float((torch.exp(logp - engine) >= CAP).sum())
+                n_tok += C
+                # the engine's log-probs are v0's: the sampling version, not the trainer's
+                at_v0, mag0, _ = _logprobs(sampler, r)
+                t0 = diff_tol(torch.float32, mag0, decoder_terms(cfg, length)) + t
+                assert float((at_v0 - engine).abs().max()) <= t0
+                if s["version"] == 1:
+                    lagged = float((logp - engine).abs().max())
+        # the reported summary of those weights: per loss token, over the whole batch
+        # (the trainer sums its float32 weights over n_tok tokens on its side)
+        err += tol(torch.float32, CAP * n_tok, int(n_tok))
+        assert row["is_weight"] == pytest.approx(w_sum / n_tok, abs=err / n_tok)
+        assert row["is_clip"] == pytest.approx(clipped / n_tok, abs=1.5 / n_tok)  # one tie
+    assert lagged > 1e-3  # v1 differs from v0 where it matters: the correction is not 1
+
+    # resumed: step 3 on the next prompts, sampled from the checkpoint's weights (v2) by the
+    # generator (lag 0: the batch in flight at the stop was dropped and sampled again)
+    ranks = _launch(tmp_path, "resume", {"cfg": dict(CFG, out=str(out)), "resume": True})
+    assert ranks[0]["summary"]["steps"] == ranks[1]["summary"]["steps"] == 3
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (rows[2]["lag"], rows[2]["policy_version"], rows[2]["data_pos"]) == (0, 2, 9)
+    (s3,) = ranks[0]["records"]
+    assert s3["version"] == 2 and {r["policy_version"] for r in s3["rollouts"]} == {2}
+    stream = train_stream("arith", 0)
+    want = [next(stream)["question"] for _ in range(3 * PROMPTS)]
+    got = [r["question"] for s in (*steps, s3) for r in s["rollouts"][::G]]
+    assert got == want
+    model = _model(s3["weights"])  # the generator sampled from the very same weights
+    r = s3["rollouts"][0]
+    logp, mag, length = _logprobs(model, r)
+    engine = torch.tensor(r["logprobs"])
+    t = diff_tol(torch.float32, mag, decoder_terms(cfg, length))
+    t = t + float(engine.abs().max()) * torch.finfo(torch.float32).eps
+    assert float((logp - engine).abs().max()) <= t
+
+
+def test_one_process_falls_back_to_the_synchronous_loop(tmp_path, capsys):
+    flags = ["--dataset", "arith", "--steps", "1", "--prompts-per-step", "2", "--group-size", "2"]
+    flags += ["--eval-problems", "1", "--eval-k", "1", "--max-new-tokens", "8", "--quiet"]
+    assert cli(["zero", "--out", str(tmp_path / "one"), "--async-depth", "1", *flags]) == 0
+    err = capsys.readouterr().err
+    assert "--async-depth 1 needs 2 or more ranks" in err and "synchronous loop" in err
+    (row,) = _rows(tmp_path / "one")
+    assert "lag" not in row and "gen_s" in row
