@@ -50,11 +50,13 @@ class GRPOTrainer:
         pad_id: int,
         ref_model=None,
         guard: NonFiniteGuard | None = None,
+        compile_backend: str = "inductor",
     ) -> None:
         """temperature: the sampling temperature the rollouts were drawn at (log-probs are of
         the tempered policy); max_tokens: the completion budget (the constant of Dr. GRPO's
         loss aggregation); guard: the non-finite guard of every optimizer step (train/finite.py;
-        default: stop at the first non-finite one)."""
+        default: stop at the first non-finite one); compile_backend: torch.compile's backend
+        where the update is compiled (optim.compile_update)."""
         if algo.beta > 0 and ref_model is None:
             raise ValueError("beta > 0 needs a reference model")
         self.model, self.ref_model, self.pad_id = model, ref_model, pad_id
@@ -67,9 +69,9 @@ class GRPOTrainer:
         on_gpu = next(model.parameters()).is_cuda
         # compiled update (default on CUDA): fused elementwise work around the matmuls
         self.compiled = compile_wanted(optim.compile_update, model)  # train/compile.py
-        self.compile_backend = "inductor" if self.compiled else None
+        self.compile_backend = compile_backend if self.compiled else None
         if self.compiled:
-            compile_decoder_layers(model)
+            compile_decoder_layers(model, compile_backend)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],  # only the adapters under LoRA
             lr=optim.lr,
