@@ -151,6 +151,9 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
     summary["wall_s"] = round(run.wall(), 1)
     metrics = run.metrics()  # every rank: it waits for rank 0's rows
+    compiled = [r["compile_s"] for r in metrics if r.get("compile_s") is not None]
+    if compiled:  # seconds the update spent compiling, all in one step unless it recompiled
+        summary["update_compile_s"] = round(sum(compiled), 1)
     if run.main:
         plot_report(metrics, run.out / "report.png", base, final)
     return run.finish(summary)
@@ -179,6 +182,8 @@ def _sync_loop(
             consumed += used
             tg = time.time()
             upd = policy.update(rollouts)
+            if "compile_s" in upd:  # the compiled update's one-time cost (train/compile.py)
+                run.console.print(f"compiled the update in {upd['compile_s']:.1f} s (once)")
             row = {"step": step, **batch_metrics(rollouts), "dropped_groups": dropped, **upd}
             row.update(gen_s=round(tg - ts, 3), train_s=round(time.time() - tg, 3))
             run.log(row)
