@@ -11,8 +11,10 @@ memory. The r1kit step is the product's path: engine.generate -> rewards -> GRPO
 
 Parts:
   r1kit   0.5B step time by phase, update MFU (useful FLOPs / 989 TFLOP/s), peak memory, for the
-          micro-batch / checkpointing / compile variants in --variants (compiled layers stay
-          compiled for the variants after it: put compile variants last)
+          micro-batch / checkpointing / compile variants in --variants: "mb64" is the default
+          (compiled update on CUDA), "+eager" turns compilation off (--no-compile-update),
+          "+ckpt" adds activation checkpointing; eager variants run first (the compiled
+          variants compile the shared model's layers in place)
   trl     TRL 1.16 GRPOTrainer on the same step (3 steps, HF generate, no vLLM)
   fit15   full-parameter update of the 1.5B shape on 512 completions of 4,096 tokens (+ 128
           prompt), activation checkpointing on, engine asleep beside it: time and peak memory
@@ -121,6 +123,7 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
     trainer = trainer_for(m, cfg)
     sp = SamplingParams(n=G, temperature=1.0, max_tokens=GEN, logprobs=True)
     rows = []
+    compile_s = None
     torch.cuda.reset_peak_memory_stats()
     for k in range(steps + 1):  # step 0 is warm-up (Triton compile, graph capture, allocator)
         t0 = sync()
@@ -130,11 +133,12 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
         t2 = sync()
         engine.sleep()  # zero._update's phases, timed one by one
         t3 = sync()
-        trainer.update(rollouts)
+        upd = trainer.update(rollouts)
         t4 = sync()
         engine.sync_weights()
         engine.wake()
         t5 = sync()
+        compile_s = upd.get("compile_s", compile_s)  # the first update's, once
         row = {
             "rollout_s": t1 - t0,
             "reward_s": t2 - t1,
@@ -164,7 +168,8 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
             "micro_batch": cfg.optim.micro_batch,
             "grad_checkpoint": cfg.optim.grad_checkpoint,
             "pack_tokens": cfg.optim.pack_tokens,
-            "compile_update": cfg.optim.compile_update,
+            "compile_update": trainer.compiled,
+            "compile_s": compile_s,
         },
     )
 
@@ -174,8 +179,10 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(100, 150000, (P, PLEN), generator=g).tolist()
     engine = PagedEngine(m, max_num_seqs=P * G, kv_memory=0.3, seed=0)
-    for v in variants:  # e.g. "mb32", "mb64+ckpt", "mb64+compile"
+    # e.g. "mb64" (the default: compiled on CUDA), "mb64+eager", "mb32+ckpt"; eager first
+    for v in sorted(variants, key=lambda v: "eager" not in v.split("+")):
         opts = v.split("+")
+        compile_update = False if "eager" in opts else True if "compile" in opts else None
         mb = int(opts[0].removeprefix("mb"))
         cfg = ZeroConfig.of(
             group_size=G,
@@ -187,7 +194,7 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
             micro_batch=mb,
             temperature=1.0,
             grad_checkpoint="ckpt" in opts,
-            compile_update="compile" in opts,
+            compile_update=compile_update,
         )
         if "ckpt" in opts:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -296,7 +303,7 @@ def part_lora7(res, steps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="r1kit,trl,fit15,lora7")
-    ap.add_argument("--variants", default="mb64,mb32+ckpt,mb64+compile")
+    ap.add_argument("--variants", default="mb64,mb64+eager")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--fit-n", type=int, default=512)
     a = ap.parse_args()
