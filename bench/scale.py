@@ -3,6 +3,7 @@
     torchrun --nproc-per-node N bench/scale.py                     # 1.5B shape, the full workload
     torchrun --nproc-per-node 2 bench/scale.py --shape tiny --device cpu --prompts 8 \
         --group 4 --prompt-len 16 --gen 16 --steps 2 --warmup 1    # a CPU smoke run (gloo)
+    torchrun --nproc-per-node N bench/scale.py --async-depth 1 --generator-ranks K   # async
 
 Workload: a random-init Qwen2.5 shape (default 1.5B: hidden 1536, 28 layers, 12 heads, 2 KV
 heads, intermediate 8960, vocabulary 151,936, tied embeddings; bf16 on GPU), --prompts prompts of
@@ -16,6 +17,15 @@ Rank 0 writes bench/results/scale_<N>gpu.json (`R1KIT_BENCH_OUT` overrides the f
 scale_<N>cpu.json): mean step time after --warmup steps and its phases, rollout tokens/s (all
 ranks' completion tokens / rollout time), update tokens/s (prompt + completion tokens trained /
 update time), peak memory per GPU, world size and the settings.
+
+`--async-depth 1` times the product's one-step-off-policy loop instead (r1kit/rl/async_loop.py:
+the last K ranks sample step t+1 while the others update on step t, FSDP-sharded among
+themselves; weights broadcast to the generators in buckets after each update; the rollouts
+sent over gloo), on the same workload. Its step is the interval between the ends of two
+consecutive weight broadcasts on trainer rank 0 (steady state: max(sampling, update) plus the
+exchanges); scale_<N>gpu_async.json holds it as steps per hour beside the phases (generators'
+sampling, trainers' update and wait, broadcast time and size), and the ratio to the synchronous
+results found in the same folder (scale_1gpu.json: one GPU; scale_<N>gpu.json: the same ranks).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from shapes import SHAPES  # bench/shapes.py, beside this script
 from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.engine import SamplingParams, make_engine
+from r1kit.rl import async_loop
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import Rollout
 from r1kit.train import shard as dp
@@ -53,6 +64,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations")
     p.add_argument("--kv-memory", type=float, default=0.5, help="engine KV share of free memory")
     p.add_argument("--max-num-seqs", type=int, default=512)
+    p.add_argument("--async-depth", type=int, default=0, choices=(0, 1), help="1: async GRPO")
+    p.add_argument(
+        "--generator-ranks", type=int, default=0, help="async: ranks that sample (0: half)"
+    )
     return p.parse_args()
 
 
@@ -65,6 +80,33 @@ def build(a: argparse.Namespace, device: str):
     with torch.device(device):
         model = Qwen2ForCausalLM(cfg).to(dtype)
     return model
+
+
+def make_trainer(model, a: argparse.Namespace, tis_cap: float = 0.0) -> GRPOTrainer:
+    cfg = ZeroConfig.of(
+        group_size=a.group,
+        lr=1e-6,
+        micro_batch=a.micro_batch,
+        pack_tokens=a.pack_tokens,
+        max_new_tokens=a.gen,
+        grad_checkpoint=a.grad_checkpoint,
+        tis_cap=tis_cap,
+    )
+    return GRPOTrainer(
+        model,
+        cfg.algo,
+        cfg.optim,
+        temperature=cfg.sampling.temperature,
+        max_tokens=cfg.sampling.max_tokens,
+        pad_id=0,
+    )
+
+
+def make_bench_engine(model, a: argparse.Namespace, on_gpu: bool):
+    """The engine sampling this rank's share of the prompts (dist.share: of the scope's ranks)."""
+    rows = min(a.max_num_seqs, max(1, len(dist.share(a.prompts))) * a.group)
+    kw = dict(max_num_seqs=rows, kv_memory=a.kv_memory) if on_gpu else {}
+    return make_engine(model, pad_token_id=0, kind="paged" if on_gpu else "auto", **kw)
 
 
 def rollout_phase(engine, a, step: int) -> tuple[list[Rollout], int]:
@@ -93,27 +135,12 @@ def main() -> None:
     on_gpu = device.startswith("cuda")
     if not on_gpu:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    if a.async_depth:
+        return run_async(a, device)
     model = build(a, device)
     engine_model = dp.prepare(model)
-    cfg = ZeroConfig.of(
-        group_size=a.group,
-        lr=1e-6,
-        micro_batch=a.micro_batch,
-        pack_tokens=a.pack_tokens,
-        max_new_tokens=a.gen,
-        grad_checkpoint=a.grad_checkpoint,
-    )
-    trainer = GRPOTrainer(
-        model,
-        cfg.algo,
-        cfg.optim,
-        temperature=cfg.sampling.temperature,
-        max_tokens=cfg.sampling.max_tokens,
-        pad_id=0,
-    )
-    rows = min(a.max_num_seqs, max(1, len(dist.share(a.prompts))) * a.group)
-    kw = dict(max_num_seqs=rows, kv_memory=a.kv_memory) if on_gpu else {}
-    engine = make_engine(engine_model, pad_token_id=0, kind="paged" if on_gpu else "auto", **kw)
+    trainer = make_trainer(model, a)
+    engine = make_bench_engine(engine_model, a, on_gpu)
 
     def now() -> float:
         if on_gpu:
@@ -192,6 +219,155 @@ def main() -> None:
             f"wrote {path}: step {res['step_s']} s, rollout {res['rollout_tokens_per_s']} "
             f"tok/s, update {res['update_tokens_per_s']} tok/s, peak {peaks} GiB"
         )
+    dist.shutdown()
+
+
+def run_async(a: argparse.Namespace, device: str) -> None:
+    """The async loop's steps (r1kit/rl/async_loop.py's protocol without the run around it);
+    rank 0 writes scale_<N>gpu_async.json."""
+    on_gpu = device.startswith("cuda")
+    world = dist.world()
+    if world < 2:
+        raise SystemExit("--async-depth 1 needs 2 or more ranks (torchrun --nproc-per-node N)")
+    k = a.generator_ranks or world // 2
+    if not 1 <= k < world:
+        raise SystemExit(f"--generator-ranks must be between 1 and {world - 1}")
+    sp = async_loop.make_split(world, k)
+    model = build(a, device)
+    total = a.warmup + a.steps
+
+    def sync_device() -> float:
+        if on_gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    steps: list[dict] = []
+    if sp.generating:
+        model.eval().requires_grad_(False)
+        with dist.scope(sp.group):
+            engine = make_bench_engine(model, a, on_gpu)
+        weights = list(model.parameters())
+        version = 0
+
+        def sample(step: int) -> async_loop.Batch:
+            t0 = sync_device()
+            with dist.scope(sp.group):  # the generators split the prompts
+                rollouts, _ = rollout_phase(engine, a, step)
+            for r in rollouts:
+                r.policy_version = version
+            return async_loop.Batch(rollouts, 0, 0, {}, round(sync_device() - t0, 3))
+
+        def send(batch: async_loop.Batch) -> None:
+            if dist.global_rank() == sp.leader:
+                dist.broadcast_object(batch, sp.leader, sp.batches)
+
+        send(sample(0))
+        for step in range(total):
+            nxt = sample(step + 1) if step + 1 < total else None  # overlaps the update
+            dist.broadcast_tensors(weights, 0, sp.weights)
+            engine.sync_weights()
+            version = step + 1
+            if nxt is None:
+                break
+            send(nxt)
+    else:
+        with dist.scope(sp.group):  # FSDP over the trainer ranks only
+            engine_model = dp.prepare(model)
+            trainer = make_trainer(model, a, tis_cap=async_loop.ASYNC_TIS_CAP)
+        full = list(engine_model.parameters())
+        last = None
+        for step in range(total):
+            tw = time.perf_counter()
+            batch = dist.broadcast_object(None, sp.leader, sp.batches)
+            tu = time.perf_counter()
+            lag = trainer.step_count - min(r.policy_version for r in batch.rollouts)
+            with dist.scope(sp.group):
+                m = trainer.update(batch.rollouts)
+                if engine_model is not model:
+                    dist.gather_weights(model, engine_model)
+            tb = sync_device()
+            sent = dist.broadcast_tensors(full, 0, sp.weights) if dist.global_rank() == 0 else 0
+            te = sync_device()
+            comp = sum(len(r.completion_ids) for r in batch.rollouts)
+            row = dict(
+                step=step,
+                step_s=None if last is None else te - last,
+                gen_s=batch.gen_s,
+                wait_s=tu - tw,
+                update_s=tb - tu,
+                bcast_s=te - tb,
+                bcast_gb=sent / 1e9,
+                lag=lag,
+                is_weight=m.get("is_weight", 1.0),
+                is_clip=m.get("is_clip", 0.0),
+                completion_tokens=comp,
+                update_tokens=comp + sum(len(r.prompt_ids) for r in batch.rollouts),
+                loss=m["loss"],
+            )
+            last = te
+            if dist.global_rank() == 0:
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                print(json.dumps(shown), flush=True)
+            if step >= max(1, a.warmup):  # a step's interval needs the one before
+                steps.append(row)
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0
+    peaks = dist.all_gather_objects(round(peak, 2))
+    if dist.global_rank() != 0:
+        dist.shutdown()
+        return
+    mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0] if k != "step"}
+    kind = "gpu" if on_gpu else "cpu"
+    res = {
+        "world_size": world,
+        "async_depth": 1,
+        "trainer_ranks": world - k,
+        "generator_ranks": k,
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "torch": torch.__version__,
+        "shape": a.shape,
+        "params": sum(p.numel() for p in model.parameters()),
+        "prompts": a.prompts,
+        "group": a.group,
+        "prompt_len": a.prompt_len,
+        "completion_tokens": a.gen,
+        "micro_batch": a.micro_batch,
+        "pack_tokens": a.pack_tokens,
+        "grad_checkpoint": a.grad_checkpoint,
+        "steps_timed": len(steps),
+        "step_s": round(mean["step_s"], 3),
+        "steps_per_hour": round(3600 / mean["step_s"], 1),
+        "gen_s": round(mean["gen_s"], 3),
+        "update_s": round(mean["update_s"], 3),
+        "wait_s": round(mean["wait_s"], 3),
+        "bcast_s": round(mean["bcast_s"], 3),
+        "bcast_gb": round(mean["bcast_gb"], 3),
+        "lag": [s["lag"] for s in steps],
+        "is_weight": round(mean["is_weight"], 4),
+        "is_clip": round(mean["is_clip"], 5),
+        "rollout_tokens_per_s": round(mean["completion_tokens"] / mean["gen_s"], 1),
+        "update_tokens_per_s": round(mean["update_tokens"] / mean["update_s"], 1),
+        "peak_mem_gib_per_gpu": peaks,
+        "steps": steps,
+    }
+    out = Path(os.environ.get("R1KIT_BENCH_OUT", Path(__file__).parent / "results"))
+    out.mkdir(parents=True, exist_ok=True)
+    for n in sorted({1, world}):  # the synchronous steps measured here before, if any
+        sync = out / f"scale_{n}{kind}.json"
+        if sync.exists():
+            s_step = json.loads(sync.read_text())["step_s"]
+            res[f"sync_{n}{kind}_steps_per_hour"] = round(3600 / s_step, 1)
+            res[f"speedup_vs_sync_{n}{kind}"] = round(s_step / res["step_s"], 3)
+    path = out / f"scale_{world}{kind}_async.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    line = ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith("speedup"))
+    print(
+        f"wrote {path}: async step {res['step_s']} s ({res['steps_per_hour']} steps/h; "
+        f"sampling {res['gen_s']} s, update {res['update_s']} s, broadcast {res['bcast_s']} s "
+        f"for {res['bcast_gb']} GB){'; ' + line if line else ''}"
+    )
     dist.shutdown()
 
 

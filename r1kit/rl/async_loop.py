@@ -120,10 +120,15 @@ def split(cfg: ZeroConfig, run: Run) -> Split | None:
             f"--async-depth 1: the one-step lag is corrected by the truncated importance weight, "
             f"--tis-cap {ASYNC_TIS_CAP:g}"
         )
-    trainers, generators = list(range(world - k)), list(range(world - k, world))
     run.console_line(
-        f"async GRPO: {len(trainers)} trainer rank(s), {k} generator rank(s), one step off-policy"
+        f"async GRPO: {world - k} trainer rank(s), {k} generator rank(s), one step off-policy"
     )
+    return make_split(world, k)
+
+
+def make_split(world: int, k: int) -> Split:
+    """The last `k` of `world` ranks generate, the others train (every rank calls this)."""
+    trainers, generators = list(range(world - k)), list(range(world - k, world))
     own = [dist.new_group(trainers), dist.new_group(generators)]
     weights = dist.new_group([0, *generators])
     batches = dist.new_group([*trainers, generators[0]], backend="gloo")
