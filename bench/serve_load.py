@@ -5,6 +5,8 @@ prefix cache.
     python bench/serve_load.py                       # CPU, embedded model -> serve_load_cpu.json
     python bench/serve_load.py --model-shape 0.5B    # GPU, random-init Qwen2.5-0.5B shape (bf16)
     python bench/serve_load.py --url http://host:8000 --key sk-...   # a server already running
+    python bench/serve_load.py --model-shape 0.5B --api-workers 1,4 --ab   # GPU: 1 vs 4 API
+                                                     # processes, and the A/B below
 
 The server runs in its own process (started here unless --url), so the client's event loop
 does not share the server's interpreter. Every request streams `--max-tokens` tokens
@@ -22,6 +24,14 @@ on a second one started with `--no-prefix-cache`; the hits each response reports
 (`usage.prompt_cache_hit_tokens`) are checked against the count the cache must give: the
 longest common token prefix of the two turns' prompts, cut to whole 32-token blocks, leaving
 the last prompt token to compute.
+
+`--api-workers 1,4`: the levels against a server with 1, then 4 API processes in front of the
+one engine process (`r1kit serve --api-workers`); `levels` holds the last, `by_api_workers`
+all; the multi-turn workload runs with the last. `--ab` adds, at `--ab-level` streams (128),
+against the first: the client of runs before 2026-11-30 22:30 UTC (64 streams per client
+process, `client_64`), and a server whose short prompts are tokenized the other way than by
+default (`--_inline-chars`: on the event loop up to 1,024 characters, or always in a worker
+thread), so the JSON separates the client change from inline tokenizing.
 """
 
 from __future__ import annotations
@@ -90,23 +100,60 @@ def serve_here(
     cache: bool = True,
     thread: bool = False,
     hold_ms: float | None = None,
+    workers: int = 1,
+    inline_chars: int | None = None,
+    roles: str | None = None,
 ) -> None:
     """The server process (`thread`: the engine on a thread of it, not in a process; `hold_ms`:
-    the engine process's burst hold instead of its default)."""
+    the engine process's burst hold instead of its default; `workers`: API processes, as
+    `r1kit serve --api-workers`; `inline_chars`: admission.INLINE_CHARS; `roles`: a file
+    that gets {pid: "engine" | "api0" ...} once the processes run)."""
+    import tempfile
+
     import uvicorn
 
     from r1kit.engine import core
+    from r1kit.serve import admission
 
     if hold_ms is not None:
         core.BURST_HOLD_S = hold_ms / 1000
+    if inline_chars is not None:
+        admission.INLINE_CHARS = inline_chars
 
     from r1kit.serve.app import create_app
     from r1kit.serve.generation import Generator
     from r1kit.serve.store import Store
+    from r1kit.serve.workers import run_workers
 
     model, tok, name = model_here(shape, device)
+    if workers > 1:
+        db = Path(tempfile.mkdtemp(prefix="r1kit-bench-")) / "r1kit.db"
+
+        def on_start(pids: dict[int, str]) -> None:
+            if roles:
+                Path(roles).write_text(json.dumps(pids))
+
+        return run_workers(
+            create_app,
+            model,
+            tok,
+            name,
+            workers,
+            "127.0.0.1",
+            port,
+            str(db),
+            {"auth": False},
+            1024,
+            {"prefix_cache": cache},
+            inline_chars,
+            on_start,
+        )
     gen = Generator(model, tok, name, max_waiting=1024, prefix_cache=cache, process=not thread)
     app = create_app(gen, Store(":memory:"), auth=False)
+    if roles:
+        proc = getattr(gen.engine, "proc", None)
+        pids = {os.getpid(): "api0", **({proc.pid: "engine"} if proc else {})}
+        Path(roles).write_text(json.dumps(pids))
     try:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     finally:
@@ -233,20 +280,14 @@ def _client_proc(args: tuple) -> list[dict]:
     return asyncio.run(_client(*args))
 
 
-def cpu_by_thread(pid: int | None) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the server process `pid` and its children
-    (the engine process, and any helper such as a resource tracker), each split into its main
-    thread (the server's event loop, the engine's step loop) and its other threads together
-    (the server's pipe reader and tokenizing workers, the engine's sender); Linux /proc,
-    empty elsewhere."""
-    if pid is None or not Path(f"/proc/{pid}").exists():
-        return {}
+def cpu_by_thread(roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the server's processes (`roles`: pid ->
+    "engine" | "api0" | ...), each split into its main thread (an API process's event loop,
+    the engine's step loop) and its other threads together (an API process's pipe reader and
+    tokenizing workers, the engine's sender); Linux /proc, empty elsewhere."""
     tick = os.sysconf("SC_CLK_TCK")
-    procs = {pid: "server"}
-    for kids in Path(f"/proc/{pid}/task").glob("*/children"):
-        procs.update({int(x): "engine" for x in kids.read_text().split()})
     out: dict[str, float] = {}
-    for p, who in procs.items():
+    for p, who in roles.items():
         try:
             for t in Path(f"/proc/{p}/task").iterdir():
                 f = (t / "stat").read_text().rsplit(")", 1)[1].split()
@@ -258,16 +299,23 @@ def cpu_by_thread(pid: int | None) -> dict[str, float]:
 
 
 def level(
-    url: str, key: str | None, n: int, max_tokens: int, model: str, pid: int | None = None
+    url: str,
+    key: str | None,
+    n: int,
+    max_tokens: int,
+    model: str,
+    roles: dict[int, str] | None = None,
+    per_client: int = STREAMS_PER_CLIENT,
 ) -> dict:
-    """n concurrent streams from min(8, ceil(n / 16)) client processes, all started at once;
-    with the server's `pid`, the CPU seconds its threads (and the engine process's) used from
-    before the clients' warm-up request to the level's end (~2 s more than the level)."""
-    cpu0 = cpu_by_thread(pid)
+    """n concurrent streams from min(8, ceil(n / per_client)) client processes, all started
+    at once; with the server's `roles` (pid -> role), the CPU seconds its processes' threads
+    used from before the clients' warm-up request to the level's end (~2 s more than the
+    level)."""
+    cpu0 = cpu_by_thread(roles or {})
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    k = max(1, min(MAX_CLIENTS, -(-n // STREAMS_PER_CLIENT)))
+    k = max(1, min(MAX_CLIENTS, -(-n // per_client)))
     start = time.time() + 2.0 + 0.1 * k  # after every client has connected and warmed up
     shares = [list(range(j, n, k)) for j in range(k)]
     if k == 1:
@@ -280,10 +328,11 @@ def level(
     wall = max(r["end"] for r in ok) - min(r["sent"] for r in ok)  # first send to last byte
     ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
     tokens = sum(r["tokens"] for r in ok)
-    cpu1 = cpu_by_thread(pid)
+    cpu1 = cpu_by_thread(roles or {})
     busy = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu1.items()}
     return {
         "concurrency": n,
+        "client_processes": k,
         "ok": len(ok),
         "errors": len(rs) - len(ok),
         "wall_s": round(wall, 3),
@@ -291,7 +340,7 @@ def level(
         "tokens_per_s": round(tokens / wall, 1),
         "per_stream_tokens_per_s": round(statistics.mean(r["tokens"] / r["wall"] for r in ok), 1),
         **_pcts(ttfts),
-        **({"server_cpu_s": {k: v for k, v in busy.items() if v >= 0.05}} if pid else {}),
+        **({"server_cpu_s": {k: v for k, v in busy.items() if v >= 0.05}} if roles else {}),
     }
 
 
@@ -363,18 +412,24 @@ async def multi_turn(
     }
 
 
-def start_server(args: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(args: list[str]) -> tuple[subprocess.Popen, str, dict[int, str]]:
+    """A server process (`--_serve`), its URL and its processes' roles by pid."""
+    import tempfile
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, __file__, "--_serve", str(port), *args])
+    roles = Path(tempfile.mkdtemp(prefix="r1kit-bench-")) / "roles.json"
+    cmd = [sys.executable, __file__, "--_serve", str(port), "--_roles", str(roles), *args]
+    proc = subprocess.Popen(cmd)
     t0 = time.time()
     while True:
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
+            up = httpx.get(url + "/health", timeout=2).status_code == 200
+            if up and roles.exists():
+                return proc, url, {int(k): v for k, v in json.loads(roles.read_text()).items()}
+        except (httpx.HTTPError, ValueError):
             pass
         if proc.poll() is not None or time.time() - t0 > 600:
             raise SystemExit("the server did not start")
@@ -399,6 +454,20 @@ def main() -> None:
     ap.add_argument("--no-bare", action="store_true", help="skip the bare engine")
     ap.add_argument("--no-multi-turn", action="store_true")
     ap.add_argument(
+        "--api-workers",
+        default="1",
+        help="API processes of the server (r1kit serve --api-workers); a list such as 1,4 "
+        "runs the levels against each in turn",
+    )
+    ap.add_argument(
+        "--ab",
+        action="store_true",
+        help="at --ab-level streams: the old client (64 streams per process) and the other "
+        "tokenizing (inline up to 1,024 characters, or always in a thread), against the "
+        "first --api-workers",
+    )
+    ap.add_argument("--ab-level", type=int, default=128)
+    ap.add_argument(
         "--engine-thread",
         action="store_true",
         help="the server steps the engine on a thread of its own process (the old "
@@ -417,16 +486,34 @@ def main() -> None:
     ap.add_argument("--_no-cache", dest="_no_cache", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_thread", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_hold", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_workers", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--_inline-chars", dest="_inline", type=int, default=None, help=argparse.SUPPRESS
+    )
+    ap.add_argument("--_roles", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     gpu = bool(a.model_shape) and a.device == "cuda"
     levels = [
         int(x) for x in (a.levels or ("1,8,32,128,256,512" if gpu else "1,8,32,128,256")).split(",")
-    ]  # noqa: E501
+    ]
     max_tokens = a.max_tokens or (256 if a.model_shape else 64)
     if a._serve:
-        return serve_here(a._serve, a.model_shape, a.device, not a._no_cache, a._thread, a._hold)
+        return serve_here(
+            a._serve,
+            a.model_shape,
+            a.device,
+            not a._no_cache,
+            a._thread,
+            a._hold,
+            a._workers,
+            a._inline,
+            a._roles,
+        )
     if a._bare:
         return bare_here(a.model_shape, a.device, levels, max_tokens)
+    workers = [int(x) for x in a.api_workers.split(",")]
+    if a.engine_thread and workers != [1]:
+        raise SystemExit("--engine-thread serves with one API process: --api-workers 1")
     out = Path(a.out or RESULTS / f"serve_load_{'gpu' if a.model_shape else 'cpu'}.json")
     shape_args = ["--model-shape", a.model_shape, "--device", a.device] if a.model_shape else []
     server_args = [*shape_args, "--_thread"] if a.engine_thread else shape_args
@@ -435,18 +522,25 @@ def main() -> None:
     import torch
 
     from r1kit.engine import core
+    from r1kit.serve import admission
 
     res = {
         "max_tokens": max_tokens,
         "url": a.url or "local",
         "device": torch.cuda.get_device_name() if gpu else "cpu",
         "cpu_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "levels": [],
         "engine": "thread" if a.engine_thread else "process",
+        "api_workers": workers[-1],
+        "by_api_workers": {},
+        "inline_chars": admission.INLINE_CHARS,
+        "streams_per_client": STREAMS_PER_CLIENT,
         "burst_hold_ms": a.hold_ms if a.hold_ms is not None else core.BURST_HOLD_S * 1000,
         "bare": [],
+        "ab": {},
         "multi_turn": {},
     }
 
@@ -460,42 +554,71 @@ def main() -> None:
             __file__,
             "--_bare",
             "--levels",
-            ",".join(map(str, levels)),
+            ",".join(map(str, sorted({*levels, *([a.ab_level] if a.ab else [])}))),
             "--max-tokens",
             str(max_tokens),
             *shape_args,
         ]
-        for line in subprocess.run(
-            cmd, check=True, capture_output=True, text=True
-        ).stdout.splitlines():  # noqa: E501
+        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        for line in run.stdout.splitlines():
             if line.startswith("{"):
                 res["bare"].append(json.loads(line))
                 print("bare", line, flush=True)
         save()
-    proc, url = (None, a.url) if a.url else start_server(server_args)
+    bare = {b["concurrency"]: b["tokens_per_s"] for b in res["bare"]}
     headers = {"Authorization": f"Bearer {a.key}"} if a.key else {}
     convs = a.convs or (16 if gpu else 4)
     history = a.history or (2000 if a.model_shape else 700)
-    try:
-        model = httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
-        res["model"] = model
-        bare = {b["concurrency"]: b["tokens_per_s"] for b in res["bare"]}
-        for n in levels:
-            r = level(url, a.key, n, max_tokens, model, proc.pid if proc else None)
-            if n in bare:
-                r["server_share"] = round(r["tokens_per_s"] / bare[n], 3)
-            print(json.dumps(r), flush=True)
-            res["levels"].append(r)
-            save()
-        if not a.no_multi_turn:
-            mt = asyncio.run(multi_turn(url, a.key, model, convs, history, 16))
-            res["multi_turn"]["cache"] = mt
-            print("multi-turn, cache:", json.dumps(mt), flush=True)
-            save()
-    finally:
-        stop(proc)
+    model = None
+
+    def measure(url, roles, n: int, per_client: int = STREAMS_PER_CLIENT) -> dict:
+        r = level(url, a.key, n, max_tokens, model, roles, per_client)
+        if n in bare:
+            r["server_share"] = round(r["tokens_per_s"] / bare[n], 3)
+        print(json.dumps(r), flush=True)
+        return r
+
+    for w in workers if a.url is None else [None]:
+        args = [*server_args, "--_workers", str(w)] if w else []
+        proc, url, roles = start_server(args) if a.url is None else (None, a.url, None)
+        try:
+            model = httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
+            res["model"] = model
+            print(f"api workers: {w}", flush=True)
+            runs = res["by_api_workers"][str(w)] = []
+            for n in levels:
+                runs.append(measure(url, roles, n))
+                save()
+            res["levels"] = runs
+            if a.ab and w == workers[0]:
+                print(f"A/B: the old client, {a.ab_level} streams", flush=True)
+                res["ab"]["client_64"] = measure(url, roles, a.ab_level, per_client=64)
+                res["ab"]["client_64"]["api_workers"] = w
+                save()
+            if not a.no_multi_turn and (w == workers[-1] or w is None):
+                mt = asyncio.run(multi_turn(url, a.key, model, convs, history, 16))
+                res["multi_turn"]["cache"] = mt
+                res["multi_turn"]["api_workers"] = w
+                print("multi-turn, cache:", json.dumps(mt), flush=True)
+                save()
+        finally:
+            stop(proc)
+    if a.ab and a.url is None:
+        other = 0 if admission.INLINE_CHARS else 1024
+        w = workers[0]
+        print(f"A/B: inline tokenizing up to {other} characters, {a.ab_level} streams", flush=True)
+        proc, url, roles = start_server(
+            [*server_args, "--_workers", str(w), "--_inline-chars", str(other)]
+        )
+        try:
+            r = measure(url, roles, a.ab_level)
+        finally:
+            stop(proc)
+        res["ab"][f"inline_{other}"] = {**r, "api_workers": w, "inline_chars": other}
+        save()
     if not a.no_multi_turn and a.url is None:
-        proc, url = start_server([*server_args, "--_no-cache"])
+        w = workers[-1]
+        proc, url, _ = start_server([*server_args, "--_workers", str(w), "--_no-cache"])
         try:
             mt = asyncio.run(multi_turn(url, None, model, convs, history, 16))
         finally:

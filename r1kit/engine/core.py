@@ -68,7 +68,9 @@ class EngineCore:
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
         pairs = [ctx.Pipe() for _ in range(clients)]
         self.conns = [a for a, _ in pairs]
-        self.inflight = ctx.Value("l", 0)
+        # one client counts its own requests; several share this count (a named semaphore
+        # and a shared int: only made when needed)
+        self.inflight = ctx.Value("l", 0) if clients > 1 else None
         threads = torch.get_num_threads()  # the child starts with the default, not ours
         self.proc = ctx.Process(
             target=core_main,
@@ -103,6 +105,7 @@ class EngineCore:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(timeout=5)
+        self.inflight = None  # its semaphore is unlinked now, not reported leaked at exit
 
 
 class EngineClient:

@@ -148,11 +148,15 @@ def run_workers(
             on_start(roles)
         if banner:
             print(banner.replace("{port}", str(port)), flush=True)
-        wait_any([p.sentinel for p in procs] + [core.proc.sentinel])
-        dead = [f"{p.name} (exit code {p.exitcode})" for p in procs if not p.is_alive()]
-        if not core.proc.is_alive():
-            dead.append(f"the engine process (exit code {core.proc.exitcode})")
-        print(f"r1kit: {', '.join(dead)} stopped; stopping the server", file=sys.stderr)
+        ended = wait_any([p.sentinel for p in procs] + [core.proc.sentinel])
+        for p in [*procs, core.proc]:
+            if p.sentinel in ended:  # its pipe closes a moment before its exit code is known
+                p.join(timeout=5)
+        dead = [p for p in [*procs, core.proc] if p.exitcode is not None]
+        if all(p.exitcode == 0 for p in dead):
+            return  # a worker stopped by SIGINT/SIGTERM sent to it (Ctrl-C: the whole group)
+        names = ", ".join(f"{p.name} (exit code {p.exitcode})" for p in dead)
+        print(f"r1kit: {names} stopped; stopping the server", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
         pass
@@ -167,6 +171,7 @@ def run_workers(
                 p.kill()
                 p.join(timeout=5)
         core.close()  # it exits once every worker's pipe has closed
+        ready.close()
 
 
 def worker_main(index: int, sock: socket.socket, conn, inflight, ready, spec: WorkerSpec) -> None:
