@@ -6,7 +6,8 @@ the exact ratio exp(trainer logp - engine logp) truncated at the cap, computed h
 independently with plain transformers forwards, and the engine's log-probs are the previous
 version's (the lag is real); a SIGTERM that reached the generator alone stops both ranks after
 the same step with a checkpoint, and the resumed run continues at the next step, on the next
-prompts of the training stream, from the checkpoint's weights on the generator too."""
+prompts of the training stream, from the checkpoint's weights on the generator too. On 4 ranks split 2:2 the trainers shard
+among themselves and the generators split the prompts."""
 
 from __future__ import annotations
 
@@ -171,3 +172,28 @@ def test_one_process_falls_back_to_the_synchronous_loop(tmp_path, capsys):
     assert "--async-depth 1 needs 2 or more ranks" in err and "synchronous loop" in err
     (row,) = _rows(tmp_path / "one")
     assert "lag" not in row and "gen_s" in row
+
+
+def test_two_trainers_two_generators(tmp_path):
+    """4 gloo ranks, split 2:2: the trainers FSDP-shard the policy between themselves (their
+    checkpoint holds two ranks' shards) and the generators split each batch's prompts. The first
+    batch is sampled by the starting weights with the seeds one process draws, so it is the
+    synchronous single-process run's first batch."""
+    flags = ["--dataset", "arith", "--prompts-per-step", "3", "--group-size", str(G)]
+    flags += ["--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", str(NEW), "--quiet"]
+    flags += ["--lr", "1e-3", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "split"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
+    cmd += ["-m", "r1kit.cli", "zero", "--out", str(out), "--steps", "2", "--async-depth", "1"]
+    p = subprocess.run([*cmd, *flags], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "2 trainer rank(s), 2 generator rank(s)" in p.stderr
+    rows = _rows(out)
+    assert [(r["step"], r["lag"], r["data_pos"]) for r in rows] == [(1, 0, 3), (2, 1, 6)]
+    shards = sorted(x.name for x in (out / "checkpoints" / "step-000002" / "dcp").glob("*.distcp"))
+    assert len(shards) == 2  # written by the two trainer ranks
+    assert cli(["zero", "--out", str(tmp_path / "sync"), "--steps", "1", *flags]) == 0
+    (sync,) = _rows(tmp_path / "sync")
+    for k in ("reward", "accuracy", "format", "response_len", "truncated"):
+        assert rows[0][k] == sync[k], k
