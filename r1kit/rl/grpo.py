@@ -28,6 +28,7 @@ completion tokens).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -153,10 +154,13 @@ def grpo_loss(
     max_completion_len: int | None = None,
     num_tokens: float | None = None,
     num_sequences: int | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+    sync: bool = True,
+) -> tuple[Tensor, dict[str, Any]]:
     """per_token_loss then aggregate. Metrics (masked means over this call's tokens):
     clip_ratio (share of tokens whose clipped branch is active: rho > 1 + eps_high with A > 0, or
-    rho < 1 - eps_low with A < 0), kl (0 when beta == 0), ratio_mean."""
+    rho < 1 - eps_low with A < 0), kl (0 when beta == 0), ratio_mean. As floats, or with
+    sync=False as 0-d tensors where the loss is (reading a value back waits for the device: a
+    trainer sums them there and reads once per step)."""
     l_tok = per_token_loss(logp, old_logp, advantages, ref_logp, beta, eps_low, eps_high, is_weight)
     loss = aggregate(l_tok, mask, mode, max_completion_len, num_tokens, num_sequences)
     with torch.no_grad():
@@ -167,10 +171,12 @@ def grpo_loss(
         clipped = ((ratio > 1 + eps_high) & (A > 0)) | ((ratio < 1 - eps_low) & (A < 0))
         kl = (k3_kl(logp, ref_logp) * m).sum() / n if beta > 0 else torch.zeros(())
         metrics = {
-            "clip_ratio": float((clipped * m).sum() / n),
-            "kl": float(kl),
-            "ratio_mean": float((ratio * m).sum() / n),
+            "clip_ratio": (clipped * m).sum() / n,
+            "kl": kl.to(n.device),
+            "ratio_mean": (ratio * m).sum() / n,
         }
+    if sync:
+        return loss, {k: float(v) for k, v in metrics.items()}
     return loss, metrics
 
 

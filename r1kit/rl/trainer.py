@@ -126,6 +126,9 @@ class GRPOTrainer:
         old = self._fixed_logprobs(self.model, batches) if algo.mu > 1 else None
         ref = self._fixed_logprobs(self.ref_model, batches) if algo.beta > 0 else None
         sums: dict[str, float] = {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        # [clip_ratio, kl] weighted by the micro-batches' token shares, summed on the device:
+        # reading a value per micro-batch would wait for the device each time
+        stats = torch.zeros(2, device=dev)
         # [sum of truncated IS weights, tokens truncated at the cap] over this rank's loss tokens
         is_sum = torch.zeros(2, device=dev)
         self.model.train()
@@ -133,7 +136,7 @@ class GRPOTrainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_now()
             self.optimizer.zero_grad(set_to_none=True)
-            inner_loss = 0.0  # this rank's part of this optimizer step's loss
+            step_loss = torch.zeros((), device=dev)  # this rank's part of this step's loss
             for j, (batch, (_, weight)) in enumerate(zip(batches, plan)):
                 mb, live = _live(batch)
                 live *= weight > 0  # a padding pass (weight 0) counts in no metric
@@ -162,13 +165,14 @@ class GRPOTrainer:
                     max_completion_len=self.max_tokens,
                     num_tokens=float(n_tok),
                     num_sequences=n_seq,
+                    sync=False,
                 )
                 w = weight * live  # 1 in one process; W under torchrun (FSDP averages)
                 (loss * w if w != 1 else loss).backward()
-                share = mb.completion_mask.sum().item() / n_tok * live
-                inner_loss += loss.item() * live
-                sums["clip_ratio"] += m["clip_ratio"] * share
-                sums["kl"] += m["kl"] * share
+                share = float(mb.completion_mask.sum()) / n_tok * live  # a host tensor
+                step_loss += loss.detach() * live
+                stats += torch.stack([m["clip_ratio"], m["kl"]]) * share
+            inner_loss = float(step_loss)  # one read per optimizer step (the guard needs it)
             sums["loss"] += inner_loss
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.max_grad_norm)
             gn = dist.to_float(gn)  # sharded: a DTensor
@@ -180,6 +184,7 @@ class GRPOTrainer:
                 self.optimizer.step()
                 self.guard.check_weights(step, self.optimizer)
         self.step_count += 1
+        sums["clip_ratio"], sums["kl"] = stats.tolist()
         for k in ("loss", "clip_ratio", "kl"):  # each rank holds its rows' part of these
             sums[k] = dist.all_reduce(sums[k])
         out = {k: v / algo.mu for k, v in sums.items()}
