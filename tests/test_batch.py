@@ -9,6 +9,7 @@ import torch
 from numerics import assert_within, decoder_terms, diff_tol, tol
 
 from r1kit.sampling.rollout import Rollout
+from r1kit.train import batch as batch_mod
 from r1kit.train.batch import collate, token_logprobs
 
 
@@ -67,3 +68,25 @@ def test_packed_logprobs_match_padded(tiny_model, pack):
         got = token_logprobs(tiny_model, batch, 0.9, pack=p)
         assert_within(got, ref, val_tol, f"log-probs, pack={p}")
         assert_within(torch.autograd.grad(got.sum(), w)[0], g_ref, grad_tol, f"grads, pack={p}")
+
+
+@pytest.mark.parametrize("keep_positions", [4, 1000])
+def test_kept_head_logits_give_the_checkpointed_gradients(tiny_model, monkeypatch, keep_positions):
+    """Chunks whose logits are kept for backward (HEAD_KEEP_BYTES) and chunks recomputed there
+    give the same log-probs and gradients: some kept and some recomputed, then all kept."""
+    rollouts = [
+        Rollout({}, [1, 5, 6, 7], [8, 9, 10, 11, 12], None, "", "stop"),
+        Rollout({}, [1, 9, 9, 2], [30, 31, 32], None, "", "stop"),
+    ]
+    batch = collate(rollouts, pad_id=0)
+    w = tiny_model.model.embed_tokens.weight  # tied with the LM head
+    want = token_logprobs(tiny_model, batch, 0.8, chunk=3)
+    g_want = torch.autograd.grad(want.sum(), w)[0]
+    vocab = tiny_model.config.vocab_size
+    monkeypatch.setattr(batch_mod, "HEAD_KEEP_BYTES", keep_positions * 4 * vocab)
+    got = token_logprobs(tiny_model, batch, 0.8, chunk=3)
+    g_got = torch.autograd.grad(got.sum(), w)[0]
+    cfg, T, n_tok = tiny_model.config, batch.input_ids.shape[1], int(batch.completion_mask.sum())
+    fwd, bwd = decoder_terms(cfg, T), decoder_terms(cfg, T, backward=True, tokens=n_tok)
+    assert_within(got, want, diff_tol(torch.float32, want.abs().max(), fwd), "log-probs")
+    assert_within(g_got, g_want, diff_tol(torch.float32, g_want.abs().max(), bwd), "grads")

@@ -71,6 +71,9 @@ def collate(rollouts: Sequence[Any], pad_id: int, mask_truncated: bool = False) 
 
 
 LOGIT_CHUNK = 4096  # positions per LM-head chunk: [4096, 152k] fp32 logits = 2.5 GB at most
+# bytes of LM-head logits (counted as float32) one call may keep for its backward instead of
+# recomputing them there: the chunks beyond it are checkpointed (one more head GEMM each)
+HEAD_KEEP_BYTES = 0
 
 
 def token_logprobs(
@@ -121,16 +124,18 @@ def head_logprobs(
     compile_backend: str | None = None,
 ) -> torch.Tensor:
     """log softmax(head(h) / temperature)[target]: hidden states h [M, H], targets [M] -> [M]
-    float32, `chunk` positions at a time (LOGIT_CHUNK by default). With gradients each chunk is
-    recomputed in backward (activation checkpointing), so peak memory is one chunk of logits."""
+    float32, `chunk` positions at a time (LOGIT_CHUNK by default). With gradients the chunks
+    past the first HEAD_KEEP_BYTES of logits are recomputed in backward (activation
+    checkpointing), so their peak memory is one chunk of logits."""
     chunk = chunk or LOGIT_CHUNK
+    keep = HEAD_KEEP_BYTES // (4 * head.weight.shape[0])  # positions whose logits are kept
     fn = _chunk_logp
     if compile_backend:
         fn = compiled_chunk_logp(_chunk_logp, compile_backend)
     parts = []
     for i in range(0, h.shape[0], chunk):
         args = (h[i : i + chunk], head.weight, head.bias, target[i : i + chunk], temperature)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and min(i + chunk, h.shape[0]) > keep:
             parts.append(checkpoint(fn, *args, use_reentrant=False))
         else:
             parts.append(fn(*args))
