@@ -140,6 +140,14 @@ def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
 
 
+def restore_sampling_rng(state: dict[str, Any]) -> None:
+    """The RNG that samples, as a checkpoint left it: an async run's generators' (gen_rng),
+    else the checkpoint's own (a synchronous run samples with it)."""
+    rng = state.get("gen_rng") or state["rng"]
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"])
+
+
 def train_async(
     cfg: ZeroConfig,
     run: Run,
@@ -150,7 +158,6 @@ def train_async(
     start: int,
     params: SamplingParams,
     reward: WeightedReward,
-    state: dict[str, Any] | None,
 ) -> int:
     """Steps start+1..cfg.run.steps on this rank's side; returns the last step trained (the
     same on every rank). Raises Stopped on every rank after a SIGTERM's checkpoint."""
@@ -158,10 +165,6 @@ def train_async(
         return start
     with run.bar(cfg.run.steps, start) as bar:
         if sp.generating:
-            if state is not None:  # the generators' RNG (a synchronous run's checkpoint: its)
-                rng = state.get("gen_rng") or state["rng"]
-                random.setstate(rng["python"])
-                torch.set_rng_state(rng["torch"])
             return _generate(cfg, run, policy, sp, stream, data_pos, start, params, reward)
         return _train(cfg, run, policy, sp, start, bar)
 

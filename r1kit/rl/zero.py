@@ -98,6 +98,8 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     run.record_data(data, cfg.run.allow_data_change)  # --resume: a changed dataset is refused
     with dist.scope(sp and sp.group):
         state = policy.resume(run.checkpoint)
+    if state:  # an async run's checkpoint: the generators' RNG samples on
+        async_loop.restore_sampling_rng(state)
     start = run.resume_from(state)
     consumed = state["data_pos"] if state else 0
     stream = itertools.islice(train, consumed, None)
@@ -133,9 +135,7 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
         logprobs=True,
     )
     if sp is not None:
-        done = async_loop.train_async(
-            cfg, run, policy, sp, stream, consumed, start, params, reward, state
-        )
+        done = async_loop.train_async(cfg, run, policy, sp, stream, consumed, start, params, reward)
     else:
         done = _sync_loop(cfg, run, policy, stream, consumed, start, params, reward)
 
