@@ -26,8 +26,9 @@ MFU = useful FLOPs (grpo_step.update_flops) / update time / 989 TFLOP/s.
 
 Variant syntax ("+"-joined, first is the micro-batch): mbN, compile (compiled update on), eager
 (compiled update off), ckpt (activation checkpointing), packN (pack_tokens), chunkN (LM-head
-positions per chunk), attn=flash|efficient|cudnn|math (SDPA backend forced),
-mode=M (torch.compile mode, e.g. max-autotune-no-cudagraphs).
+positions per chunk), keepG (GB of LM-head logits kept for backward: HEAD_KEEP_BYTES),
+attn=flash|efficient|cudnn|math (SDPA backend forced), mode=M (torch.compile mode, e.g.
+max-autotune-no-cudagraphs), noprof (timed only, not profiled).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def parse_variant(v: str) -> dict:
             spec["pack"] = int(o.removeprefix("pack"))
         elif o.startswith("chunk"):
             spec["chunk"] = int(o.removeprefix("chunk"))
+        elif o.startswith("keep"):
+            spec["keep"] = float(o.removeprefix("keep"))
+        elif o == "noprof":
+            spec["noprof"] = True
         elif o.startswith("attn="):
             spec["attn"] = o.removeprefix("attn=")
         elif o.startswith("mode="):
@@ -141,6 +146,9 @@ def patched(spec: dict, backend: str):
     if "chunk" in spec:
         saved["LOGIT_CHUNK"] = batch_mod.LOGIT_CHUNK
         batch_mod.LOGIT_CHUNK = spec["chunk"]
+    if "keep" in spec:
+        saved["HEAD_KEEP_BYTES"] = batch_mod.HEAD_KEEP_BYTES
+        batch_mod.HEAD_KEEP_BYTES = int(spec["keep"] * 1e9)
     kw = {"backend": backend}
     if "mode" in spec:
         kw["mode"] = spec["mode"]
@@ -172,8 +180,8 @@ def patched(spec: dict, backend: str):
     finally:
         torch.compile, torch.nn.Module.compile = orig_compile, orig_layer_compile
         compile_mod._CHUNK.clear()
-        if "LOGIT_CHUNK" in saved:
-            batch_mod.LOGIT_CHUNK = saved["LOGIT_CHUNK"]
+        for k, v in saved.items():
+            setattr(batch_mod, k, v)
 
 
 def category(name: str, ops: list, vocab: int) -> str:
@@ -355,7 +363,7 @@ def run_variant(args, v: str) -> dict:
         out["update_mfu"] = round(update_flops(m, lens) / upd / PEAK, 3)
         if device.startswith("cuda"):
             out["peak_mem_GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
-        if args.profile:
+        if args.profile and not spec.get("noprof"):
             acts = [torch.profiler.ProfilerActivity.CPU]
             if device.startswith("cuda"):
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
