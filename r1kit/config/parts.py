@@ -67,7 +67,7 @@ class ZeroRun(TrainRun):
     async_depth: int = param(
         0,
         "1: one-step-off-policy GRPO under torchrun: generator ranks sample step t+1 while "
-        "trainer ranks update on step t (rl/async_loop.py); 0: every rank samples, then trains",
+        "trainer ranks update on step t; 0: every rank samples, then trains",
         ge=0,
         le=1,
     )
