@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from numerics import assert_within, decoder_terms, diff_tol
 
@@ -50,10 +51,12 @@ def _scored(n: int) -> list[Rollout]:
     return out
 
 
-def test_compiled_trainer_is_opt_in_on_cpu_and_reports_its_compile_once(tiny_model_base):
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_compiled_trainer_is_opt_in_on_cpu_and_reports_its_compile_once(tiny_model_base, ckpt):
     """Auto (the default) leaves the CPU eager; an explicit --compile-update compiles, its first
-    update reports the compile seconds and the later ones do not, with the eager gradients."""
-    optim = dict(lr=1e-3, micro_batch=2, max_grad_norm=1e9)
+    update reports the compile seconds and the later ones do not, with the eager gradients, also
+    under activation checkpointing (the checkpoint then reruns the compiled layer)."""
+    optim = dict(lr=1e-3, micro_batch=2, max_grad_norm=1e9, grad_checkpoint=ckpt)
     kw = dict(temperature=1.0, max_tokens=8, pad_id=0)
     model = copy.deepcopy(tiny_model_base).train()
     eager = GRPOTrainer(model, GRPO(group_size=2), GRPOOptim(**optim), **kw)
