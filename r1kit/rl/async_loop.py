@@ -238,8 +238,8 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         batch: Batch = dist.broadcast_object(None, sp.leader, sp.batches)
         tu = time.time()
         rollouts = batch.rollouts
-        behind = trainer.step_count - min(r.policy_version for r in rollouts)
-        version = min(r.policy_version for r in rollouts)
+        version = min(r.policy_version for r in rollouts)  # one version per batch
+        behind = trainer.step_count - version  # 0 at the first step (and after a resume), then 1
         with dist.scope(sp.group):
             upd = trainer.update(rollouts)
             if policy.engine_model is not policy.model:  # the full copy, from the shards
