@@ -26,6 +26,7 @@ Results merge into bench/results/grpo_step.json (R1KIT_BENCH_OUT overrides the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -43,6 +44,7 @@ from r1kit.engine import SamplingParams
 from r1kit.engine.paged import PagedEngine
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import Rollout
+from r1kit.train import batch as batch_mod
 
 P, G, PLEN, GEN = 64, 8, 128, 512
 PEAK = 989e12  # H200 dense bf16 FLOP/s (datasheet), the MFU denominator DESIGN.md uses
@@ -174,6 +176,33 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
     )
 
 
+@contextlib.contextmanager
+def knobs(opts: list[str]):
+    """A variant's settings that are not config fields, restored afterwards: chunkN (LM-head
+    positions per chunk), keepG (GB of LM-head logits kept for backward), attn=B (SDPA backend:
+    flash, efficient, cudnn or math)."""
+    saved = {k: getattr(batch_mod, k) for k in ("LOGIT_CHUNK", "HEAD_KEEP_BYTES")}
+    ctx = contextlib.nullcontext()
+    for o in opts[1:]:
+        if o.startswith("chunk"):
+            batch_mod.LOGIT_CHUNK = int(o.removeprefix("chunk"))
+        elif o.startswith("keep"):
+            batch_mod.HEAD_KEEP_BYTES = int(float(o.removeprefix("keep")) * 1e9)
+        elif o.startswith("attn="):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            name = o.removeprefix("attn=").upper()
+            ctx = sdpa_kernel(getattr(SDPBackend, name if name == "MATH" else name + "_ATTENTION"))
+        elif o not in ("eager", "compile", "ckpt"):
+            raise SystemExit(f"unknown variant option {o!r}")
+    try:
+        with ctx:
+            yield
+    finally:
+        for k, v in saved.items():
+            setattr(batch_mod, k, v)
+
+
 def part_r1kit(res, variants: list[str], steps: int) -> None:
     m = make_model("0.5B")
     g = torch.Generator().manual_seed(1)
@@ -200,7 +229,8 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             m.gradient_checkpointing_disable()
-        grpo_steps(res, v, m, engine, cfg, prompts, steps)
+        with knobs(opts):
+            grpo_steps(res, v, m, engine, cfg, prompts, steps)
     del engine, m
     torch.cuda.empty_cache()
 
