@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -121,7 +122,9 @@ def trainer_for(m, cfg: ZeroConfig) -> GRPOTrainer:
     )
 
 
-def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> None:
+def grpo_steps(
+    res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int, update_ctx=contextlib.nullcontext
+) -> None:
     trainer = trainer_for(m, cfg)
     sp = SamplingParams(n=G, temperature=1.0, max_tokens=GEN, logprobs=True)
     rows = []
@@ -135,7 +138,8 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
         t2 = sync()
         engine.sleep()  # zero._update's phases, timed one by one
         t3 = sync()
-        upd = trainer.update(rollouts)
+        with update_ctx():
+            upd = trainer.update(rollouts)
         t4 = sync()
         engine.sync_weights()
         engine.wake()
@@ -179,10 +183,10 @@ def grpo_steps(res, tag, m, engine, cfg: ZeroConfig, prompts, steps: int) -> Non
 @contextlib.contextmanager
 def knobs(opts: list[str]):
     """A variant's settings that are not config fields, restored afterwards: chunkN (LM-head
-    positions per chunk), keepG (GB of LM-head logits kept for backward), attn=B (SDPA backend:
-    flash, efficient, cudnn or math)."""
+    positions per chunk), keepG (GB of LM-head logits kept for backward), attn=B (SDPA backend
+    of the update: flash, efficient, cudnn or math). Yields the update's context factory."""
     saved = {k: getattr(batch_mod, k) for k in ("LOGIT_CHUNK", "HEAD_KEEP_BYTES")}
-    ctx = contextlib.nullcontext()
+    ctx = contextlib.nullcontext
     for o in opts[1:]:
         if o.startswith("chunk"):
             batch_mod.LOGIT_CHUNK = int(o.removeprefix("chunk"))
@@ -192,12 +196,12 @@ def knobs(opts: list[str]):
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             name = o.removeprefix("attn=").upper()
-            ctx = sdpa_kernel(getattr(SDPBackend, name if name == "MATH" else name + "_ATTENTION"))
+            backend = getattr(SDPBackend, name if name == "MATH" else name + "_ATTENTION")
+            ctx = functools.partial(sdpa_kernel, backend)
         elif o not in ("eager", "compile", "ckpt"):
             raise SystemExit(f"unknown variant option {o!r}")
     try:
-        with ctx:
-            yield
+        yield ctx
     finally:
         for k, v in saved.items():
             setattr(batch_mod, k, v)
@@ -229,8 +233,8 @@ def part_r1kit(res, variants: list[str], steps: int) -> None:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             m.gradient_checkpointing_disable()
-        with knobs(opts):
-            grpo_steps(res, v, m, engine, cfg, prompts, steps)
+        with knobs(opts) as update_ctx:
+            grpo_steps(res, v, m, engine, cfg, prompts, steps, update_ctx)
     del engine, m
     torch.cuda.empty_cache()
 
