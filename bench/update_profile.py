@@ -294,6 +294,21 @@ def breakdown(prof, wall_s: float, vocab: int, on_gpu: bool) -> dict:
     }
 
 
+def achieved(m, lens: list[tuple[int, int]], cat_s: dict) -> dict:
+    """TFLOP/s each kind of work reached in the profiled update: the decoder's GEMMs (6 x
+    non-embedding params x tokens), the LM head as run (4 GEMMs of 2 x H x V per completion
+    position with the chunk recomputed in backward) and attention (causal, 6 x layers x d x T^2
+    per sequence as grpo_step.update_flops counts it)."""
+    c = m.config
+    emb = c.vocab_size * c.hidden_size
+    body = sum(p.numel() for p in m.parameters()) - emb * (1 if c.tie_word_embeddings else 2)
+    tokens = sum(p + n for p, n in lens)
+    comp = sum(n for _, n in lens)
+    attn = sum(6 * c.num_hidden_layers * c.hidden_size * (p + n) ** 2 for p, n in lens)
+    work = {"matmul": 6 * body * tokens, "lm_head": 8 * emb * comp, "attention": attn}
+    return {k: round(f / cat_s[k] / 1e12, 1) if cat_s.get(k) else None for k, f in work.items()}
+
+
 def lm_head_alone(m, rollouts, pad_id: int, device: str, backend, reps: int = 2) -> float:
     """Seconds for the LM-head chunk loop alone, forward + backward, over every completion
     position of the batch (hidden states random, of the decoder output's dtype)."""
@@ -374,6 +389,7 @@ def run_variant(args, v: str) -> dict:
             t1 = time.perf_counter()
             out["profile"] = breakdown(prof, wall, m.config.vocab_size, device.startswith("cuda"))
             out["profile"]["parse_s"] = round(time.perf_counter() - t1, 1)
+            out["profile"]["achieved_tflops"] = achieved(m, lens, out["profile"]["by_category_s"])
         out["lm_head_alone_s"] = round(
             lm_head_alone(m, rollouts, 0, device, trainer.compile_backend), 4
         )
