@@ -71,8 +71,8 @@ def collate(rollouts: Sequence[Any], pad_id: int, mask_truncated: bool = False) 
 
 
 LOGIT_CHUNK = 4096  # positions per LM-head chunk: [4096, 152k] fp32 logits = 2.5 GB at most
-# bytes of LM-head logits (counted as float32) one call may keep for its backward instead of
-# recomputing them there: the chunks beyond it are checkpointed (one more head GEMM each)
+# bytes of LM-head logits one call may keep for its backward instead of recomputing them there:
+# the chunks beyond it are checkpointed (one more head GEMM each)
 HEAD_KEEP_BYTES = 0
 
 
@@ -128,7 +128,10 @@ def head_logprobs(
     past the first HEAD_KEEP_BYTES of logits are recomputed in backward (activation
     checkpointing), so their peak memory is one chunk of logits."""
     chunk = chunk or LOGIT_CHUNK
-    keep = HEAD_KEEP_BYTES // (4 * head.weight.shape[0])  # positions whose logits are kept
+    # a kept chunk holds its logits as computed when compiled (bf16 on GPU), else two float32
+    # copies (the upcast and logsumexp's input, as eager autograd saves them)
+    per_logit = h.element_size() if compile_backend else 8
+    keep = HEAD_KEEP_BYTES // (per_logit * head.weight.shape[0])  # positions kept
     fn = _chunk_logp
     if compile_backend:
         fn = compiled_chunk_logp(_chunk_logp, compile_backend)
