@@ -57,6 +57,10 @@ from r1kit.train.lock import LOCK, RunLock
 
 # the signals that stop a run at its next step boundary (a second one stops it at once)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Under torchrun a signal to the process group (a scheduler's stop, Ctrl-C at the terminal)
+# reaches each worker twice: directly, then forwarded by torchrun one monitor interval (0.1 s)
+# later. A repeat this soon is that forward, the same stop, not a second "stop now".
+FORWARDED_WITHIN_S = 1.0
 
 
 def how_to_continue(job: str | None, out: Path) -> str | None:
@@ -156,6 +160,7 @@ class Run:
         self.resumed = resume
         self.terminated = False  # SIGTERM or Ctrl-C: save at the next step boundary, then stop
         self.stop_signal = signal.SIGTERM  # which one (ranks that only agreed: SIGTERM)
+        self.signalled_at = 0.0  # time.monotonic() of the first stop signal
         self._old_handlers: dict[int, Any] = {}
         self.t0 = time.time()
         self.wall_before = 0.0  # seconds spent before the checkpoint this run resumed from
@@ -226,6 +231,9 @@ class Run:
         """SIGTERM (a scheduler) or Ctrl-C: with checkpoints, save at the end of this step and
         stop (Run.save raises Stopped); a second one, or a job without checkpoints, stops now."""
         name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self.terminated and dist.launched() and now - self.signalled_at < FORWARDED_WITHIN_S:
+            return  # torchrun's forward of the signal this worker already has
         if self.terminated or not self.has_checkpoints:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -239,6 +247,7 @@ class Run:
                 signum,
             )
         self.terminated = True
+        self.signalled_at = now
         self.stop_signal = signum
         again = "Ctrl-C" if signum == signal.SIGINT else name
         self.console_line(
