@@ -27,11 +27,11 @@ the last prompt token to compute.
 
 `--api-workers 1,4`: the levels against a server with 1, then 4 API processes in front of the
 one engine process (`r1kit serve --api-workers`); `levels` holds the last, `by_api_workers`
-all; the multi-turn workload runs with the last. `--ab` adds, at `--ab-level` streams (128),
-against the first: the client of runs before 2026-11-30 22:30 UTC (64 streams per client
-process, `client_64`), and a server whose short prompts are tokenized the other way than by
-default (`--_inline-chars`: on the event loop up to 1,024 characters, or always in a worker
-thread), so the JSON separates the client change from inline tokenizing.
+all; the multi-turn workload runs with the last. `--ab` adds, at `--ab-level` streams (128):
+against the first, the client of runs before 2026-11-30 22:30 UTC (64 streams per client
+process, `client_64`); and for each, a server whose short prompts are tokenized the other way
+than by default (`--_inline-chars`: on the event loop up to 1,024 characters, or always in a
+worker thread), so the JSON separates the client change from inline tokenizing.
 """
 
 from __future__ import annotations
@@ -257,10 +257,12 @@ async def one(
 # a client process sends its requests one after another from one event loop, and each
 # request's TTFT counts from the moment all of them were due, so the later ones include the
 # client's own time to send the earlier ones (not measured apart), which no server can win
-# back; up to 8 processes (the H200 host has 16 cores) share the streams, at least 16 each
-# (runs before 2026-11-30 22:30 UTC: 64 each, 2 processes at 128 streams)
+# back; up to 8 processes (the H200 host has 16 cores; one per 2 cores on a smaller machine,
+# so the clients do not take the cores the server needs: 1 on the 2-core CPU machine) share
+# the streams, at least 16 each (runs before 2026-11-30 22:30 UTC: 64 each, 2 processes at
+# 128 streams; CPU runs before 2026-12-01 too)
 STREAMS_PER_CLIENT = 16
-MAX_CLIENTS = 8
+MAX_CLIENTS = max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 async def _client(
@@ -538,6 +540,7 @@ def main() -> None:
         "by_api_workers": {},
         "inline_chars": admission.INLINE_CHARS,
         "streams_per_client": STREAMS_PER_CLIENT,
+        "max_client_processes": MAX_CLIENTS,
         "burst_hold_ms": a.hold_ms if a.hold_ms is not None else core.BURST_HOLD_S * 1000,
         "bare": [],
         "ab": {},
@@ -603,10 +606,9 @@ def main() -> None:
                 save()
         finally:
             stop(proc)
-    if a.ab and a.url is None:
-        other = 0 if admission.INLINE_CHARS else 1024
-        w = workers[0]
-        print(f"A/B: inline tokenizing up to {other} characters, {a.ab_level} streams", flush=True)
+    other = 0 if admission.INLINE_CHARS else 1024
+    for w in workers if a.ab and a.url is None else []:
+        print(f"A/B: {w} API processes tokenizing inline up to {other} characters", flush=True)
         proc, url, roles = start_server(
             [*server_args, "--_workers", str(w), "--_inline-chars", str(other)]
         )
@@ -614,7 +616,11 @@ def main() -> None:
             r = measure(url, roles, a.ab_level)
         finally:
             stop(proc)
-        res["ab"][f"inline_{other}"] = {**r, "api_workers": w, "inline_chars": other}
+        res["ab"][f"inline_{other}_api_workers_{w}"] = {
+            **r,
+            "api_workers": w,
+            "inline_chars": other,
+        }
         save()
     if not a.no_multi_turn and a.url is None:
         w = workers[-1]

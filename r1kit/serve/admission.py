@@ -1,6 +1,6 @@
 """From a parsed request to a running Generation without stalling the event loop or
 overspending a key: the prompt's size checked before any tokenizing, tokenizing in a worker
-thread (unless the prompt is short), the context limit answered as OpenAI words it, the key's
+thread, the context limit answered as OpenAI words it, the key's
 quota reserved, and the request aborted when a non-streaming client leaves.
 
 ids = await encode(gen, chars, lambda: gen.encode(gen.render(msgs, think)), "messages")
@@ -56,21 +56,24 @@ def context_error(max_len: int, tokens: int, param: str, at_least: bool = False)
     )
 
 
-INLINE_CHARS = 1024  # a prompt this short (in at most INLINE_PARTS messages) is rendered
-INLINE_PARTS = 16  # and tokenized on the event loop
+# A prompt this short (in at most INLINE_PARTS messages) is rendered and tokenized on the
+# event loop; 0: every prompt goes to a worker thread, as DESIGN.md section 5 asks ("never
+# tokenize on the event loop"). With one API process the event loop bounded the server and a
+# thread hand-off cost it about as much as a short prompt's 0.1-0.3 ms of work, so prompts up
+# to 1,024 characters were tokenized inline; with several API processes (serve/workers.py)
+# each loop has a fraction of the requests, and on CPU inline tokenizing measured no better
+# (bench/results/serve_load_cpu.json, "ab"). bench/serve_load.py --ab measures both on GPU.
+INLINE_CHARS = 0
+INLINE_PARTS = 16
 
 
 async def encode(
     gen, chars: int, build: Callable[[], list[int]], param: str, parts: int = 1
 ) -> list[int]:
     """The prompt's token ids from `build` (template + tokenizer); a text of `chars`
-    characters in `parts` messages that cannot fit the context is refused before that. Past
-    `INLINE_CHARS` or `INLINE_PARTS` it runs in a worker thread, so no prompt stalls the
-    event loop for long; a short one (0.1-0.3 ms of work) runs here: in a CPU profile of 128
-    requests arriving at once, handing each to a thread cost the event loop about as much as
-    the work itself (the pool's submission and thread starts, and waits for the interpreter
-    lock the worker holds through the template's Python code). On the GPU it was measured
-    only together with other changes (README, "Where the server loses")."""
+    characters in `parts` messages that cannot fit the context is refused before that. It
+    runs in a worker thread (up to `INLINE_CHARS` characters in `INLINE_PARTS` messages: here),
+    so no prompt stalls the event loop."""
     per = max_token_chars(gen.tok)
     if per and chars >= gen.max_model_len * per:
         raise context_error(gen.max_model_len, math.ceil(chars / per), param, at_least=True)

@@ -130,7 +130,7 @@ def serve(
 ) -> None:
     """Load the model and serve it until interrupted (the `r1kit serve` job). `api_workers`
     API processes serve the port in front of one engine process (serve/workers.py); None: 4
-    where the paged engine runs on CUDA, else 1 (README, "Why an engine process")."""
+    where the paged engine runs on CUDA, else 1 (README, "Why this process layout")."""
     import uvicorn
 
     if no_auth and not is_loopback(host):
