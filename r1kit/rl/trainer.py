@@ -15,7 +15,7 @@ from r1kit import dist
 from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.rl import grpo
 from r1kit.sampling.rollout import Rollout
-from r1kit.train.batch import TrainBatch, collate
+from r1kit.train.batch import TrainBatch, collate, to_device
 from r1kit.train.compile import compile_decoder_layers, compile_seconds, compile_wanted
 from r1kit.train.finite import NonFiniteGuard
 from r1kit.train.plan import micro_batches
@@ -121,7 +121,7 @@ class GRPOTrainer:
             collate([rollouts[i] for i in rows], self.pad_id, algo.mask_truncated)
             for rows, _ in plan
         ]
-        advs = [adv[list(rows)].to(dev) for rows, _ in plan]
+        advs = [to_device(adv[list(rows)], dev) for rows, _ in plan]  # queued, no wait
         # π_old: with μ = 1 the detached current log-probs (ratio 1); with μ > 1 fixed up front
         old = self._fixed_logprobs(self.model, batches) if algo.mu > 1 else None
         ref = self._fixed_logprobs(self.ref_model, batches) if algo.beta > 0 else None
@@ -143,12 +143,13 @@ class GRPOTrainer:
                 logp = model_logprobs(
                     self.model, mb, self.temperature, optim.pack_tokens, self.compile_backend
                 )
-                cmask = mb.completion_mask.to(dev)
+                cmask = to_device(mb.completion_mask, dev)
                 old_mb = logp.detach() if old is None else old[j]
                 ref_mb = None if ref is None else ref[j]
                 isw = None
                 if algo.tis_cap > 0 and mb.engine_logp is not None:
-                    isw = grpo.truncated_is_weight(old_mb, mb.engine_logp.to(dev), algo.tis_cap)
+                    elp = to_device(mb.engine_logp, dev)
+                    isw = grpo.truncated_is_weight(old_mb, elp, algo.tis_cap)
                     on = cmask.float() * live  # no host sync: summed on the device
                     is_sum += torch.stack([(isw * on).sum(), ((isw >= algo.tis_cap) * on).sum()])
                 loss, m = grpo.grpo_loss(
