@@ -211,13 +211,6 @@ def breakdown(prof, wall_s: float, vocab: int, on_gpu: bool) -> dict:
     from torch.autograd import DeviceType
 
     events = list(prof.events())
-    # the ops that launch kernels, by their correlation id (runtime events such as
-    # cudaLaunchKernel carry a link to their op instead, and ids of their own that may collide)
-    by_id = {
-        e.id: e
-        for e in events
-        if e.device_type == DeviceType.CPU and not getattr(e, "linked_correlation_id", 0)
-    }
 
     def stack(e) -> list:
         out, seen = [], 0
@@ -227,13 +220,43 @@ def breakdown(prof, wall_s: float, vocab: int, on_gpu: bool) -> dict:
             seen += 1
         return out
 
+    cats = dict.fromkeys(CATS, 0.0)
+    per_kernel: dict[str, dict] = {}  # name -> {cat (the most time), n, s}
+    by_cat: dict[str, dict[str, float]] = {}  # name -> {cat: s}
+
+    def add(name: str, cat: str, dt: float, n: int) -> None:
+        cats[cat] += dt
+        by_cat.setdefault(name, {}).setdefault(cat, 0.0)
+        by_cat[name][cat] += dt
+        row = per_kernel.setdefault(name, {"n": 0, "s": 0.0})
+        row["n"] += n
+        row["s"] += dt
+
     if on_gpu:
         kernels = [  # kernels and copies; not the record_function ranges kineto mirrors
             e
             for e in events
             if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
         ]
-        launch = [by_id.get(getattr(k, "linked_correlation_id", 0)) for k in kernels]
+        # each op lists the kernels it launched (torch links them by correlation id): the op's
+        # stack and input shapes say what a kernel computes
+        done: dict[str, float] = {}
+        for e in events:
+            if e.device_type == DeviceType.CPU and e.kernels:
+                ops = stack(e)
+                for k in e.kernels:
+                    dt = k.duration / 1e6  # us -> s
+                    add(k.name, category(k.name, ops, vocab), dt, 1)
+                    done[k.name] = done.get(k.name, 0.0) + dt
+        totals: dict[str, list] = {}
+        for k in kernels:
+            t = totals.setdefault(k.name, [0, 0.0])
+            t[0] += 1
+            t[1] += (k.time_range.end - k.time_range.start) / 1e6
+        for name, (n, tot) in totals.items():  # launched outside any op: by name alone
+            rest = tot - done.get(name, 0.0)
+            if rest > 1e-7:
+                add(name, category(name, [], vocab), rest, n - per_kernel.get(name, {}).get("n", 0))
     else:  # CPU smoke: top-level aten ops stand in for kernels
         kernels = [
             e
@@ -242,19 +265,12 @@ def breakdown(prof, wall_s: float, vocab: int, on_gpu: bool) -> dict:
             and e.name.startswith("aten::")
             and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
         ]
-        launch = [k.cpu_parent for k in kernels]
-    cats = dict.fromkeys(CATS, 0.0)
-    per_kernel: dict[str, dict] = {}
-    spans = []
-    for k, op in zip(kernels, launch):
-        ops = ([k] if not on_gpu else []) + stack(op)
-        c = category(k.name, ops, vocab)
-        dt = (k.time_range.end - k.time_range.start) / 1e6  # us -> s
-        cats[c] += dt
-        row = per_kernel.setdefault(k.name, {"cat": c, "n": 0, "s": 0.0})
-        row["n"] += 1
-        row["s"] += dt
-        spans.append((k.time_range.start, k.time_range.end))
+        for k in kernels:
+            dt = (k.time_range.end - k.time_range.start) / 1e6
+            add(k.name, category(k.name, stack(k), vocab), dt, 1)
+    for name, row in per_kernel.items():
+        row["cat"] = max(by_cat[name], key=by_cat[name].get)
+    spans = [(k.time_range.start, k.time_range.end) for k in kernels]
     busy, end = 0.0, float("-inf")
     for a, b in sorted(spans):  # union of kernel intervals
         if b > end:
