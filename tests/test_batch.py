@@ -83,7 +83,7 @@ def test_kept_head_logits_give_the_checkpointed_gradients(tiny_model, monkeypatc
     want = token_logprobs(tiny_model, batch, 0.8, chunk=3)
     g_want = torch.autograd.grad(want.sum(), w)[0]
     vocab = tiny_model.config.vocab_size
-    monkeypatch.setattr(batch_mod, "HEAD_KEEP_BYTES", keep_positions * 8 * vocab)
+    monkeypatch.setattr(batch_mod, "HEAD_KEEP_BYTES", keep_positions * 4 * vocab)
     got = token_logprobs(tiny_model, batch, 0.8, chunk=3)
     g_got = torch.autograd.grad(got.sum(), w)[0]
     cfg, T, n_tok = tiny_model.config, batch.input_ids.shape[1], int(batch.completion_mask.sum())

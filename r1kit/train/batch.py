@@ -147,9 +147,9 @@ def head_logprobs(
     past the first HEAD_KEEP_BYTES of logits are recomputed in backward (activation
     checkpointing), so their peak memory is one chunk of logits."""
     chunk = chunk or LOGIT_CHUNK
-    # a kept chunk holds its logits as computed when compiled (bf16 on GPU), else two float32
-    # copies (the upcast and logsumexp's input, as eager autograd saves them)
-    per_logit = h.element_size() if compile_backend else 8
+    # a kept chunk holds its logits as computed when compiled (bf16 on GPU; Inductor recomputes
+    # the upcast), else their float32 upcast (which gather and logsumexp both save)
+    per_logit = h.element_size() if compile_backend else 4
     keep = head_keep_bytes(h.device) // (per_logit * head.weight.shape[0])  # positions kept
     fn = _chunk_logp
     if compile_backend:
