@@ -82,7 +82,7 @@ def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
     the host wait until the GPU has drained its queue, from pinned memory it is queued."""
     if dev.type != "cuda":
         return t.to(dev)
-    return t.pin_memory().to(dev, non_blocking=True)
+    return t.contiguous().pin_memory().to(dev, non_blocking=True)
 
 
 def head_keep_bytes(dev: torch.device) -> int:
