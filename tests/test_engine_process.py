@@ -168,3 +168,47 @@ def test_requests_arriving_during_decode_are_held_then_prefilled_together(model,
         assert st["free_blocks"] == st["total_blocks"] - 1
     finally:
         eng.close()
+
+
+def test_one_core_serves_two_clients(model):
+    """EngineCore with two pipes (as `r1kit serve --api-workers 2` has): each client gets its
+    own requests' tokens, the same as the engine here; the queue limit counts both clients'
+    requests; a client that leaves has its running request aborted while the other's runs on."""
+    core = core_mod.EngineCore(model, 2, block_size=4, max_num_seqs=1)
+    a, b = (
+        core_mod.EngineClient(core.conns[i], core.info, 1, core.inflight, prefix=f"w{i}.")
+        for i in range(2)
+    )
+    p = [SamplingParams(max_tokens=12, temperature=1.0, seed=i) for i in range(2)]
+    want = PagedEngine(model, block_size=4, max_num_seqs=1).generate(PROMPTS[:2], p)
+    try:
+
+        async def main():
+            ra, rb = a.open(PROMPTS[0], p[0]), b.open(PROMPTS[1], p[1])  # one runs, one waits
+            with pytest.raises(OverflowError):  # the queue (1) is full, whoever asks
+                a.open(PROMPTS[2], p[0])
+            return await asyncio.gather(_collect(ra), _collect(rb))
+
+        got = asyncio.run(main())
+        assert [g[0] for g in got] == [[w.samples[0].token_ids] for w in want]
+        assert core.inflight.value == 0
+        for c in (a, b):  # the idle core's stats have reached both (no request waits)
+            t0 = time.time()
+            while (c.stats()["requests"] or c.stats()["waiting"]) and time.time() - t0 < 30:
+                time.sleep(0.02)
+
+        async def leave():
+            src = a.open(PROMPTS[0], SamplingParams(max_tokens=100, temperature=1.0, seed=3))
+            async for _ in src:
+                break
+            a.close()  # the core aborts a's request: b's is not queued behind it
+            return await _collect(b.open(PROMPTS[1], p[1]))
+
+        assert asyncio.run(leave())[0] == [want[1].samples[0].token_ids]
+        st = _idle(b)
+        assert st["requests"] == 0 and st["free_blocks"] == st["total_blocks"] - 1
+    finally:
+        a.close()
+        b.close()
+        core.close()
+    assert not core.proc.is_alive()

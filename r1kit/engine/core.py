@@ -189,7 +189,7 @@ class EngineClient:
         while True:
             try:
                 msg = self._conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError):  # TypeError: closed here while reading
                 self._fail_all(RuntimeError("the engine process exited"))
                 return
             kind = msg[0]
@@ -236,6 +236,8 @@ class EngineClient:
             self._send(("close",))
         except (BrokenPipeError, OSError):
             pass
+        # its requests end now (the core aborts them), and leave the shared count at once
+        self._fail_all(RuntimeError("the engine client closed"))
         self._after_close()
         self._conn.close()
 
