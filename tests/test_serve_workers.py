@@ -184,6 +184,8 @@ def test_disconnect_aborts_and_frees_blocks(srv):
 def test_api_workers_flag_checked():
     with pytest.raises(R1kitError, match="--api-workers must be at least 1"):
         serve(api_workers=0)
+    with pytest.raises(R1kitError, match="needs the paged engine, not llama.cpp"):
+        serve("model.gguf", api_workers=2)  # refused before anything is loaded
 
 
 def _settled(srv) -> dict:

@@ -141,7 +141,10 @@ def serve(
         raise R1kitError(f"--api-workers must be at least 1, not {api_workers}")
     auth_note = "no auth" if no_auth else "keys in {db} (`r1kit keys create`)"
     banner = "r1kit: serving {name} on http://{host}:{port} ({auth}); web chat at /"
-    if api_workers == 1 or (model is not None and model.endswith(".gguf")):
+    gguf = model is not None and model.endswith(".gguf")
+    if gguf and api_workers is not None and api_workers > 1:
+        raise R1kitError("--api-workers above 1 needs the paged engine, not llama.cpp (.gguf)")
+    if api_workers == 1 or gguf:
         gen, path = make_generator(model, engine, max_waiting, name, device, template, prefix_cache)
     else:
         device = device or device_of("auto")
