@@ -50,11 +50,11 @@ def compile_decoder_layers(model, backend: str = "inductor") -> int:
     return len(layers)
 
 
-_CHUNK: dict[str, object] = {}
+_CHUNK: dict[tuple, object] = {}
 
 
 def compiled_chunk_logp(fn, backend: str = "inductor"):
     """The LM-head chunk function `fn`, compiled once per backend."""
-    if backend not in _CHUNK:
-        _CHUNK[backend] = torch.compile(fn, backend=backend, dynamic=True)
-    return _CHUNK[backend]
+    if (fn, backend) not in _CHUNK:
+        _CHUNK[fn, backend] = torch.compile(fn, backend=backend, dynamic=True)
+    return _CHUNK[fn, backend]
