@@ -311,17 +311,17 @@ def breakdown(prof, wall_s: float, vocab: int, on_gpu: bool) -> dict:
 
 
 def achieved(m, lens: list[tuple[int, int]], cat_s: dict) -> dict:
-    """TFLOP/s each kind of work reached in the profiled update: the decoder's GEMMs (6 x
-    non-embedding params x tokens), the LM head as run (4 GEMMs of 2 x H x V per completion
-    position with the chunk recomputed in backward) and attention (causal, 6 x layers x d x T^2
-    per sequence as grpo_step.update_flops counts it)."""
+    """Useful TFLOP/s each kind of work reached in the profiled update (recomputation not
+    counted, as in grpo_step.update_flops): the decoder's GEMMs (6 x non-embedding params x
+    tokens), the LM head (6 x H x V per completion position) and causal attention (6 x layers
+    x d x T^2 per sequence)."""
     c = m.config
     emb = c.vocab_size * c.hidden_size
     body = sum(p.numel() for p in m.parameters()) - emb * (1 if c.tie_word_embeddings else 2)
     tokens = sum(p + n for p, n in lens)
     comp = sum(n for _, n in lens)
     attn = sum(6 * c.num_hidden_layers * c.hidden_size * (p + n) ** 2 for p, n in lens)
-    work = {"matmul": 6 * body * tokens, "lm_head": 8 * emb * comp, "attention": attn}
+    work = {"matmul": 6 * body * tokens, "lm_head": 6 * emb * comp, "attention": attn}
     return {k: round(f / cat_s[k] / 1e12, 1) if cat_s.get(k) else None for k, f in work.items()}
 
 
