@@ -30,6 +30,7 @@ from typing import Any
 
 from r1kit.engine.core import EngineClient, EngineCore
 from r1kit.errors import R1kitError
+from r1kit.serve import admission
 from r1kit.serve.generation import Generator, ModelCard
 from r1kit.serve.store import Store
 
@@ -177,8 +178,6 @@ def run_workers(
 def worker_main(index: int, sock: socket.socket, conn, inflight, ready, spec: WorkerSpec) -> None:
     """One API worker process: the app over a client of the engine core, on `sock`."""
     import uvicorn
-
-    from r1kit.serve import admission
 
     if spec.inline_chars is not None:
         admission.INLINE_CHARS = spec.inline_chars
