@@ -202,3 +202,18 @@ def test_kl_metric_is_masked_mean():
     assert m["kl"] == pytest.approx((K3_LOG2 + K3_MLOG2) / 2)
     # K3_LOG2 + K3_MLOG2 = (2 - log2 - 1) + (0.5 + log2 - 1) = 0.5 -> mean 0.25
     assert m["kl"] == pytest.approx(0.25)
+
+
+def test_unsynced_metrics_are_the_same_values_as_tensors():
+    """sync=False (the trainer's: no read-back per micro-batch) gives the metrics as 0-d tensors
+    on the loss's device, equal to the floats, and the same loss."""
+    logp = torch.tensor([[-0.3, -1.2, -2.0], [-0.1, -0.9, -0.4]])
+    old = torch.tensor([[-0.5, -1.2, -1.0], [-0.1, -0.2, -0.4]])
+    ref = torch.tensor([[LOG2, -LOG2, 0.0], [0.0, 0.0, 0.0]])
+    args = (logp, old, torch.tensor([1.0, -1.0]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    loss, floats = grpo.grpo_loss(*args, ref_logp=ref, beta=0.1)
+    loss_t, tensors = grpo.grpo_loss(*args, ref_logp=ref, beta=0.1, sync=False)
+    assert torch.equal(loss, loss_t) and floats.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert isinstance(v, torch.Tensor) and v.dim() == 0 and v.item() == floats[k]
+    assert floats["clip_ratio"] > 0 and floats["kl"] > 0  # values the comparison exercises
