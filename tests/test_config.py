@@ -252,7 +252,7 @@ def test_pipeline_out_overrides_the_recipe(tmp_path, monkeypatch):
 
 # flags of other programs the README shows beside r1kit's: torchrun's, bench/serve_load.py's
 EXTERNAL = {"--nproc-per-node", "--nnodes", "--rdzv-id", "--rdzv-endpoint", "--rdzv-backend"}
-EXTERNAL |= {"--levels", "--no-bare", "--no-multi-turn", "--engine-thread"}
+EXTERNAL |= {"--levels", "--no-bare", "--no-multi-turn", "--engine-thread", "--ab"}
 # prose that names one subcommand's flag in another's paragraph: (paragraph's, flag's)
 CROSS = {("keys", "serve", "--no-auth")}  # the keys item: serve --no-auth is refused unless...
 
