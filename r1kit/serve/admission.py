@@ -61,8 +61,9 @@ def context_error(max_len: int, tokens: int, param: str, at_least: bool = False)
 # tokenize on the event loop"). With one API process the event loop bounded the server and a
 # thread hand-off cost it about as much as a short prompt's 0.1-0.3 ms of work, so prompts up
 # to 1,024 characters were tokenized inline; with several API processes (serve/workers.py)
-# each loop has a fraction of the requests, and on CPU inline tokenizing measured no better
-# (bench/results/serve_load_cpu.json, "ab"). bench/serve_load.py --ab measures both on GPU.
+# each loop has a fraction of the requests: on the H200 at 128 streams inline tokenizing gave a
+# first token after 0.07 s against 0.08 s with four API processes (the CUDA default), while it
+# still helped one (0.13 against 0.21 s); bench/results/serve_load_gpu.json, "ab".
 INLINE_CHARS = 0
 INLINE_PARTS = 16
 
