@@ -349,3 +349,37 @@ def test_a_process_group_sigterm_under_torchrun_still_saves(tmp_path):
     assert "stopped by SIGTERM after step" in err, err[-3000:]
     stopped_at = int((out / "checkpoints" / "latest").read_text().split("-")[1])
     assert 1 <= stopped_at < 40 and not (out / "final").exists()
+
+
+def test_sigterm_during_the_final_evaluation_stops_at_once_and_resume_finishes(tmp_path):
+    """The steps are done and checkpointed: a SIGTERM during the final evaluation stops now
+    (not after minutes of evaluating, past a scheduler's grace period) and says where the
+    weights are; --resume evaluates them and writes final/ without training again."""
+    out = tmp_path / "run"
+    flags = [*FLAGS, "--eval-problems", "300", "--eval-k", "4"]  # argparse: the last wins
+    loud = [f for f in flags if f != "--quiet"]  # its console says when the evaluation begins
+    proc = subprocess.Popen(
+        [*CMD, "--out", str(out), *loud],
+        env={**ENV, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # the base evaluation, the steps, then the final evaluation
+        if "evaluating the trained model" in line:
+            break
+    else:
+        raise AssertionError(f"the run ended early: {proc.stderr.read()[-2000:]}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "during the final evaluation" in lines[0], err
+    assert f"r1kit zero --resume {out}" in lines[0] and "step-000004" in lines[0]
+    assert not (out / "final").exists() and not (out / "summary.json").exists()
+
+    p = r1kit("--resume", out, *flags)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # nothing trained again

@@ -139,6 +139,7 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     else:
         done = _sync_loop(cfg, run, policy, stream, consumed, start, params, reward)
 
+    run.finishing()  # a stop signal from here on: --resume redoes only what follows
     run.console.print("evaluating the trained model")
     final, rollouts = evaluate(engine, tok, problems, cfg.template, eval_sp)
     if run.main:

@@ -210,6 +210,7 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
                     # (after SIGTERM the save raises Stopped: the run ends there)
                     counts = {"dropped_too_long": dropped, "tokens_epoch0": tokens0}
                     run.save(step, model, tok, optimizer, {"data_pos": step, **counts})
+    run.finishing()  # a stop signal from here on: --resume redoes only what follows
     model.eval()
     if dist.world() > 1:  # every rank gathers the shards into a full copy to evaluate
         del optimizer

@@ -161,6 +161,7 @@ class Run:
         self.terminated = False  # SIGTERM or Ctrl-C: save at the next step boundary, then stop
         self.stop_signal = signal.SIGTERM  # which one (ranks that only agreed: SIGTERM)
         self.signalled_at = 0.0  # time.monotonic() of the first stop signal
+        self.final_phase = False  # past the last step (see finishing())
         self._old_handlers: dict[int, Any] = {}
         self.t0 = time.time()
         self.wall_before = 0.0  # seconds spent before the checkpoint this run resumed from
@@ -234,6 +235,15 @@ class Run:
         now = time.monotonic()
         if self.terminated and dist.launched() and now - self.signalled_at < FORWARDED_WITHIN_S:
             return  # torchrun's forward of the signal this worker already has
+        if self.final_phase and not self.terminated and latest_checkpoint(self.out):
+            # the last step's checkpoint holds the trained weights: stop now, --resume redoes
+            # only what comes after the steps (the final evaluation and model)
+            raise Stopped(
+                f"stopped by {name} during the final evaluation; the trained weights are in "
+                f"{latest_checkpoint(self.out)}: {how_to_continue(self.job, self.out)} "
+                "evaluates them and writes final/",
+                signum,
+            )
         if self.terminated or not self.has_checkpoints:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -346,6 +356,11 @@ class Run:
         agreed = dist.all_reduce(reason, "max")
         self.terminated = agreed >= 2
         return agreed > 0
+
+    def finishing(self) -> None:
+        """The steps are done and checkpointed; what follows (the final evaluation, final/,
+        the summary) is redone by --resume, so a stop signal from now on stops at once."""
+        self.final_phase = True
 
     @contextmanager
     def bar(self, total: int, start: int = 0) -> Iterator[Bar]:
