@@ -62,6 +62,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=16, help="rows per forward/backward")
     p.add_argument("--pack-tokens", type=int, default=0)
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations")
+    p.add_argument(
+        "--compile-update",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compiled update (default off on every rank count: r1kit's auto turns it on only "
+        "outside torchrun, so 1- and N-GPU results would compare different update paths)",
+    )
     p.add_argument("--kv-memory", type=float, default=0.5, help="engine KV share of free memory")
     p.add_argument("--max-num-seqs", type=int, default=512)
     p.add_argument("--async-depth", type=int, default=0, choices=(0, 1), help="1: async GRPO")
@@ -90,6 +97,7 @@ def make_trainer(model, a: argparse.Namespace, tis_cap: float = 0.0) -> GRPOTrai
         pack_tokens=a.pack_tokens,
         max_new_tokens=a.gen,
         grad_checkpoint=a.grad_checkpoint,
+        compile_update=a.compile_update,
         tis_cap=tis_cap,
     )
     return GRPOTrainer(
@@ -200,6 +208,7 @@ def main() -> None:
         "micro_batch": a.micro_batch,
         "pack_tokens": a.pack_tokens,
         "grad_checkpoint": a.grad_checkpoint,
+        "compile_update": a.compile_update,
         "steps_timed": len(steps),
         "step_s": round(mean["step_s"], 3),
         "rollout_s": round(mean["rollout_s"], 3),
@@ -336,6 +345,7 @@ def run_async(a: argparse.Namespace, device: str) -> None:
         "micro_batch": a.micro_batch,
         "pack_tokens": a.pack_tokens,
         "grad_checkpoint": a.grad_checkpoint,
+        "compile_update": a.compile_update,
         "steps_timed": len(steps),
         "step_s": round(mean["step_s"], 3),
         "steps_per_hour": round(3600 / mean["step_s"], 1),
