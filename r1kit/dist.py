@@ -237,6 +237,29 @@ def gather_weights(sharded, full) -> int:
     return n
 
 
+@torch.no_grad()
+def shard_optimizer_state(optimizer) -> int:
+    """After optimizer.load_state_dict of a one-process checkpoint (full tensors) into the
+    optimizer of a sharded model: each full state tensor shaped as its parameter (Adam's
+    moments) becomes this rank's shard of it, laid out as the parameter's own DTensor. Every
+    rank read the same full tensors from the file, so each keeps its chunk without any
+    communication (src_data_rank None). Scalars (Adam's step) stay as they are. Returns the
+    tensors resharded."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    n = 0
+    for p, state in optimizer.state.items():
+        if not isinstance(p, DTensor):
+            continue
+        for key, v in state.items():
+            if isinstance(v, DTensor) or not torch.is_tensor(v) or v.shape != p.shape:
+                continue
+            v = v.to(device=p.device, dtype=p.dtype)  # [full shape]
+            state[key] = distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
+            n += 1
+    return n
+
+
 def save_sharded(path: str | Path, model, optimizer=None) -> None:
     """Each rank writes its shards of model (+ optimizer) to the directory `path` (DCP format;
     with several nodes `path` must be on storage every node sees)."""

@@ -197,3 +197,61 @@ def test_two_trainers_two_generators(tmp_path):
     (sync,) = _rows(tmp_path / "sync")
     for k in ("reward", "accuracy", "format", "response_len", "truncated"):
         assert rows[0][k] == sync[k], k
+
+
+def _torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node n -m r1kit.cli ARGS` on gloo, run to its end."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    p = subprocess.run(
+        [*cmd, str(n), "-m", "r1kit.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def _adam_state(ckpt: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """{parameter name: Adam's state} of a checkpoint: from its shards (dcp/), else from the
+    one-process trainer state (keyed by position in the model's parameter order)."""
+    if (ckpt / "dcp").is_dir():
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        dcp_to_torch_save(ckpt / "dcp", ckpt.parent / "full.pt")
+        return torch.load(ckpt.parent / "full.pt", weights_only=False)["optim"]["state"]
+    names = [n for n, _ in load_model(None).named_parameters()]
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)["optimizer"]["state"]
+    return {names[i]: s for i, s in state.items()}
+
+
+def test_one_process_checkpoint_resumes_on_sharded_trainers(tmp_path):
+    """A checkpoint written by one trainer (a one-process run, or an async run with one trainer
+    rank) resumed on two FSDP trainer ranks: Adam's moments (full tensors in the file) become
+    each rank's shards. They used to go in whole, and the first optimizer step failed
+    (`aten.lerp_ got mixed torch.Tensor and DTensor`)."""
+    out = tmp_path / "run"
+    flags = ["--dataset", "arith", "--prompts-per-step", "3", "--group-size", str(G)]
+    flags += ["--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", str(NEW), "--quiet"]
+    flags += ["--lr", "1e-3", "--device", "cpu"]
+    assert cli(["zero", "--out", str(out), "--steps", "1", "--async-depth", "1", *flags]) == 0
+    before = _adam_state(out / "checkpoints" / "step-000001")
+    p = _torchrun(3, ["zero", "--resume", str(out), "--steps", "2", "--quiet"])
+    assert "2 trainer rank(s), 1 generator rank(s)" in p.stderr
+    rows = _rows(out)
+    got = [(r["step"], r.get("lag"), r.get("data_pos")) for r in rows]
+    assert got == [(1, None, None), (2, 0, 6)]  # the first step synchronous, in one process
+    after = _adam_state(out / "checkpoints" / "step-000002")
+    assert after.keys() == before.keys()
+    beta2 = 0.99  # rl/trainer.py's AdamW betas
+    grew = 0
+    for name, s in after.items():
+        assert float(s["step"]) == 2, name  # the resumed step counted on from the file's 1
+        # v2 = beta2 * v1 + (1 - beta2) * g^2 >= beta2 * v1, elementwise and exactly (the
+        # added term is >= 0 and rounding is monotone): v1 went to the right shards
+        v1 = before[name]["exp_avg_sq"].float()
+        assert (s["exp_avg_sq"] >= v1 * beta2).all(), name
+        grew += int((s["exp_avg_sq"] > v1 * beta2).sum())
+    assert grew > 0  # the resumed step had gradients

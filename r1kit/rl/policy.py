@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from r1kit import dist
 from r1kit.chat import set_template
 from r1kit.config import ZeroConfig
 from r1kit.engine import make_engine
@@ -92,6 +93,8 @@ class Policy:
         state = load_trainer_state(checkpoint, self.trainer.optimizer, self.model)
         if (checkpoint / "dcp").is_dir():  # weights came from the shards: into the engine too
             sync(self.model, self.engine_model, self.engine)
+        elif dist.is_sharded(self.model):  # a one-process checkpoint (or one async trainer's)
+            dist.shard_optimizer_state(self.trainer.optimizer)  # full moments -> this shard
         self.trainer.step_count = state["step"]
         return state
 
