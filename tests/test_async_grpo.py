@@ -199,8 +199,8 @@ def test_two_trainers_two_generators(tmp_path):
         assert rows[0][k] == sync[k], k
 
 
-def _torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node n -m r1kit.cli ARGS` on gloo, run to its end."""
+def _torchrun(n: int, args: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node n -m r1kit.cli ARGS` on gloo, run to its end (`ok`: exit 0)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     p = subprocess.run(
@@ -210,7 +210,7 @@ def _torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert (p.returncode == 0) == ok, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
 
@@ -255,3 +255,19 @@ def test_one_process_checkpoint_resumes_on_sharded_trainers(tmp_path):
         assert (s["exp_avg_sq"] >= v1 * beta2).all(), name
         grew += int((s["exp_avg_sq"] > v1 * beta2).sum())
     assert grew > 0  # the resumed step had gradients
+
+
+def test_a_trainer_failure_stops_the_generators_with_its_line(tmp_path):
+    """--lr 1e3 makes step 2's gradient norm nan on the trainer rank (--nan-policy stop): the
+    generator rank stops with the trainer's one line and exit 2, instead of dying with a
+    traceback on the connection the trainer closed."""
+    out = tmp_path / "run"
+    flags = ["--dataset", "arith", "--prompts-per-step", "2", "--group-size", str(G)]
+    flags += ["--eval-problems", "1", "--eval-k", "1", "--max-new-tokens", str(NEW), "--quiet"]
+    flags += ["--lr", "1e3", "--device", "cpu", "--steps", "3", "--save-every", "1"]
+    flags += ["--async-depth", "1"]
+    p = _torchrun(2, ["zero", "--out", str(out), *flags], ok=False)
+    line = "r1kit: error: step 2: the gradient norm is nan"
+    assert p.stderr.count(line) == 2, p.stderr[-3000:]  # the trainer's and the generator's
+    assert "[rank1]: Traceback" not in p.stderr, p.stderr[-3000:]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-000001"

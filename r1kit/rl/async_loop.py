@@ -24,7 +24,9 @@ other reaches only later:
 - rollouts: the generators split each batch's prompts among themselves (sampling/rollout.py
   under their group's scope) and their leader (rank W-K) sends the scored batch to every
   trainer: one pickled object broadcast over a gloo group of the trainers and the leader;
-- stop: one all-reduce over every rank after each update and after each batch sampled
+- stop: after each update and after each batch sampled, every rank's one-line failure (the
+  trainers' non-finite step under --nan-policy stop, ...) is gathered, so each rank stops with
+  that line instead of the other side dying on a closed connection, then one all-reduce
   (Run.stopping: a SIGTERM anywhere, or the time limit, stops every rank after the same step);
 - weights: trainer rank 0 (its full copy, gathered from the shards) to every generator,
   flattened into buckets of 256 MB (dist.broadcast_tensors: NCCL on GPU, gloo on CPU), timed
@@ -136,6 +138,19 @@ def make_split(world: int, k: int) -> Split:
     return Split(trainers, generators, mine, weights, batches)
 
 
+def agree(run: Run, limit_s: float, failure: R1kitError | None = None) -> bool:
+    """run.stopping() over every rank of the job, after any rank's `failure` (a one-line error
+    caught on its side) is raised on every rank: the failed rank's own error, the others the
+    same line (every rank calls this at the same point of a step)."""
+    lines = dist.all_gather_objects(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    for line in lines:
+        if line is not None:
+            raise R1kitError(line)
+    return run.stopping(limit_s)
+
+
 def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
 
@@ -203,8 +218,14 @@ def _generate(
     send(sample())
     step = start
     for step in range(start + 1, cfg.run.steps + 1):
-        nxt = sample() if step < cfg.run.steps else None  # overlaps the trainers' update
-        stop = run.stopping(cfg.run.time_limit_s)  # agreed with the trainers after `step`
+        failure = nxt = None
+        try:
+            nxt = sample() if step < cfg.run.steps else None  # overlaps the trainers' update
+        except Stopped:
+            raise
+        except R1kitError as err:  # told to the trainers, then raised
+            failure = err
+        stop = agree(run, cfg.run.time_limit_s, failure)  # with the trainers, after `step`
         dist.broadcast_tensors(weights, 0, sp.weights)  # v_step
         if hasattr(engine, "sync_weights"):
             engine.sync_weights()
@@ -240,14 +261,20 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         rollouts = batch.rollouts
         version = min(r.policy_version for r in rollouts)  # one version per batch
         behind = trainer.step_count - version  # 0 at the first step (and after a resume), then 1
-        with dist.scope(sp.group):
-            upd = trainer.update(rollouts)
-            if policy.engine_model is not policy.model:  # the full copy, from the shards
-                dist.gather_weights(policy.model, policy.engine_model)
+        failure = None
+        try:
+            with dist.scope(sp.group):
+                upd = trainer.update(rollouts)
+                if policy.engine_model is not policy.model:  # the full copy, from the shards
+                    dist.gather_weights(policy.model, policy.engine_model)
+        except Stopped:
+            raise
+        except R1kitError as err:  # a non-finite step (--nan-policy stop): told to the generators
+            failure = err
         if cuda:
             torch.cuda.synchronize()
         tb = time.time()
-        stop = run.stopping(cfg.run.time_limit_s)  # agreed with the generators
+        stop = agree(run, cfg.run.time_limit_s, failure)  # with the generators
         t0 = time.time()
         sent = dist.broadcast_tensors(full, 0, sp.weights) if lead else 0
         if cuda:
