@@ -93,6 +93,7 @@ def test_async_versions_exact_importance_weights_sigterm_and_resume(tmp_path):
     for res in ranks:
         line, code = res["stopped"]
         assert code == 143 and "stopped by SIGTERM after step 2" in line, line
+    assert ranks[0]["stopped"] == ranks[1]["stopped"]  # one line, whichever rank prints it
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000002"
     assert json.loads((out / "config.json").read_text())["algo"]["tis_cap"] == CAP
     rows = _rows(out)

@@ -236,8 +236,9 @@ def _generate(
     if run.terminated:  # leave with the trainers, once their checkpoint is written
         dist.world_barrier()
         name = signal.Signals(run.stop_signal).name
+        path = run.out / "checkpoints" / f"step-{step:06d}"  # the trainers' (Run.save's line)
         raise Stopped(
-            f"stopped by {name} after step {step}; continue with "
+            f"stopped by {name} after step {step}; checkpoint {path} is saved: continue with "
             f"{how_to_continue(run.job, run.out)}",
             run.stop_signal,
         )
