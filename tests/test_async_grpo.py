@@ -173,6 +173,9 @@ def test_one_process_falls_back_to_the_synchronous_loop(tmp_path, capsys):
     assert "--async-depth 1 needs 2 or more ranks" in err and "synchronous loop" in err
     (row,) = _rows(tmp_path / "one")
     assert "lag" not in row and "gen_s" in row
+    # --generator-ranks without --async-depth 1 does nothing, and says so
+    assert cli(["zero", "--out", str(tmp_path / "two"), "--generator-ranks", "1", *flags]) == 0
+    assert "--generator-ranks 1 without --async-depth 1: ignored" in capsys.readouterr().err
 
 
 def test_two_trainers_two_generators(tmp_path):

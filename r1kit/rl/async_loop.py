@@ -100,6 +100,11 @@ def split(cfg: ZeroConfig, run: Run) -> Split | None:
     """The split of this job's ranks for --async-depth 1, or None: the synchronous loop (no
     --async-depth, or one process, which says so in one line). Sets --tis-cap 2 when it is 0."""
     if cfg.run.async_depth == 0:
+        if cfg.run.generator_ranks:
+            run.console_line(
+                f"--generator-ranks {cfg.run.generator_ranks} without --async-depth 1: ignored "
+                "(every rank samples, then trains)"
+            )
         return None
     world = dist.world()
     if world == 1:
