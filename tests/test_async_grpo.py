@@ -24,6 +24,7 @@ from numerics import decoder_terms, diff_tol, tol
 from r1kit.cli import main as cli
 from r1kit.data.datasets import train_stream
 from r1kit.modeling import load_model
+from r1kit.rl.report import report_title
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def test_async_versions_exact_importance_weights_sigterm_and_resume(tmp_path):
     rows = _rows(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert [r["lag"] for r in rows] == [0, 1]  # batch 2 was sampled by v0, trained on by v1
+    assert "async" in report_title(rows) and "async" not in report_title(rows[:1])
     assert [r["policy_version"] for r in rows] == [0, 0]
     assert [r["data_pos"] for r in rows] == [PROMPTS, 2 * PROMPTS]
     params = sum(p.numel() * p.element_size() for p in load_model(None).parameters())

@@ -9,6 +9,17 @@ from pathlib import Path
 from r1kit.train import files
 
 
+def report_title(metrics: list[dict]) -> str:
+    """The figure's title: an async run (--async-depth 1: rows with a `lag`) says that its
+    train-batch curves come from the weights one step before a synchronous run's."""
+    if not any(m.get("lag") for m in metrics):
+        return "r1kit zero: R1-Zero training"
+    return (
+        "r1kit zero: R1-Zero training (async GRPO: the train batch of step t was sampled by "
+        "the weights after step t-2, one step behind)"
+    )
+
+
 def plot_report(
     metrics: list[dict], out_png: Path, base: dict | None = None, final: dict | None = None
 ) -> None:
@@ -47,7 +58,8 @@ def plot_report(
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("r1kit zero: R1-Zero training")
+    title = report_title(metrics)
+    fig.suptitle(title, fontsize=12 if len(title) < 40 else 10)  # the async one: a long line
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
