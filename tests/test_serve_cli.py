@@ -4,11 +4,15 @@ splitter and the key store."""
 from __future__ import annotations
 
 import io
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 
+import httpx
 import pytest
-from serve_server import MODEL, shared
+from serve_server import MODEL, free_port, shared
 
 from r1kit.chat import ReasoningStream, render_chat, set_template, split_reasoning
 from r1kit.cli import main
@@ -67,6 +71,57 @@ def test_run_terminal_chat():
     assert "Unknown command" in text and "never read" not in text
     after = text.split("Set 'nothink' mode.")[1]
     assert "Thinking..." not in after  # no reasoning once thinking is off
+
+
+def test_run_unreachable_endpoint_is_one_line(capsys):
+    srv = shared()
+    assert main(["run", "--base-url", srv.url, "--api-key", "sk-r1-00000000-wrong"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"r1kit: error: cannot reach the model at {srv.url}: Error code: 401 - invalid API key\n"
+    )
+    port = free_port()  # nothing listens there
+    assert main(["run", "--base-url", f"http://127.0.0.1:{port}/v1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"r1kit: error: cannot reach the model at http://127.0.0.1:{port}/v1: Connection error."
+    ]
+
+
+def test_serve_not_a_gguf_is_one_line(tmp_path, capsys):
+    pytest.importorskip("llama_cpp")  # without it, the refusal names the missing package
+    empty, junk = tmp_path / "empty.gguf", tmp_path / "junk.gguf"
+    empty.touch()
+    junk.write_text("not a model\n")
+    for f, why in ((empty, "cannot mmap an empty file"), (junk, "GGUF magic invalid")):
+        assert main(["serve", str(f), "--port", "0"]) == 2
+        assert capsys.readouterr().err == f"r1kit: error: not a readable GGUF file: {f} ({why})\n"
+
+
+def test_serve_one_process_port_in_use_and_sigterm(tmp_path):
+    """One API process (CPU's default): a port in use is one line, before the banner (it was
+    printed, then uvicorn logged the failure); SIGTERM stops it cleanly (exit 0, not -15)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "r1kit.cli", "serve", "--db", str(tmp_path / "k.db")]
+    first = subprocess.Popen(
+        [*cmd, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = first.stdout.readline()  # the banner, once the port is bound
+        port = int(line.split("http://127.0.0.1:")[1].split(" ")[0])
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
+        r = subprocess.run(
+            [*cmd, "--port", str(port)], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert r.returncode == 2 and r.stdout == ""
+        assert (
+            r.stderr == f"r1kit: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        )
+        first.terminate()
+        assert first.wait(timeout=60) == 0
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_reasoning_stream_matches_split():

@@ -22,6 +22,7 @@ import pytest
 from r1kit.errors import R1kitError
 from r1kit.serve.app import serve
 from r1kit.serve.store import Store
+from r1kit.serve.workers import bind_sockets
 
 MODEL = "r1kit-tiny"
 
@@ -179,6 +180,28 @@ def test_disconnect_aborts_and_frees_blocks(srv):
     assert st["requests"] == 0 and st["free_blocks"] == free0
     billed = srv.store.tokens_used(srv.store.find_key(srv.key).id) - used0
     assert 0 < billed < 900
+
+
+def test_second_server_on_the_port_is_refused(srv):
+    """Every worker's socket has SO_REUSEPORT, which would let a second server of the same
+    user join the port and take half its connections: it must fail in one line instead."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for workers in ("2", "1"):
+        cmd = [sys.executable, "-m", "r1kit.cli", "serve", "--api-workers", workers]
+        r = subprocess.run(
+            [*cmd, "--port", str(srv.port), "--db", str(srv.db)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"r1kit: error: cannot listen on 127.0.0.1:{srv.port}: Address already in use"
+        ]
+    with pytest.raises(R1kitError, match="Address already in use"):
+        bind_sockets("127.0.0.1", srv.port, 2)  # the workers' own bind, past the early check
+    assert {srv.health()["api_worker"] for _ in range(16)} == {0, 1}
 
 
 def test_api_workers_flag_checked():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import signal
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from r1kit.serve.generation import Generator
 from r1kit.serve.llamacpp import GGUFGenerator
 from r1kit.serve.security import DEFAULT_MAX_BODY, BodyLimit, LocalOnly
 from r1kit.serve.store import Store
-from r1kit.serve.workers import run_workers
+from r1kit.serve.workers import bind_sockets, run_workers
 
 WEB = Path(__file__).parent / "web"
 # API processes `r1kit serve` runs by default in front of a paged engine on CUDA (one on CPU,
@@ -144,6 +145,7 @@ def serve(
     gguf = model is not None and model.endswith(".gguf")
     if gguf and api_workers is not None and api_workers > 1:
         raise R1kitError("--api-workers above 1 needs the paged engine, not llama.cpp (.gguf)")
+    bind_sockets(host, port, 1)[0].close()  # a port in use: one line now, not after the load
     if api_workers == 1 or gguf:
         gen, path = make_generator(model, engine, max_waiting, name, device, template, prefix_cache)
     else:
@@ -202,11 +204,27 @@ def serve(
         allow_origins=tuple(allow_origin),
     )
     note = auth_note.format(db=store.path)
-    print(banner.format(name=name, host=host, port=port, auth=note))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # bound here, not by uvicorn: a port in use is one line before the banner, not a
+        # banner followed by uvicorn's log of the failure
+        sock = bind_sockets(host, port, 1)[0]
+        port = sock.getsockname()[1]
+        print(banner.format(name=name, host=host, port=port, auth=note), flush=True)
+        # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
+        # it found: SIGTERM's default would end the process before the engine is closed
+        old = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, old)
+    except KeyboardInterrupt:
+        pass
     finally:
         gen.close()
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def make_generator(

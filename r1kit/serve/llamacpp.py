@@ -133,7 +133,10 @@ class GGUFGenerator(Generator):
             raise R1kitError(f"GGUF file not found: {path}")
         llama_cpp = _llama_cpp()
         self.path = path
-        self.meta = gguf_summary(path)
+        try:
+            self.meta = gguf_summary(path)
+        except (ValueError, KeyError, OSError) as e:  # gguf's reader: empty file, bad magic...
+            raise R1kitError(f"not a readable GGUF file: {path} ({e})") from None
         train_ctx = self.meta["context_length"] or DEFAULT_CTX
         ctx = n_ctx or min(train_ctx, DEFAULT_CTX)
         # llama.cpp's default thread count (half the logical cores) for decode *and* prompt

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+from r1kit.errors import R1kitError
 from r1kit.serve.app import create_app, make_generator
 from r1kit.serve.store import Store
 
@@ -53,7 +54,10 @@ def chat_loop(
     color = out.isatty() if color is None else color
     dim, reset = (DIM, RESET) if color else ("", "")
     client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0)
-    model = model or client.models.list().data[0].id
+    try:
+        model = model or client.models.list().data[0].id
+    except openai.APIError as err:  # no server there, a wrong key: before any prompt
+        raise R1kitError(f"cannot reach the model at {base_url}: {err.message}") from None
     interactive = stdin.isatty()
     history: list[dict] = []
     while True:

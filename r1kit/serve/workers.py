@@ -58,6 +58,14 @@ def bind_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks: list[socket.socket] = []
     try:
+        if n > 1:
+            # SO_REUSEPORT lets any process of this user join the port: a second server would
+            # silently share it with the first. A plain socket first claims the address (it
+            # fails while anything listens there), then gives way to the workers' sockets
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+                port = probe.getsockname()[1]
         for _ in range(n):
             s = socket.socket(family, socket.SOCK_STREAM)
             socks.append(s)
