@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
 
 import httpx
+import openai
 import pytest
 from serve_server import MODEL, free_port, shared
 
@@ -98,17 +100,55 @@ def test_serve_not_a_gguf_is_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"r1kit: error: not a readable GGUF file: {f} ({why})\n"
 
 
+def _serve_cli(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, list[str], dict]:
+    """`r1kit serve` in a process group of its own, as a shell starts it: (process, port)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "r1kit.cli", "serve", "--db", str(tmp_path / "k.db"), *flags]
+    p = subprocess.Popen(
+        [*cmd, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    line = p.stdout.readline()  # the banner, once the port is bound
+    return p, int(line.split("http://127.0.0.1:")[1].split(" ")[0]), cmd, env
+
+
+def test_serve_ctrl_c_mid_stream_ends_it_with_an_error_event(tmp_path):
+    """Ctrl-C reaches the whole group, the engine process too: a stream still running gets
+    the failure as an SSE error event (the openai client raises it), and the terminal gets
+    no traceback (it got uvicorn's "Exception in ASGI application")."""
+    p, port, _, _ = _serve_cli(tmp_path, "--no-auth")
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}", api_key="none")
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Count."}],
+            max_tokens=900,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        chunks = iter(stream)
+        for _ in range(4):
+            next(chunks)
+        os.killpg(p.pid, signal.SIGINT)
+        with pytest.raises(openai.APIError, match="engine"):
+            for _ in chunks:
+                pass
+        assert p.wait(timeout=60) == 0
+        assert "Traceback" not in p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_serve_one_process_port_in_use_and_sigterm(tmp_path):
     """One API process (CPU's default): a port in use is one line, before the banner (it was
     printed, then uvicorn logged the failure); SIGTERM stops it cleanly (exit 0, not -15)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "r1kit.cli", "serve", "--db", str(tmp_path / "k.db")]
-    first = subprocess.Popen(
-        [*cmd, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    first, port, cmd, env = _serve_cli(tmp_path)
     try:
-        line = first.stdout.readline()  # the banner, once the port is bound
-        port = int(line.split("http://127.0.0.1:")[1].split(" ")[0])
         assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         r = subprocess.run(
             [*cmd, "--port", str(port)], capture_output=True, text=True, env=env, timeout=120

@@ -171,6 +171,8 @@ async def _run(
                     if d.reasoning or d.content:
                         yield json.dumps(line(d.content, d.reasoning, False)) + "\n"
             yield json.dumps(line("", "", True)) + "\n"
+        except APIError as e:  # the engine failed mid-stream: an error line, as Ollama's
+            yield json.dumps({"error": e.message}) + "\n"
         finally:
             ticket.settle(g, "ollama")
 

@@ -144,6 +144,8 @@ def respond(
             if usage:
                 yield sse(chunk_fn.usage_chunk(usage_of(g)))
             yield b"data: [DONE]\n\n"
+        except APIError as e:  # the engine failed (or was stopped) mid-stream: the 200 is out,
+            yield sse(e.body())  # so the error is an event, which the openai client raises
         finally:
             ticket.settle(g, endpoint)
 
