@@ -204,6 +204,30 @@ def test_second_server_on_the_port_is_refused(srv):
     assert {srv.health()["api_worker"] for _ in range(16)} == {0, 1}
 
 
+def test_server_killed_outright_leaves_no_process_on_the_port(tmp_path):
+    """kill -9 of `r1kit serve` (no handler runs): its API processes stop with it (they served
+    the port on, unsupervised, and a restart found it in use), and the engine core with them."""
+    s = Served(tmp_path)
+    kids = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True)
+    pids = [int(x) for x in kids.stdout.split()]
+    assert len(pids) >= 3  # the engine core and two API processes (and a resource tracker)
+    s.proc.kill()
+    s.proc.wait()
+    t0 = time.time()
+    while time.time() - t0 < 60 and any(_running(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_running(p) for p in pids)
+    with pytest.raises(httpx.ConnectError):
+        s.health()
+
+
+def _running(pid: int) -> bool:
+    try:  # an exited child of the killed server waits as a zombie until init reaps it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_api_workers_flag_checked():
     with pytest.raises(R1kitError, match="--api-workers must be at least 1"):
         serve(api_workers=0)

@@ -18,10 +18,13 @@ clients share (`EngineCore.inflight`), the prefix cache and its hit counts in th
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,6 +198,11 @@ def worker_main(index: int, sock: socket.socket, conn, inflight, ready, spec: Wo
     )
     app = spec.create_app(gen, Store(spec.db), api_worker=(index, spec.workers), **spec.app_kw)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # a server killed outright (kill -9) must not leave its API processes serving the port
+    # (and the engine core, which ends with their pipes)
+    threading.Thread(
+        target=_stop_with, args=(multiprocessing.parent_process(),), daemon=True
+    ).start()
     ready.put(index)
     try:
         server.run(sockets=[sock])
@@ -202,3 +210,9 @@ def worker_main(index: int, sock: socket.socket, conn, inflight, ready, spec: Wo
         pass
     finally:
         gen.close()
+
+
+def _stop_with(parent) -> None:
+    """Stop this worker the way SIGTERM does (uvicorn's graceful stop) once `parent` is gone."""
+    wait_any([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
