@@ -89,6 +89,24 @@ def build(a: argparse.Namespace, device: str):
     return model
 
 
+def workload(a: argparse.Namespace, model, on_gpu: bool) -> dict:
+    """The fields every result JSON (sync and async) records about the machine and workload."""
+    return {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "torch": torch.__version__,
+        "shape": a.shape,
+        "params": sum(p.numel() for p in model.parameters()),
+        "prompts": a.prompts,
+        "group": a.group,
+        "prompt_len": a.prompt_len,
+        "completion_tokens": a.gen,
+        "micro_batch": a.micro_batch,
+        "pack_tokens": a.pack_tokens,
+        "grad_checkpoint": a.grad_checkpoint,
+        "compile_update": a.compile_update,
+    }
+
+
 def make_trainer(model, a: argparse.Namespace, tis_cap: float = 0.0) -> GRPOTrainer:
     cfg = ZeroConfig.of(
         group_size=a.group,
@@ -197,18 +215,7 @@ def main() -> None:
     mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0] if k != "step"}
     res = {
         "world_size": dist.world(),
-        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
-        "torch": torch.__version__,
-        "shape": a.shape,
-        "params": sum(p.numel() for p in engine_model.parameters()),
-        "prompts": a.prompts,
-        "group": a.group,
-        "prompt_len": a.prompt_len,
-        "completion_tokens": a.gen,
-        "micro_batch": a.micro_batch,
-        "pack_tokens": a.pack_tokens,
-        "grad_checkpoint": a.grad_checkpoint,
-        "compile_update": a.compile_update,
+        **workload(a, engine_model, on_gpu),
         "steps_timed": len(steps),
         "step_s": round(mean["step_s"], 3),
         "rollout_s": round(mean["rollout_s"], 3),
@@ -334,18 +341,7 @@ def run_async(a: argparse.Namespace, device: str) -> None:
         "async_depth": 1,
         "trainer_ranks": world - k,
         "generator_ranks": k,
-        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
-        "torch": torch.__version__,
-        "shape": a.shape,
-        "params": sum(p.numel() for p in model.parameters()),
-        "prompts": a.prompts,
-        "group": a.group,
-        "prompt_len": a.prompt_len,
-        "completion_tokens": a.gen,
-        "micro_batch": a.micro_batch,
-        "pack_tokens": a.pack_tokens,
-        "grad_checkpoint": a.grad_checkpoint,
-        "compile_update": a.compile_update,
+        **workload(a, model, on_gpu),
         "steps_timed": len(steps),
         "step_s": round(mean["step_s"], 3),
         "steps_per_hour": round(3600 / mean["step_s"], 1),
