@@ -5,7 +5,10 @@ every helper here then answers as rank 0 of 1 and does nothing, so single-proces
 it is. Under `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT ...]`:
 
 - `init(device)` joins the job: NCCL for CUDA tensors (rank on cuda:LOCAL_RANK) with gloo beside
-  it for CPU tensors and Python objects; gloo alone on CPU.
+  it for CPU tensors and Python objects; gloo alone on CPU. With R1KIT_SHARE_GPUS=1 a node may
+  run more ranks than it has GPUs (rank on cuda:LOCAL_RANK % GPUs, every collective through
+  gloo, since NCCL refuses two ranks on one GPU): slow collectives, for trying a multi-rank
+  layout such as async GRPO's generator + trainer on a one-GPU machine.
 - `shard(model)` wraps a transformers causal LM with FSDP2 `fully_shard`: each decoder layer,
   then the root (embeddings, final norm, LM head, so tied weights stay in one group). On CUDA
   parameters are gathered in bf16 and gradients reduced in fp32 (MixedPrecisionPolicy).
@@ -101,16 +104,31 @@ def init(device: str = "auto") -> str:
     cuda = device != "cpu" and torch.cuda.is_available()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise R1kitError(f"--device {device}: no CUDA device on this node")
+    shared = sharing_gpus()
     if cuda:
-        if local >= torch.cuda.device_count():
+        gpus = torch.cuda.device_count()
+        if local >= gpus and not shared:
             raise R1kitError(
-                f"local rank {local} but {torch.cuda.device_count()} GPUs on this node; "
-                "--nproc-per-node must not exceed the GPUs per node"
+                f"local rank {local} but {gpus} GPUs on this node; --nproc-per-node must not "
+                "exceed the GPUs per node (or set R1KIT_SHARE_GPUS=1 to share them)"
             )
+        local %= gpus
         torch.cuda.set_device(local)
     if not active():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+        nccl = cuda and not shared
+        dist.init_process_group("cpu:gloo,cuda:nccl" if nccl else "gloo")
     return f"cuda:{local}" if cuda else "cpu"
+
+
+def sharing_gpus() -> bool:
+    """R1KIT_SHARE_GPUS=1: ranks may share a GPU, and CUDA tensors' collectives go through gloo
+    (host copies) instead of NCCL."""
+    v = os.environ.get("R1KIT_SHARE_GPUS", "").strip().lower()
+    if v in ("", "0", "false", "no", "off"):
+        return False
+    if v in ("1", "true", "yes", "on"):
+        return True
+    raise R1kitError(f"R1KIT_SHARE_GPUS={v!r}: expected 1 or 0")
 
 
 def shutdown() -> None:

@@ -18,6 +18,7 @@ from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
+from r1kit.errors import R1kitError
 from r1kit.modeling import load_model
 from r1kit.rewards.base import WeightedReward
 from r1kit.rl.trainer import GRPOTrainer
@@ -334,3 +335,14 @@ def test_zero_under_torchrun_then_resume_in_one_process(tmp_path):
     assert [r["step"] for r in rows_b] == [1, 2]
     assert rows_b[1]["reward"] == rows[1]["reward"]
     assert rows_b[1]["response_len"] == rows[1]["response_len"]
+
+
+def test_share_gpus_setting(monkeypatch):
+    # R1KIT_SHARE_GPUS picks gloo for CUDA tensors (NCCL refuses two ranks on one GPU); a typo
+    # is a one-line error, not a silent NCCL job that then fails on a duplicate GPU
+    for value, want in [("", False), ("0", False), ("off", False), ("1", True), ("yes", True)]:
+        monkeypatch.setenv("R1KIT_SHARE_GPUS", value)
+        assert dist.sharing_gpus() is want
+    monkeypatch.setenv("R1KIT_SHARE_GPUS", "2")
+    with pytest.raises(R1kitError, match="R1KIT_SHARE_GPUS='2': expected 1 or 0"):
+        dist.sharing_gpus()
