@@ -28,7 +28,8 @@ Variant syntax ("+"-joined, first is the micro-batch): mbN, compile (compiled up
 (compiled update off), ckpt (activation checkpointing), packN (pack_tokens), chunkN (LM-head
 positions per chunk), keepG (GB of LM-head logits kept for backward: HEAD_KEEP_BYTES),
 attn=flash|efficient|cudnn|math (SDPA backend forced), mode=M (torch.compile mode, e.g.
-max-autotune-no-cudagraphs), noprof (timed only, not profiled).
+max-autotune-no-cudagraphs), static (compiled with dynamic=False: one graph per shape instead
+of the update's shape-generic one), noprof (timed only, not profiled).
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def parse_variant(v: str) -> dict:
             spec["keep"] = float(o.removeprefix("keep"))
         elif o == "noprof":
             spec["noprof"] = True
+        elif o == "static":
+            spec["static"] = True
         elif o.startswith("attn="):
             spec["attn"] = o.removeprefix("attn=")
         elif o.startswith("mode="):
@@ -152,6 +155,8 @@ def patched(spec: dict, backend: str):
     kw = {"backend": backend}
     if "mode" in spec:
         kw["mode"] = spec["mode"]
+    if spec.get("static"):  # shapes specialised (one graph per micro-batch shape)
+        kw["dynamic"] = False
     orig_compile = torch.compile
     orig_layer_compile = torch.nn.Module.compile
 
