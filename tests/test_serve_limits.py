@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import stat
+import subprocess
 import threading
 import time
 
@@ -304,6 +306,28 @@ def test_no_auth_host_origin_json(local):
     )
     assert r.status_code == 415 and isinstance(r.json()["error"], str)
     assert httpx.post(url, json=GOOD, timeout=60).status_code == 200
+
+
+def test_no_auth_curl_without_content_type_is_told_the_fix(local):
+    """Ollama's README posts with `curl URL -d '{...}'`, which sends a form Content-Type: the
+    415 (kept: a form post is what a page on another site can send) says what to add, and
+    the request with it is answered."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    msgs = [{"role": "user", "content": "hi"}]
+    body = json.dumps(
+        {"model": MODEL, "messages": msgs, "stream": False, "options": {"num_predict": 8}}
+    )
+    cmd = ["curl", "-sS", "-w", "\n%{http_code}", local.url + "/api/chat", "-d", body]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    text, code = out.rsplit("\n", 1)
+    assert code == "415", out
+    err = json.loads(text)["error"]
+    assert "-H 'Content-Type: application/json'" in err, err
+    fixed = [*cmd[:-2], "-H", "Content-Type: application/json", *cmd[-2:]]
+    out = subprocess.run(fixed, capture_output=True, text=True, timeout=60).stdout
+    text, code = out.rsplit("\n", 1)
+    assert code == "200" and json.loads(text)["message"]["role"] == "assistant", out
 
 
 def test_cors_only_for_allowed_origins(srv, local):

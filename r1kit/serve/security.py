@@ -106,7 +106,9 @@ class LocalOnly:
             if ctype != "application/json" and not ctype.endswith("+json"):
                 err = APIError(
                     415,
-                    "the body must be JSON (Content-Type: application/json)",
+                    "the body must be JSON: send the header Content-Type: application/json "
+                    "(curl: -H 'Content-Type: application/json'); without keys (--no-auth) "
+                    "other bodies are refused, being what a page on another site can post",
                     code="unsupported_media_type",
                 )
                 return await _refuse(scope, receive, send, err)
