@@ -26,6 +26,7 @@ consecutive weight broadcasts on trainer rank 0 (steady state: max(sampling, upd
 exchanges); scale_<N>gpu_async.json holds it as steps per hour beside the phases (generators'
 sampling, trainers' update and wait, broadcast time and size), and the ratio to the synchronous
 results found in the same folder (scale_1gpu.json: one GPU; scale_<N>gpu.json: the same ranks).
+With R1KIT_SHARE_GPUS=1 and more ranks than GPUs the files are scale_<N>rank_<G>gpu[_async].json.
 """
 
 from __future__ import annotations
@@ -89,10 +90,20 @@ def build(a: argparse.Namespace, device: str):
     return model
 
 
+def label(world: int, on_gpu: bool) -> str:
+    """The result file's scale_<label>.json: 2gpu, 4cpu; with more ranks than GPUs
+    (R1KIT_SHARE_GPUS=1) 2rank_1gpu, so a shared-GPU run is never read as an N-GPU one."""
+    gpus = torch.cuda.device_count() if on_gpu else 0
+    if on_gpu and dist.sharing_gpus() and world > gpus:
+        return f"{world}rank_{gpus}gpu"
+    return f"{world}{'gpu' if on_gpu else 'cpu'}"
+
+
 def workload(a: argparse.Namespace, model, on_gpu: bool) -> dict:
     """The fields every result JSON (sync and async) records about the machine and workload."""
     return {
         "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "gpus": min(dist.world(), torch.cuda.device_count()) if on_gpu else 0,
         "torch": torch.__version__,
         "shape": a.shape,
         "params": sum(p.numel() for p in model.parameters()),
@@ -229,7 +240,7 @@ def main() -> None:
     if dist.is_main():
         out = Path(os.environ.get("R1KIT_BENCH_OUT", Path(__file__).parent / "results"))
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"scale_{dist.world()}{'gpu' if on_gpu else 'cpu'}.json"
+        path = out / f"scale_{label(dist.world(), on_gpu)}.json"
         path.write_text(json.dumps(res, indent=2) + "\n")
         print(
             f"wrote {path}: step {res['step_s']} s, rollout {res['rollout_tokens_per_s']} "
@@ -335,7 +346,6 @@ def run_async(a: argparse.Namespace, device: str) -> None:
         dist.shutdown()
         return
     mean = {k: sum(s[k] for s in steps) / len(steps) for k in steps[0] if k != "step"}
-    kind = "gpu" if on_gpu else "cpu"
     res = {
         "world_size": world,
         "async_depth": 1,
@@ -361,12 +371,12 @@ def run_async(a: argparse.Namespace, device: str) -> None:
     out = Path(os.environ.get("R1KIT_BENCH_OUT", Path(__file__).parent / "results"))
     out.mkdir(parents=True, exist_ok=True)
     for n in sorted({1, world}):  # the synchronous steps measured here before, if any
-        sync = out / f"scale_{n}{kind}.json"
+        sync = out / f"scale_{label(n, on_gpu)}.json"
         if sync.exists():
             s_step = json.loads(sync.read_text())["step_s"]
-            res[f"sync_{n}{kind}_steps_per_hour"] = round(3600 / s_step, 1)
-            res[f"speedup_vs_sync_{n}{kind}"] = round(s_step / res["step_s"], 3)
-    path = out / f"scale_{world}{kind}_async.json"
+            res[f"sync_{label(n, on_gpu)}_steps_per_hour"] = round(3600 / s_step, 1)
+            res[f"speedup_vs_sync_{label(n, on_gpu)}"] = round(s_step / res["step_s"], 3)
+    path = out / f"scale_{label(world, on_gpu)}_async.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     line = ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith("speedup"))
     print(
