@@ -19,16 +19,16 @@ from r1kit import dist
 
 def compile_wanted(setting: bool | None, model) -> bool:
     """Whether the update runs compiled: `setting` when given (--compile-update /
-    --no-compile-update), else (auto) on for full-parameter training on CUDA in one process
-    (not under torchrun).
+    --no-compile-update), else (auto) on for full-parameter training on CUDA of an unsharded
+    model: one process, or async GRPO's single trainer rank (its update is the one-process
+    update).
     Auto leaves it off on the CPU (Inductor's C++ build costs more than small CPU runs save),
     under LoRA (peft's wrapped layers) and under FSDP: neither of those was measured on a GPU."""
     if setting is not None:
         return setting
     params = list(model.parameters())
     full = all(p.requires_grad for p in params)
-    # launched(), not world(): async GRPO's trainers may shard over a sub-group of one rank
-    return params[0].is_cuda and full and not dist.launched()
+    return params[0].is_cuda and full and not dist.is_sharded(model)
 
 
 def compile_seconds() -> float:
