@@ -118,6 +118,9 @@ class Chat:
         self.page = self.ctx.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # the console's errors (an HTTP error the page meant, a 402, shows here too)
+        self.console: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
         # offline: nothing leaves the server, and every static file (KaTeX fonts too) loads
         self.page.on(
             "request",
@@ -283,6 +286,22 @@ def test_sign_in_and_layout(browser, srv, size):
         .map(e => e.outerHTML)""")
     assert not unnamed, unnamed
     ctx.close()
+
+
+def test_icon_and_a_clean_console(browser, srv):
+    """The page names its icon, which loads: the browser asked for /favicon.ico, a 404 in its
+    console; /favicon.ico itself answers too (a browser on a JSON route asks for it)."""
+    r = httpx.get(srv.url + "/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    chat = Chat(browser, srv, "desktop")
+    page = chat.page
+    href = page.evaluate("document.querySelector('link[rel=icon]')?.href")
+    assert href is not None
+    got = page.evaluate("u => fetch(u).then(r => [r.status, r.headers.get('content-type')])", href)
+    assert got[0] == 200 and got[1].startswith("image/svg+xml"), got
+    page.wait_for_load_state("networkidle")
+    assert chat.console == []
+    chat.close()
 
 
 def test_rendering(browser, srv, size):

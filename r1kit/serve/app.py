@@ -90,6 +90,10 @@ def create_app(
     async def index():
         return FileResponse(WEB / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # the page names it; a browser on another route asks here
+        return FileResponse(WEB / "icon.svg", media_type="image/svg+xml")
+
     @app.get("/health", include_in_schema=False)
     async def health():
         return {
