@@ -651,18 +651,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say_once(line: str) -> None:
+    """An error line on stderr, once per job: under torchrun the ranks that hit the same error
+    show it once between them (the first to get there), and a rank that fails alone shows its
+    own; they then exit together, with the same code (dist.report_once)."""
+    dist.report_once(line, lambda text: print(text, file=sys.stderr, flush=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except R1kitError as err:
-        print(f"r1kit: {err.prefix}{err}", file=sys.stderr)
+        _say_once(f"r1kit: {err.prefix}{err}")
         return err.exit_code
     except OSError as err:
         line = disk_error(err)  # full disk, read-only or no permission: the user's to fix
         if line is None:
             raise
-        print(f"r1kit: error: {line}", file=sys.stderr)
+        _say_once(f"r1kit: error: {line}")
         return R1kitError.exit_code  # the user's to fix, as every other refusal
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)

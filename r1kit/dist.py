@@ -27,10 +27,13 @@ it is. Under `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from types import MethodType
@@ -129,6 +132,57 @@ def sharing_gpus() -> bool:
     if v in ("1", "true", "yes", "on"):
         return True
     raise R1kitError(f"R1KIT_SHARE_GPUS={v!r}: expected 1 or 0")
+
+
+def report_once(line: str, say: Callable[[str], None], wait_s: float = 5.0) -> None:
+    """say(line) on the first rank of the job to report this exact line, on no other: an error
+    every rank hits (a bad flag, a missing dataset) is shown once, while one that a single rank
+    hits (its own node's disk or environment) is still shown, by that rank. Then wait up to
+    `wait_s` for every rank to report the line, so that ranks failing together also exit
+    together (with the same code) before torchrun tears the slower ones down.
+
+    The line is counted in torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE: hosted by the
+    torchrun process, so it outlives a rank that has already exited), reached as the process
+    group reaches it (MASTER_ADDR:MASTER_PORT), whether or not the group was formed. Without
+    that store (another launcher, or the store gone): say(line) on every rank, as one process
+    does; a duplicate line is better than a lost one."""
+    store = None
+    if launched() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        try:
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]),
+                is_master=False,
+                timeout=timedelta(seconds=wait_s),
+            )
+        except (KeyError, ValueError, RuntimeError, OSError):  # no store: say it here
+            store = None
+    if store is None:
+        say(line)
+        return
+    # a restart of the job (torchrun --max-restarts) counts afresh
+    attempt = (
+        os.environ.get("TORCHELASTIC_RUN_ID", ""),
+        os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"),
+    )
+    key = "r1kit/report/" + hashlib.sha256("\0".join((*attempt, line)).encode()).hexdigest()
+    try:
+        first = store.add(key, 1) == 1
+    except (RuntimeError, OSError):
+        first = True
+    if first:
+        say(line)
+    world_size = int(os.environ["WORLD_SIZE"])
+    deadline = time.monotonic() + wait_s
+    try:
+        while store.add(key, 0) < world_size and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except (RuntimeError, OSError):  # the store went away (torchrun is ending the job)
+        pass
+    # torchrun sends SIGTERM to the ranks still running as soon as one exits: this rank is only
+    # exiting now, so keep its own exit code rather than dying of the signal (-15) on the way
+    with suppress(ValueError):  # not the main thread: signals stay as they are
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def shutdown() -> None:
@@ -394,16 +448,14 @@ def on_main(fn: Callable[[], T]) -> T:
     box: list[Any] = [None]
     if is_main():
         try:
-            box[0] = ("ok", fn())
+            box[0] = ("ok", fn(), False)
         except BaseException as err:  # tell the others, then fail here as well
-            box[0] = (
-                "error",
-                f"{type(err).__name__}: {err}" if not isinstance(err, R1kitError) else str(err),
-            )
+            user = isinstance(err, R1kitError)
+            box[0] = ("error", str(err) if user else f"{type(err).__name__}: {err}", user)
             dist.broadcast_object_list(box, src=0, group=_LONG)
             raise
     dist.broadcast_object_list(box, src=0, group=_LONG)
-    kind, value = box[0]
-    if kind == "error":
-        raise R1kitError(f"rank 0: {value}")
+    kind, value, user = box[0]
+    if kind == "error":  # an R1kitError word for word, so that the CLI shows it once
+        raise R1kitError(value if user else f"rank 0: {value}")
     return value

@@ -1,0 +1,43 @@
+"""An `r1kit` error under torchrun is said once per job, not once per rank, and every rank that
+hits it exits with its code (dist.report_once, cli.main); real 2-rank gloo jobs on CPU."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def torchrun(*args: str | Path) -> subprocess.CompletedProcess:
+    cmd = [*TORCHRUN, *map(str, args)]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def error_lines(p: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (p.stdout + p.stderr).splitlines() if line.startswith("r1kit:")]
+
+
+def test_an_error_every_rank_hits_is_said_once_and_every_rank_exits_2(tmp_path):
+    """A dataset path that does not exist: found by both ranks after the process group formed."""
+    missing = tmp_path / "missing.jsonl"
+    zero = ["-m", "r1kit.cli", "zero", "--steps", "2", "--device", "cpu", "--quiet"]
+    p = torchrun(*zero, "--out", tmp_path / "run", "--dataset", missing)
+    assert error_lines(p) == [f"r1kit: error: dataset file not found: {missing}"], p.stderr[-3000:]
+    # torchrun's failure table: each rank's exit code (none killed by torchrun's SIGTERM)
+    codes = re.findall(r"^\s*exitcode\s*:\s*(-?\d+)", p.stderr, re.M)
+    assert p.returncode != 0 and sorted(codes) == ["2", "2"], p.stderr[-3000:]
+
+
+def test_an_error_one_rank_hits_alone_is_still_said(tmp_path):
+    """Rank 1's environment alone is bad: rank 1 says so (once), rank 0 says nothing."""
+    worker = ROOT / "tests" / "dist_error_worker.py"
+    p = torchrun(worker, "1", "zero", "--steps", "2", "--device", "cpu", "--out", tmp_path / "r")
+    expected = "r1kit: error: R1KIT_SHARE_GPUS='maybe': expected 1 or 0"
+    assert error_lines(p) == [expected], p.stderr[-3000:]
+    assert p.returncode != 0 and re.search(r"rank\s*:\s*1 .*\n\s*exitcode\s*:\s*2 ", p.stderr)
