@@ -54,6 +54,7 @@ from r1kit.serve.store import Store
 from r1kit.sft.train import run_sft
 from r1kit.train.lock import holder
 from r1kit.train.run import how_to_continue
+from r1kit.train.skipped import skipped_line
 
 # --template of the commands that use a model as it is (serve, run, export)
 TEMPLATE_FLAG = {
@@ -108,6 +109,8 @@ def cmd_zero(args: argparse.Namespace) -> int:
         line = " ".join(
             f"{w}_{k}={summary[f'{w}_{k}']:.4f}" for w in ("base", "final") for k in keys
         )
+        if summary["nonfinite_skipped"]:  # --nan-policy skip: updates not applied
+            line += f" nonfinite_skipped={summary['nonfinite_skipped']}"
         print(f"{line} k={summary['k']} steps={summary['steps']} out={cfg.run.out}")
     elif dist.is_main():  # under torchrun rank 0 reports
         zero_report.print_summary(summary, cfg.run.out)
@@ -260,6 +263,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
         line += f"; held-out pass@1 {s['base_pass1']:.3f} -> {s['final_pass1']:.3f}"
     if dist.is_main():  # under torchrun rank 0 reports
         print(f"{line}; {s['wall_s']:.0f}s; wrote {cfg.run.out}/final/")
+        skipped = skipped_line(s)
+        if skipped:
+            print(skipped)
     dist.shutdown()
     return 0
 

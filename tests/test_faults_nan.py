@@ -25,6 +25,7 @@ from r1kit.config.parts import GRPO, GRPOOptim
 from r1kit.data.datasets import heldout
 from r1kit.engine import SamplingParams, make_engine
 from r1kit.pretrain.train import PretrainConfig, pretrain
+from r1kit.rl import report as zero_report
 from r1kit.rl.trainer import GRPOTrainer
 from r1kit.sampling.rollout import generate
 from r1kit.sft.data import encode, load_conversations
@@ -35,6 +36,7 @@ from r1kit.train.run import Run
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 LR_LINE = "the learning rate 1000 is likely too high"
+SKIPPED = "non-finite loss or gradients"  # the end-of-run line of a run that skipped steps
 
 
 def _chat_file(path: Path, n: int) -> Path:
@@ -123,6 +125,36 @@ def test_sft_skip_policy_counts_skips_then_stops(tmp_path, capsys):
     assert len(files) >= 2 and files[-1].parent.name == "step-000005"
     w_old, w5 = load_file(files[0]), load_file(files[-1])
     assert all(torch.equal(w_old[k], w5[k]) for k in w5)  # skipped steps left the weights alone
+
+
+def test_sft_skip_policy_run_that_ends_totals_its_skips(tmp_path, capsys):
+    """lr 1000 over 5 steps: step 1 applies, steps 2-5 are skipped (4 in a row: not enough to
+    stop), the run ends, and summary.json and the last lines total what was skipped."""
+    data, out = _chat_file(tmp_path / "chat.jsonl", 10), tmp_path / "run"
+    args = ["sft", "--data", data, "--out", out, "--batch-size", "2", "--micro-batch", "2"]
+    args += ["--epochs", "1", "--eval-problems", "0", "--lr", "1e3", "--quiet"]
+    assert main(list(map(str, [*args, "--nan-policy", "skip"]))) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["nonfinite_skipped"] == 4, summary
+    assert summary["nonfinite_skipped_steps"] == [2, 3, 4, 5]
+    said = capsys.readouterr().out
+    assert f"{SKIPPED}: 4 updates skipped (--nan-policy skip), at steps 2, 3, 4, 5" in said
+
+
+def test_zero_skip_policy_run_that_ends_totals_its_skips(tmp_path, capsys):
+    """The same for GRPO (lr 1000: steps 2 and 3 skipped): summary.json, the --quiet line, and
+    the end-of-run table (printed here from the run's summary.json, as `zero` without --quiet
+    prints it)."""
+    args = ["zero", "--prompts-per-step", "2", "--group-size", "4", "--eval-problems", "1"]
+    args += ["--eval-k", "1", "--max-new-tokens", "16", "--steps", "3", "--nan-policy", "skip"]
+    out = tmp_path / "zero"
+    assert main(list(map(str, [*args, "--out", out, "--lr", "1e3", "--quiet"]))) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nonfinite_skipped"] == 2 and summary["nonfinite_skipped_steps"] == [2, 3]
+    assert " nonfinite_skipped=2 k=1 steps=3 " in capsys.readouterr().out
+    zero_report.print_summary(summary, str(out))
+    said = " ".join(capsys.readouterr().out.split())  # rich wraps the line at 80 columns
+    assert f"{SKIPPED}: 2 updates skipped (--nan-policy skip), at steps 2, 3" in said
 
 
 def test_zero_huge_lr_stops_and_latest_stays_finite(tmp_path, capsys):

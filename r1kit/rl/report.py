@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from r1kit.train import files
+from r1kit.train.skipped import skipped_line
 
 
 def report_title(metrics: list[dict]) -> str:
@@ -90,6 +91,9 @@ def print_summary(s: dict, out: str) -> None:
         t.add_row(label, f"{s['base_' + key]:.3f}", f"{s['final_' + key]:.3f}")
     c = Console()
     c.print(t)
+    skipped = skipped_line(s)
+    if skipped:
+        c.print(skipped)
     c.print(
         f"{s['steps']} step{'' if s['steps'] == 1 else 's'} in {s['wall_s']:.0f}s; "
         f"wrote {out}/summary.json, "

@@ -42,6 +42,7 @@ from r1kit.rl.report import plot_report
 from r1kit.sampling.heldout import eval_params, evaluate
 from r1kit.train import files
 from r1kit.train.run import Run
+from r1kit.train.skipped import skipped_steps
 
 # the held-out numbers summary.json gives for the base and the final model (base_X, final_X)
 REPORTED = (
@@ -152,6 +153,7 @@ def _train(cfg: ZeroConfig, run: Run, device: str) -> dict:
     summary.update(k=cfg.eval.k, eval_problems=len(problems), steps=done)
     summary["wall_s"] = round(run.wall(), 1)
     metrics = run.metrics()  # every rank: it waits for rank 0's rows
+    summary.update(skipped_steps(metrics))  # --nan-policy skip: steps not applied
     compiled = [r["compile_s"] for r in metrics if r.get("compile_s") is not None]
     if compiled:  # seconds the update spent compiling, all in one step unless it recompiled
         summary["update_compile_s"] = round(sum(compiled), 1)

@@ -44,6 +44,7 @@ from r1kit.train.finite import NonFiniteGuard
 from r1kit.train.plan import micro_batches
 from r1kit.train.run import Run
 from r1kit.train.shard import model_logprobs, shard, unshard
+from r1kit.train.skipped import skipped_steps
 
 
 def lr_at(step: int, total: int, optim: SFTOptim) -> float:
@@ -221,7 +222,8 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
     if problems:
         run.console.print("evaluating the fine-tuned model")
         evals["final"] = _evaluate(model, tok, problems, cfg)
-    hist = [h for h in run.metrics() if h["tokens"]]  # steps that trained on something
+    metrics = run.metrics()
+    hist = [h for h in metrics if h["tokens"]]  # steps that trained on something
     last = hist[-5:]
     evaluated = ("pass1", "passk", "format_rate", "malformed_rate", "language_consistency")
     summary = {
@@ -235,5 +237,6 @@ def _train(cfg: SFTConfig, run: Run, device: str) -> dict[str, Any]:
         "train_s": train_s,
         "wall_s": round(run.wall(), 1),
         **{f"{k}_{m}": v[m] for k, v in evals.items() for m in evaluated},
+        **skipped_steps(metrics),  # --nan-policy skip: steps not applied
     }
     return run.finish(summary)

@@ -13,7 +13,8 @@ applied: the gradients are dropped and `optimizer.step()` is never called, so ne
 weights nor the optimizer's state (Adam's moments and step count) see it. `stop` (the default)
 then ends the run with one line naming the step, what was not finite and the likely cause;
 `skip` goes on with the next batch, counts the skipped step in the metrics row, and stops as
-`stop` does after MAX_CONSECUTIVE_SKIPS skipped steps in a row.
+`stop` does after MAX_CONSECUTIVE_SKIPS skipped steps in a row; a run that ends totals them in
+summary.json and in its last lines (train/skipped.py).
 
 After the step the updated weights are checked (max |w| per tensor in one fused reduction,
 torch._foreach_norm with ord inf: NaN and inf survive it and large finite values cannot overflow
