@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from r1kit.errors import R1kitError
+from r1kit.errors import R1kitError, disk_error
 from r1kit.modeling import load_model, load_tokenizer, save_model
 
 T = TypeVar("T")
@@ -230,8 +230,50 @@ def map_shares(n: int, fn: Callable[[range], list[T]]) -> list[T]:
     every rank's results concatenated in rank order, so in item order; in one process, fn on
     all n items."""
     mine = share(n)
-    local = fn(mine) if len(mine) else []
-    return [x for part in all_gather_objects(local) for x in part]
+    failure = None
+    try:
+        local = fn(mine) if len(mine) else []
+    except R1kitError as err:  # a one-line failure on this rank's share: every rank raises it
+        failure, local = err, None
+    parts = all_gather_objects(local if failure is None else str(failure))
+    raise_first([p if isinstance(p, str) else None for p in parts], failure)
+    return [x for part in parts for x in part]
+
+
+def raise_first(lines: Sequence[str | None], failure: R1kitError | None = None) -> None:
+    """After every rank's one-line failure (None: none) was gathered: raise the first in rank
+    order, on every rank (this rank's own `failure` when it is that line, else an R1kitError
+    with it), so each rank ends with the same line; return when there is none."""
+    first = next((line for line in lines if line is not None), None)
+    if first is None:
+        return
+    if failure is not None and str(failure) == first:
+        raise failure
+    raise R1kitError(first)
+
+
+def main_part(fn: Callable[[], None], where: str | Path | None = None) -> None:
+    """fn() on rank 0 alone, then a barrier of every rank that carries its failure, so that no
+    rank waits on a barrier rank 0 never reaches: rank 0 raises its own error, every other rank
+    an R1kitError with its line (an R1kitError's, a full disk's as errors.disk_error words it,
+    `where` being the directory written, else `rank 0: TypeError: ...`). In one process: fn()."""
+    if not active():
+        fn()
+        return
+    failure: Exception | None = None
+    line = None
+    if is_main():
+        try:
+            fn()
+        except Exception as err:
+            failure = err
+            line = str(err) if isinstance(err, R1kitError) else disk_error(err, where)
+            line = line or f"rank 0: {type(err).__name__}: {err}"
+    first = all_gather_objects(line)[0]
+    if failure is not None:
+        raise failure
+    if first is not None:
+        raise R1kitError(first)
 
 
 def all_reduce(x: float, op: str = "sum") -> float:
@@ -343,7 +385,13 @@ def save_sharded(path: str | Path, model, optimizer=None) -> None:
     else:
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optim": osd}
-    dcp.save(state, checkpoint_id=str(path), process_group=_SCOPE)
+    try:
+        dcp.save(state, checkpoint_id=str(path), process_group=_SCOPE)
+    except dcp.api.CheckpointException as err:  # the same on every rank; a BaseException
+        # one rank's own error raised on every rank, as an ordinary write's would be: the
+        # lowest rank's OSError (a full disk, ...) when there is one, else the lowest rank's
+        errors = [err.failures[r][0] for r in sorted(err.failures)]
+        raise next((e for e in errors if isinstance(e, OSError)), errors[0]) from err
 
 
 def load_sharded(path: str | Path, model, optimizer=None) -> None:

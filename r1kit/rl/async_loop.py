@@ -25,9 +25,14 @@ other reaches only later:
   under their group's scope) and their leader (rank W-K) sends the scored batch to every
   trainer: one pickled object broadcast over a gloo group of the trainers and the leader;
 - stop: after each update and after each batch sampled, every rank's one-line failure (the
-  trainers' non-finite step under --nan-policy stop, ...) is gathered, so each rank stops with
-  that line instead of the other side dying on a closed connection, then one all-reduce
-  (Run.stopping: a SIGTERM anywhere, or the time limit, stops every rank after the same step);
+  trainers' non-finite step under --nan-policy stop, a generator's error, ...) is gathered, so
+  each rank stops with the same line instead of the other side dying on a closed connection,
+  then one all-reduce (Run.stopping: a SIGTERM anywhere, or the time limit, stops every rank
+  after the same step). The same gathering (`tell`) comes once before the first batch is sent
+  (the generators' failure on it) and once after the loop (the trainers' last checkpoint). A
+  checkpoint write that fails (a full disk) is not raised at once, where the generators would
+  wait for a batch the trainers never take: the trainers take the next batch, do not train on
+  it, and bring the failure to that step's agreement;
 - weights: trainer rank 0 (its full copy, gathered from the shards) to every generator,
   flattened into buckets of 256 MB (dist.broadcast_tensors: NCCL on GPU, gloo on CPU), timed
   (`bcast_s`, `bcast_gb`).
@@ -55,11 +60,12 @@ import torch
 from r1kit import dist
 from r1kit.config import ZeroConfig
 from r1kit.engine import SamplingParams
-from r1kit.errors import R1kitError, Stopped
+from r1kit.errors import R1kitError, Stopped, disk_error
 from r1kit.rewards.base import WeightedReward
 from r1kit.rl.collect import batch_metrics, collect
 from r1kit.rl.policy import Policy
 from r1kit.sampling.rollout import Rollout
+from r1kit.train.checkpoint import latest_checkpoint
 from r1kit.train.run import Bar, Run, how_to_continue
 
 ASYNC_TIS_CAP = 2.0  # --tis-cap under --async-depth 1 when none is given
@@ -143,17 +149,34 @@ def make_split(world: int, k: int) -> Split:
     return Split(trainers, generators, mine, weights, batches)
 
 
+def tell(failure: R1kitError | None = None) -> None:
+    """Every rank's one-line failure (an error caught on its side), raised on every rank of the
+    job: the first in rank order, so each rank ends with the same line (the failed rank with its
+    own error). Every rank calls this at the same point; it is also a barrier of the job."""
+    dist.raise_first(dist.all_gather_objects(None if failure is None else str(failure)), failure)
+
+
 def agree(run: Run, limit_s: float, failure: R1kitError | None = None) -> bool:
-    """run.stopping() over every rank of the job, after any rank's `failure` (a one-line error
-    caught on its side) is raised on every rank: the failed rank's own error, the others the
-    same line (every rank calls this at the same point of a step)."""
-    lines = dist.all_gather_objects(None if failure is None else str(failure))
-    if failure is not None:
-        raise failure
-    for line in lines:
-        if line is not None:
-            raise R1kitError(line)
+    """run.stopping() over every rank of the job, after any rank's `failure` is raised on every
+    rank (tell; every rank calls this at the same point of a step)."""
+    tell(failure)
     return run.stopping(limit_s)
+
+
+def write_failure(err: Exception, run: Run) -> R1kitError | None:
+    """A checkpoint write's failure as one line (a full disk, an unwritable directory: an
+    OSError, or a write library's error around one), naming the newest complete checkpoint,
+    as Run words it in one process; None for any other error (a bug: raised with its
+    traceback)."""
+    if isinstance(err, R1kitError):
+        return err
+    ckdir = run.out / "checkpoints"
+    line = disk_error(err, ckdir) or (str(err) if isinstance(err, OSError) else None)
+    if line is None:
+        return None
+    newest = latest_checkpoint(run.out)
+    hint = f"; the newest complete checkpoint is {newest.name}" if newest else ""
+    return R1kitError(f"{line}{hint}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -220,7 +243,15 @@ def _generate(
         if dist.global_rank() == sp.leader:
             dist.broadcast_object(batch, sp.leader, sp.batches)
 
-    send(sample())
+    first = failure = None
+    try:
+        first = sample()
+    except Stopped:
+        raise
+    except R1kitError as err:  # the trainers wait for this batch: told, then raised
+        failure = err
+    tell(failure)  # with the trainers, before they wait for the batch
+    send(first)
     step = start
     for step in range(start + 1, cfg.run.steps + 1):
         failure = nxt = None
@@ -238,8 +269,8 @@ def _generate(
         if stop or nxt is None:
             break  # a stop drops the batch in flight: a resumed run samples it again
         send(nxt)
-    if run.terminated:  # leave with the trainers, once their checkpoint is written
-        dist.world_barrier()
+    tell()  # with the trainers, once the last step's checkpoint is written: its failure raised
+    if run.terminated:  # leave with the trainers
         name = signal.Signals(run.stop_signal).name
         path = run.out / "checkpoints" / f"step-{step:06d}"  # the trainers' (Run.save's line)
         raise Stopped(
@@ -260,6 +291,9 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
     full = list(policy.engine_model.parameters())  # what rank 0 broadcasts
     lead = dist.global_rank() == 0
     done = start
+    tell()  # with the generators, once the first batch is sampled: their failure raised
+    unsaved: R1kitError | None = None  # the last checkpoint's failure (the same on every trainer)
+    stopped: Stopped | None = None
     for step in range(start + 1, cfg.run.steps + 1):
         tw = time.time()
         batch: Batch = dist.broadcast_object(None, sp.leader, sp.batches)
@@ -267,12 +301,13 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         rollouts = batch.rollouts
         version = min(r.policy_version for r in rollouts)  # one version per batch
         behind = trainer.step_count - version  # 0 at the first step (and after a resume), then 1
-        failure = None
+        failure = unsaved  # a checkpoint that failed: no update; the generators hear it below
         try:
-            with dist.scope(sp.group):
-                upd = trainer.update(rollouts)
-                if policy.engine_model is not policy.model:  # the full copy, from the shards
-                    dist.gather_weights(policy.model, policy.engine_model)
+            if failure is None:
+                with dist.scope(sp.group):
+                    upd = trainer.update(rollouts)
+                    if policy.engine_model is not policy.model:  # the full copy, from the shards
+                        dist.gather_weights(policy.model, policy.engine_model)
         except Stopped:
             raise
         except R1kitError as err:  # a non-finite step (--nan-policy stop): told to the generators
@@ -304,14 +339,23 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         done = step
         if run.due(step, cfg.run.steps, cfg.run.save_every, stop):
             extra = {"data_pos": batch.data_pos, "gen_rng": batch.rng}
+            # a failed write is told to the generators at the next agreement (theirs after
+            # sampling the next batch, or the one after the loop), not raised here, where they
+            # would wait for a batch or a collective the trainers never reach
             try:
                 with dist.scope(sp.group):
                     policy.save(run, step, extra)
-            except Stopped:
-                dist.world_barrier()  # the generators leave with us
-                raise
+            except Stopped as err:  # saved; a SIGTERM: stop after the agreement below
+                stopped = err
+            except Exception as err:
+                unsaved = write_failure(err, run)
+                if unsaved is None:
+                    raise
         if stop:
             break
+    tell(unsaved)  # with the generators: the last checkpoint written, or its failure raised
+    if stopped is not None:
+        raise stopped
     if asleep:
         engine.wake()
     if hasattr(engine, "sync_weights"):  # the final evaluation samples from the last weights

@@ -78,12 +78,12 @@ def save_sharded_checkpoint(
     ckdir = Path(out) / "checkpoints"
     final = ckdir / f"step-{step:06d}"
     tmp = ckdir / f".tmp-step-{step:06d}"
-    if dist.is_main():
+
+    def fresh() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    dist.barrier()
-    dist.save_sharded(tmp / "dcp", model, optimizer)
-    if dist.is_main():
+
+    def rest() -> None:
         if full_model is not None:
             save_model(full_model, tokenizer, tmp)
         else:
@@ -96,11 +96,16 @@ def save_sharded_checkpoint(
             **extra,
         }
         torch.save(state, tmp / "trainer_state.pt")
-    dist.barrier()  # every shard written before the manifest and the rename
-    if dist.is_main():
+
+    def done() -> None:
         write_manifest(tmp)
         publish(tmp, final, keep_last)
-    dist.barrier()
+
+    # rank 0's parts end in a barrier that carries their failure (a full disk) to every rank
+    dist.main_part(fresh, ckdir)
+    dist.save_sharded(tmp / "dcp", model, optimizer)  # DCP raises a failure on every rank
+    dist.main_part(rest, ckdir)  # every shard written before the manifest and the rename
+    dist.main_part(done, ckdir)
     return final
 
 
