@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 from r1kit.errors import R1kitError
 from r1kit.serve.app import serve
 from r1kit.serve.store import Store
-from r1kit.serve.workers import bind_sockets
+from r1kit.serve.workers import RESTARTS, bind_sockets
 
 MODEL = "r1kit-tiny"
 
@@ -64,8 +65,9 @@ class Served:
 def srv(tmp_path_factory):
     s = Served(tmp_path_factory.mktemp("workers"))
     yield s
-    s.close()
-    assert s.proc.returncode == 0, "SIGTERM stops every process cleanly"
+    if s.proc.poll() is None:  # the last test stops it (API processes that keep dying)
+        s.close()
+        assert s.proc.returncode == 0, "SIGTERM stops every process cleanly"
 
 
 def test_openai_client_plain_and_streaming(srv):
@@ -204,6 +206,53 @@ def test_second_server_on_the_port_is_refused(srv):
     assert {srv.health()["api_worker"] for _ in range(16)} == {0, 1}
 
 
+def test_dead_api_process_is_restarted(srv):
+    """An API process killed mid-stream (kill -9, as the OOM killer does): the server says so
+    in one line and restarts it, its request is aborted in the engine (the blocks freed), and
+    every new connection is answered meanwhile, by the other process until the new one is up.
+    The server still stops cleanly (the fixture checks)."""
+    free0 = _settled(srv)["free_blocks"]
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count."}],
+        "max_tokens": 900,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    auth = {"Authorization": f"Bearer {srv.key}"}
+    with httpx.Client(base_url=srv.url, headers=auth, timeout=60) as c:
+        h = c.get("/health").json()  # the process this connection reached
+        victim, pid = h["api_worker"], h["pid"]
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = r.iter_lines()
+            while not next(lines).startswith("data: "):
+                pass
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(httpx.TransportError):  # the stream's connection is cut
+                for _ in lines:
+                    pass
+    line = _console_line(srv.proc)
+    head = f"r1kit: r1kit-api-{victim} (pid {pid}) was killed by SIGKILL with 1 request in flight"
+    assert line.startswith(head + " (aborted); restarted it (pid "), line
+    seen, t0 = set(), time.time()
+    while victim not in seen:  # a new connection each: none is refused or left waiting
+        h = srv.health()
+        assert h["pid"] != pid
+        seen.add(h["api_worker"])
+        assert time.time() - t0 < 120, "the restarted API process never answered"
+    st = _settled(srv)
+    assert st["requests"] == 0 and st["free_blocks"] == free0
+    test_openai_client_plain_and_streaming(srv)
+    assert {srv.health()["api_worker"] for _ in range(24)} == {0, 1}
+
+
+def _console_line(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The server's next line on its console (stdout and stderr)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "the server printed nothing"
+    return proc.stdout.readline().rstrip("\n")
+
+
 def test_server_killed_outright_leaves_no_process_on_the_port(tmp_path):
     """kill -9 of `r1kit serve` (no handler runs): its API processes stop with it (they served
     the port on, unsupervised, and a restart found it in use), and the engine core with them."""
@@ -226,6 +275,31 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_api_processes_that_keep_dying_stop_the_server(srv):
+    """Restarts are for a process that dies once in a while: ones killed as fast as they
+    start (RESTARTS + 1 within a minute, the earlier test's death included when recent) stop
+    the server with one line, exit 1, and no process left. Last: it ends the module's server."""
+    kids = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True)
+    pids = [int(x) for x in kids.stdout.split()]
+    pid = srv.health()["pid"]
+    for _ in range(RESTARTS + 1):
+        os.kill(pid, signal.SIGKILL)
+        line = _console_line(srv.proc)
+        if "stopping the server" in line:
+            break
+        assert "restarted it (pid " in line, line
+        pid = int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+        pids.append(pid)
+    assert line.endswith(
+        f"was killed by SIGKILL: {RESTARTS + 1} API processes died within 60 s; stopping the server"
+    ), line
+    assert srv.proc.wait(timeout=60) == 1
+    t0 = time.time()
+    while time.time() - t0 < 60 and any(_running(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_running(p) for p in pids)
 
 
 def test_api_workers_flag_checked():

@@ -18,7 +18,10 @@ client that dies shows as the end of its pipe, which tells the core exactly whic
 abort; the core waits on all of them at once when idle and polls each between steps.
 
 Protocol (pickled tuples). To the core: ("add", rid, prompt_ids, params), ("abort", rid),
-("close",) (this client leaves; the core exits when every client has). From the core:
+("close",) (this client leaves; the core exits when every client has, and its owner closed
+the control pipe). On the control pipe, from the process that started the core:
+("join", client id, pipe end) (a new client: an API process restarted in place of a dead
+one, whose pipe's end told the core to abort its requests). From the core:
 ("ready", info) or ("failed", message) once at start, on the first pipe; then
 ("out", [(rid, samples, finished, num_cached)], stats) after each step that produced tokens
 for that client's requests (steps still unsent when the next one ends are joined: one item per
@@ -57,9 +60,10 @@ STATS_EVERY_S = 0.05  # while stepping, how often clients without tokens in a st
 
 class EngineCore:
     """The engine core process, with `clients` pipes to it (`conns`, one per API process) and
-    a counter of the requests in flight over all of them (`inflight`, in shared memory), so
+    the requests in flight of each (`inflight[slot]`, in shared memory, one writer each), so
     the waiting-queue limit holds across API processes. `info`: max_model_len, max_num_seqs
-    and the first stats."""
+    and the first stats. `join` adds a client (an API process restarted), `forget` zeroes a
+    dead one's count."""
 
     def __init__(self, model, clients: int = 1, **engine_kw) -> None:
         import torch
@@ -68,19 +72,22 @@ class EngineCore:
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
         pairs = [ctx.Pipe() for _ in range(clients)]
         self.conns = [a for a, _ in pairs]
-        # one client counts its own requests; several share this count (a named semaphore
-        # and a shared int: only made when needed)
-        self.inflight = ctx.Value("l", 0) if clients > 1 else None
+        self._ctrl, ctrl = ctx.Pipe()  # new clients, from this process
+        # one client counts its own requests; several share these counts (a named semaphore
+        # and shared ints: only made when needed). A plain lock, not the default RLock: one
+        # that a killed process held can be released by another (`forget`)
+        self.inflight = ctx.Array("l", clients, lock=ctx.Lock()) if clients > 1 else None
         threads = torch.get_num_threads()  # the child starts with the default, not ours
         self.proc = ctx.Process(
             target=core_main,
-            args=([b for _, b in pairs], model, engine_kw, threads, BURST_HOLD_S),
+            args=([b for _, b in pairs], model, engine_kw, threads, BURST_HOLD_S, ctrl),
             name="r1kit-engine-core",
             daemon=True,
         )
         self.proc.start()
         for _, b in pairs:
             b.close()
+        ctrl.close()
         first = self.conns[0]
         if not first.poll(START_TIMEOUT_S):
             self.proc.kill()
@@ -99,8 +106,36 @@ class EngineCore:
         for c in self.conns:
             c.close()
 
+    def join(self, client: int):
+        """A new client's end of a new pipe to the core (`client`: an id no client had).
+        The core gets its own end over the control pipe."""
+        import torch.multiprocessing as mp
+
+        mine, theirs = mp.get_context("spawn").Pipe()
+        # pickled by multiprocessing's reducer: the core fetches the descriptor from this
+        # process's resource sharer, so it may be closed here at once
+        self._ctrl.send(("join", client, theirs))
+        theirs.close()
+        return mine
+
+    def forget(self, slot: int) -> int:
+        """Zero the in-flight count of a dead client (its requests end with it) and return
+        what it was. A client killed inside its count's lock left it held: past a second (the
+        lock guards a few additions), this process takes it over."""
+        assert self.inflight is not None
+        lock = self.inflight.get_lock()
+        lock.acquire(timeout=1.0)  # held by the dead one, or now by us: ours either way
+        try:
+            n = self.inflight.get_obj()[slot]
+            self.inflight.get_obj()[slot] = 0
+        finally:
+            lock.release()
+        return n
+
     def close(self, timeout: float = 10) -> None:
-        """Wait for the core to exit (it does once every client has closed), then kill it."""
+        """Wait for the core to exit (it does once every client has closed, with the control
+        pipe), then kill it."""
+        self._ctrl.close()
         self.proc.join(timeout=timeout)
         if self.proc.is_alive():
             self.proc.kill()
@@ -117,13 +152,20 @@ class EngineClient:
     kind = "paged"
 
     def __init__(
-        self, conn, info: dict, max_waiting: int | None = 256, inflight=None, prefix: str = ""
+        self,
+        conn,
+        info: dict,
+        max_waiting: int | None = 256,
+        inflight=None,
+        prefix: str = "",
+        slot: int = 0,
     ) -> None:
         self._conn = conn
         self.max_model_len, self.max_num_seqs = info["max_model_len"], info["max_num_seqs"]
         self.max_waiting = max_waiting
         self._stats = info["stats"]
-        self._inflight = inflight
+        self._inflight = inflight  # EngineCore.inflight: this client counts in inflight[slot]
+        self._slot = slot
         self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count()
         self._prefix = prefix
@@ -158,18 +200,19 @@ class EngineClient:
                     raise OverflowError("the engine's queue is full")
             return
         with c.get_lock():  # the check and the count in one step, whichever process asks
+            counts = c.get_obj()
             if self.max_waiting is not None:
-                queued = max(self._stats["waiting"], c.value - self.max_num_seqs)
+                queued = max(self._stats["waiting"], sum(counts) - self.max_num_seqs)
                 if queued >= self.max_waiting:
                     raise OverflowError("the engine's queue is full")
-            c.value += 1
+            counts[self._slot] += 1
 
     def _drop(self, rid: str) -> _Sub | None:
         """Forget a request (finished, failed or aborted) and count it out, once."""
         sub = self._subs.pop(rid, None)
         if sub is not None and self._inflight is not None:
             with self._inflight.get_lock():
-                self._inflight.value -= 1
+                self._inflight.get_obj()[self._slot] -= 1
         return sub
 
     def _abort(self, rid: str) -> None:
@@ -325,11 +368,12 @@ class _Sub:
 
 
 def core_main(
-    conns: list, model, engine_kw: dict, threads: int, hold_s: float = BURST_HOLD_S
+    conns: list, model, engine_kw: dict, threads: int, hold_s: float = BURST_HOLD_S, ctrl=None
 ) -> None:
     """The engine core: receive commands from every client's pipe, step the paged engine while
     it has work, send each step's new tokens to the clients whose requests they are. Runs until
-    every client has sent ("close",) or closed its end of the pipe."""
+    every client has sent ("close",) or closed its end of the pipe, and `ctrl` (new clients)
+    has closed."""
     try:
         import torch
 
@@ -341,7 +385,7 @@ def core_main(
     except BaseException as e:
         conns[0].send(("failed", f"{type(e).__name__}: {e}"))
         return
-    core = _Core(engine, conns, hold_s)
+    core = _Core(engine, conns, hold_s, ctrl)
     conns[0].send(
         (
             "ready",
@@ -359,10 +403,11 @@ def core_main(
 
 
 class _Core:
-    def __init__(self, engine, conns: list, hold_s: float = BURST_HOLD_S) -> None:
+    def __init__(self, engine, conns: list, hold_s: float = BURST_HOLD_S, ctrl=None) -> None:
         self.engine, self.hold_s = engine, hold_s
-        # client index -> (its pipe, its outbox); a client that leaves is removed
+        # client id -> (its pipe, its outbox); a client that leaves is removed
         self.clients = {i: (c, _Outbox(c)) for i, c in enumerate(conns)}
+        self.ctrl = ctrl  # ("join", id, pipe) from the process that started the core
         self.owner: dict[str, int] = {}  # request id -> the client that added it
         self.sent: dict[str, list[int]] = {}  # request id -> tokens sent per sample
         self.held: dict[str, tuple] = {}  # request id -> add command not yet given to the engine
@@ -384,15 +429,17 @@ class _Core:
     def run(self) -> None:
         engine = self.engine
         changed = False  # since the clients last had the stats
-        while self.clients:
+        while self.clients or self.ctrl is not None:
             if not engine.has_work and not self.held:
                 if changed:
                     stats = self.stats()
                     for i in list(self.clients):
                         self.post(i, ("stats", stats))
                     changed = False
-                # idle: sleep until a client sends something (or leaves)
-                wait_any([c for c, _ in self.clients.values()])
+                # idle: sleep until a client sends something (or leaves), or one joins
+                ctrl = [self.ctrl] if self.ctrl is not None else []
+                wait_any([c for c, _ in self.clients.values()] + ctrl)
+            changed |= self.receive_ctrl()
             changed |= self.receive()
             if self.held and (
                 not engine.scheduler.running
@@ -422,6 +469,22 @@ class _Core:
                 continue
             if touched:
                 self.send_out(touched)
+
+    def receive_ctrl(self) -> bool:
+        """New clients from the control pipe; True when one joined (it gets the stats)."""
+        if self.ctrl is None:
+            return False
+        got = False
+        try:
+            while self.ctrl.poll(0):
+                msg = self.ctrl.recv()
+                if msg[0] == "join":
+                    self.clients[msg[1]] = (msg[2], _Outbox(msg[2]))
+                    got = True
+        except (EOFError, OSError):  # the server is stopping: no client joins any more
+            self.ctrl.close()
+            self.ctrl = None
+        return got
 
     def receive(self) -> bool:
         """Every command waiting on any client's pipe; True when there was one."""

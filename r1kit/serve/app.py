@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import signal
 import time
 from pathlib import Path
@@ -101,6 +102,7 @@ def create_app(
             **gen.stats(),
             "api_worker": api_worker[0],
             "api_workers": api_worker[1],
+            "pid": os.getpid(),  # the API process that answered
         }
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
