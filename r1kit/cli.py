@@ -1,18 +1,24 @@
 """`r1kit` entry point: one subcommand per job, each a thin call into the library.
 
 Errors the user can fix (R1kitError) print as one line and exit 2; no traceback.
+
+Only the parser's own needs are imported here (configs, flag names, presets: no torch), so
+`r1kit --help` and `r1kit SUB --help` answer at once; each command imports its job when it runs
+(torch, transformers, fastapi... come with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from r1kit import __version__, dist
+from r1kit import __version__
 from r1kit.config import (
     DistillConfig,
     EvalConfig,
@@ -31,30 +37,17 @@ from r1kit.config.flags import (
 from r1kit.config.parts import ENGINES
 from r1kit.errors import R1kitError, disk_error
 from r1kit.eval import report as eval_report
-from r1kit.eval.run import run_eval
-from r1kit.export.check import ALL as CHECK_ALL
-from r1kit.export.check import FORMATS as CHECK_FORMATS
-from r1kit.export.check import check_formats, format_rows, parse_formats
-from r1kit.export.gguf import OUTTYPES, check_outtype, export_gguf, model_name
-from r1kit.export.gptq import BITS as GPTQ_BITS
-from r1kit.export.gptq import FORMAT as GPTQ_FORMAT
-from r1kit.export.gptq import export_gptq
-from r1kit.export.info import describe, format_info, memory_table
-from r1kit.export.modelfile import export_ollama
-from r1kit.pipeline.distill import print_distill, run_distill
-from r1kit.pipeline.run import run_pipeline
-from r1kit.pipeline.sample import print_stats, run_sample
-from r1kit.pretrain.train import PRESETS, pretrain
+from r1kit.export.formats import CHECK_ALL, CHECK_FORMATS, GPTQ_BITS, OUTTYPES
+from r1kit.pretrain.presets import PRESETS
 from r1kit.rl import report as zero_report
-from r1kit.rl.zero import run_zero
-from r1kit.serve import term
-from r1kit.serve.app import serve
-from r1kit.serve.limits import DEFAULT_PRICES, Prices
-from r1kit.serve.store import Store
-from r1kit.sft.train import run_sft
 from r1kit.train.lock import holder
-from r1kit.train.run import how_to_continue
 from r1kit.train.skipped import skipped_line
+
+if TYPE_CHECKING:
+    from r1kit.serve.limits import Prices
+
+# The commands' own imports are in their functions: each of those modules imports torch (and
+# transformers, fastapi...) at its top, seconds that `r1kit --help` need not wait for.
 
 # --template of the commands that use a model as it is (serve, run, export)
 TEMPLATE_FLAG = {
@@ -70,6 +63,8 @@ def _saved_config(cls, run_dir: str, job: str):
     saved = Path(run_dir) / "config.json"
     other = (holder(Path(run_dir)) or {}).get("job")
     if other not in (None, job):
+        from r1kit.train.run import how_to_continue  # torch (through r1kit.dist)
+
         hint = how_to_continue(other, Path(run_dir))
         raise R1kitError(
             f"{run_dir} holds a {other} run, not a {job} run"
@@ -87,6 +82,9 @@ def _saved_config(cls, run_dir: str, job: str):
 
 
 def cmd_zero(args: argparse.Namespace) -> int:
+    from r1kit import dist  # torch
+    from r1kit.rl.zero import run_zero  # torch, transformers
+
     base = None
     if args.resume:
         if getattr(args, "out", None) and Path(args.out) != Path(args.resume):
@@ -122,12 +120,16 @@ def _pretrained_base(preset: str) -> str:
     """The base model a zero preset starts from: built once with `r1kit pretrain`, then reused."""
     cfg = PRESETS[preset]
     if not (Path(cfg.out) / "model.safetensors").exists():
+        from r1kit.pretrain.train import pretrain  # torch, transformers
+
         print(f"building the {preset} base model first ({cfg.out})")
         pretrain(replace(cfg, overwrite=True))  # no weights there: an unfinished build
     return cfg.out
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from r1kit.eval.run import run_eval  # torch, transformers
+
     cfg = config_from_args(EvalConfig, args)
     cfg.validate()
     summary = run_eval(cfg, progress=not args.quiet)
@@ -140,6 +142,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from r1kit.pretrain.train import pretrain  # torch, transformers
+
     if args.preset not in PRESETS:
         raise R1kitError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
     # the preset stays as it is
@@ -157,6 +161,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from r1kit.serve.app import serve  # fastapi, uvicorn, torch
+
     serve(
         args.model,
         host=args.host,
@@ -188,6 +194,8 @@ def _size(text: str) -> int:
 
 def _prices(args: argparse.Namespace, currency: str) -> Prices:
     """The rates the flags give, the others from DeepSeek's list prices in `currency`."""
+    from r1kit.serve.limits import DEFAULT_PRICES, Prices  # r1kit.serve loads fastapi, torch
+
     base = DEFAULT_PRICES.get(currency)
     flags = (args.price_prompt, args.price_cache_hit, args.price_completion)
     if base is None and None in flags:
@@ -196,6 +204,8 @@ def _prices(args: argparse.Namespace, currency: str) -> Prices:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from r1kit.serve.store import Store  # r1kit.serve loads fastapi, torch
+
     store = Store(args.db)
     if args.action == "create":
         cur = args.currency.upper()
@@ -239,6 +249,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from r1kit.serve import term  # fastapi, torch
+
     return term.run(
         args.model,
         base_url=args.base_url,
@@ -250,6 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
+    from r1kit import dist  # torch
+    from r1kit.sft.train import run_sft  # torch, transformers
+
     base = None
     if args.resume:
         base = _saved_config(SFTConfig, args.resume, "sft")
@@ -271,6 +286,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from r1kit.pipeline.sample import print_stats, run_sample  # torch, transformers
+
     cfg = config_from_args(SampleConfig, args)
     cfg.validate()
     stats = run_sample(cfg, progress=not args.quiet)
@@ -279,6 +296,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from r1kit.pipeline.run import run_pipeline  # torch, transformers
+
     recipe = args.recipe
     bundled = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
     if not Path(recipe).exists() and bundled.exists():
@@ -290,6 +309,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    from r1kit import dist  # torch
+    from r1kit.pipeline.distill import print_distill, run_distill  # torch, transformers
+
     base = None
     if args.resume:  # the settings OUT/config.json holds; flags given now override them
         if getattr(args, "out", None) and Path(args.out) != Path(args.resume):
@@ -307,6 +329,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from r1kit.export.check import parse_formats  # torch, transformers
+    from r1kit.export.gguf import check_outtype, export_gguf, model_name  # numpy, gguf
+    from r1kit.export.gptq import FORMAT as GPTQ_FORMAT  # torch (through sampling)
+    from r1kit.export.gptq import export_gptq
+    from r1kit.export.modelfile import export_ollama
+
     check_outtype(args.outtype)  # before any loading: a bad value fails at once
     if args.format == "check":
         return _export_check(args, parse_formats(args.formats), {})
@@ -346,6 +374,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_check(args: argparse.Namespace, formats: list[str], exported: dict) -> int:
     """--check: the formats' held-out pass@1 beside the original's (export/check.py)."""
+    from r1kit.export.check import check_formats, format_rows  # torch, transformers
+
     print(f"checking {', '.join(formats)} on held-out problems ...", flush=True)
     rows, setup = check_formats(
         args.model,
@@ -368,6 +398,8 @@ def _export_check(args: argparse.Namespace, formats: list[str], exported: dict) 
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from r1kit.export.info import describe, format_info, memory_table  # torch (through gptq)
+
     info = describe(args.model)
     mem = memory_table(info, ctx=args.ctx, lora_rank=args.lora_rank)
     if args.json:
@@ -661,7 +693,16 @@ def _say_once(line: str) -> None:
     """An error line on stderr, once per job: under torchrun the ranks that hit the same error
     show it once between them (the first to get there), and a rank that fails alone shows its
     own; they then exit together, with the same code (dist.report_once)."""
-    dist.report_once(line, lambda text: print(text, file=sys.stderr, flush=True))
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # dist.launched(), before torch is loaded
+        say(line)
+        return
+    from r1kit import dist  # torch: a torchrun job has it loaded already
+
+    dist.report_once(line, say)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,15 +34,15 @@ from r1kit.engine import RequestOutput, Sample, SamplingParams, make_engine
 from r1kit.engine.sampler import SamplingRows, row_seed, sample
 from r1kit.engine.types import params_per_prompt
 from r1kit.errors import R1kitError
-from r1kit.export.gguf import OUTTYPES, export_gguf
+from r1kit.export.formats import CHECK_ALL as ALL
+from r1kit.export.formats import CHECK_FORMATS as FORMATS
+from r1kit.export.formats import OUTTYPES
+from r1kit.export.gguf import export_gguf
 from r1kit.export.gptq import DEFAULT_DATASET, export_gptq, trained_dataset
 from r1kit.modeling import device_of, load_model, load_tokenizer, resolve_model
 from r1kit.sampling.heldout import eval_params, evaluate
 
 GGUF_FORMATS = OUTTYPES  # f32, f16, bf16, q8_0, q4_0
-FORMATS = ("hf", *GGUF_FORMATS, "gptq-8", "gptq-4")
-# --formats all: the README's table; f32 (the original's weights, lossless) checks the GGUF path
-ALL = ("hf", "gptq-8", "gptq-4", "f32", "f16", "q8_0", "q4_0")
 
 
 @dataclass

@@ -35,10 +35,10 @@ import numpy as np
 
 from r1kit.chat import TEMPLATES, set_template
 from r1kit.errors import R1kitError
+from r1kit.export.formats import OUTTYPES
 from r1kit.export.vocab import vocab_from_tokenizer, write_vocab
 from r1kit.modeling import EMBEDDED_NAMES, load_tokenizer, resolve_model
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}  # HF class -> GGUF arch
 ROPE_TYPES = ("default", "linear", "yarn", "llama3")
 QK = 32  # block length of q8_0 / q4_0 along a row

@@ -37,11 +37,11 @@ from typing import Any
 from r1kit.chat import render_chat, resolve_template
 from r1kit.data.datasets import jsonl_objects, task_names, train_stream
 from r1kit.errors import R1kitError
+from r1kit.export.formats import GPTQ_BITS as BITS
 from r1kit.export.gguf import head_dim, model_dir
 from r1kit.modeling import load_tokenizer, resolve_model, save_tokenizer
 from r1kit.sampling.rollout import prompt
 
-BITS = (4, 8)
 # decoders whose every linear layer is q/k/v/o + gate/up/down: llmcompressor's sequential GPTQ
 # handles them and vLLM / transformers load the result (the same set the paged engine runs)
 ARCHS = ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM")
