@@ -53,6 +53,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -163,15 +164,27 @@ def agree(run: Run, limit_s: float, failure: R1kitError | None = None) -> bool:
     return run.stopping(limit_s)
 
 
-def write_failure(err: Exception, run: Run) -> R1kitError | None:
-    """A checkpoint write's failure as one line (a full disk, an unwritable directory: an
-    OSError, or a write library's error around one), naming the newest complete checkpoint,
-    as Run words it in one process; None for any other error (a bug: raised with its
-    traceback)."""
+def shared(failure: R1kitError | None, sp: Split) -> R1kitError | None:
+    """One trainer's failure, held by every trainer (the first in rank order), so that they all
+    skip the same update (FSDP's collectives must line up)."""
+    if len(sp.trainers) == 1:
+        return failure
+    with dist.scope(sp.group):
+        lines = dist.all_gather_objects(None if failure is None else str(failure))
+    first = next((line for line in lines if line is not None), None)
+    if first is None or (failure is not None and str(failure) == first):
+        return failure
+    return R1kitError(first)
+
+
+def write_failure(err: Exception, run: Run, where: Path) -> R1kitError | None:
+    """A write's failure under the directory `where` (the metrics row, a checkpoint) as one line
+    (a full disk, an unwritable directory: an OSError, or a write library's error around one),
+    naming the newest complete checkpoint, as Run words it in one process; None for any other
+    error (a bug: raised with its traceback)."""
     if isinstance(err, R1kitError):
         return err
-    ckdir = run.out / "checkpoints"
-    line = disk_error(err, ckdir) or (str(err) if isinstance(err, OSError) else None)
+    line = disk_error(err, where) or (str(err) if isinstance(err, OSError) else None)
     if line is None:
         return None
     newest = latest_checkpoint(run.out)
@@ -292,7 +305,7 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
     lead = dist.global_rank() == 0
     done = start
     tell()  # with the generators, once the first batch is sampled: their failure raised
-    unsaved: R1kitError | None = None  # the last checkpoint's failure (the same on every trainer)
+    unsaved: R1kitError | None = None  # a failed write of the last step (the same on every trainer)
     stopped: Stopped | None = None
     for step in range(start + 1, cfg.run.steps + 1):
         tw = time.time()
@@ -301,7 +314,7 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         rollouts = batch.rollouts
         version = min(r.policy_version for r in rollouts)  # one version per batch
         behind = trainer.step_count - version  # 0 at the first step (and after a resume), then 1
-        failure = unsaved  # a checkpoint that failed: no update; the generators hear it below
+        failure = unsaved  # a write that failed: no update; the generators hear it below
         try:
             if failure is None:
                 with dist.scope(sp.group):
@@ -331,24 +344,30 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
             bcast_gb=round(sent / 1e9, 4),
             data_pos=batch.data_pos,
         )
-        run.log(row)
+        # a failed write (the metrics row, the checkpoint) is told to the generators at the
+        # next agreement (theirs after sampling the next batch, or the one after the loop), not
+        # raised here, where they would wait for a batch or a collective never reached
+        try:
+            run.log(row)  # rank 0 alone appends it: the other trainers learn how it went
+        except Exception as err:
+            unsaved = write_failure(err, run, run.out)
+            if unsaved is None:
+                raise
+        unsaved = shared(unsaved, sp)
         bar.advance(
             f"reward {row['reward']:.2f} acc {row['accuracy']:.2f} lag {behind} "
             f"len {row['response_len']:.0f}"
         )
         done = step
-        if run.due(step, cfg.run.steps, cfg.run.save_every, stop):
+        if unsaved is None and run.due(step, cfg.run.steps, cfg.run.save_every, stop):
             extra = {"data_pos": batch.data_pos, "gen_rng": batch.rng}
-            # a failed write is told to the generators at the next agreement (theirs after
-            # sampling the next batch, or the one after the loop), not raised here, where they
-            # would wait for a batch or a collective the trainers never reach
-            try:
+            try:  # a failure here is the same on every trainer (dist.main_part, DCP)
                 with dist.scope(sp.group):
                     policy.save(run, step, extra)
             except Stopped as err:  # saved; a SIGTERM: stop after the agreement below
                 stopped = err
             except Exception as err:
-                unsaved = write_failure(err, run)
+                unsaved = write_failure(err, run, run.out / "checkpoints")
                 if unsaved is None:
                     raise
         if stop:
