@@ -333,6 +333,8 @@ def _train(cfg: ZeroConfig, run: Run, policy: Policy, sp: Split, start: int, bar
         sent = dist.broadcast_tensors(full, 0, sp.weights) if lead else 0
         if cuda:
             torch.cuda.synchronize()
+        if "compile_s" in upd:  # the compiled update's compile time (train/compile.py)
+            run.console.print(f"compiled the update in {upd['compile_s']:.1f} s")
         row = {"step": step, **batch_metrics(rollouts), "dropped_groups": batch.dropped, **upd}
         row.update(
             policy_version=version,

@@ -186,7 +186,7 @@ def _sync_loop(
             tg = time.time()
             upd = policy.update(rollouts)
             if "compile_s" in upd:  # the compiled update's one-time cost (train/compile.py)
-                run.console.print(f"compiled the update in {upd['compile_s']:.1f} s (once)")
+                run.console.print(f"compiled the update in {upd['compile_s']:.1f} s")
             row = {"step": step, **batch_metrics(rollouts), "dropped_groups": dropped, **upd}
             row.update(gen_s=round(tg - ts, 3), train_s=round(time.time() - tg, 3))
             run.log(row)
