@@ -3,13 +3,16 @@ splitter and the key store."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import openai
@@ -116,13 +119,17 @@ def _serve_cli(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, list[str],
     return p, int(line.split("http://127.0.0.1:")[1].split(" ")[0]), cmd, env
 
 
-def test_serve_ctrl_c_mid_stream_ends_it_with_an_error_event(tmp_path):
-    """Ctrl-C reaches the whole group, the engine process too: a stream still running gets
-    the failure as an SSE error event (the openai client raises it), and the terminal gets
-    no traceback (it got uvicorn's "Exception in ASGI application")."""
+def test_serve_ctrl_c_mid_stream_says_the_server_is_shutting_down(tmp_path):
+    """Ctrl-C reaches the whole group, the engine process too: streams still running end with
+    "the server is shutting down" (it said "the engine process exited", as for a crash): an
+    SSE error event, which the openai client raises, and an `{"error": ...}` line on Ollama's
+    NDJSON; the terminal gets no traceback (it got uvicorn's "Exception in ASGI application").
+    The engine is paused (SIGSTOP) while the signal comes, so the Ollama stream, whose answer
+    the tiny model would end early, is still waiting for tokens then."""
     p, port, _, _ = _serve_cli(tmp_path, "--no-auth")
+    url = f"http://127.0.0.1:{port}"
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}", api_key="none")
+        client = openai.OpenAI(base_url=url, api_key="none")
         stream = client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "Count."}],
@@ -133,8 +140,22 @@ def test_serve_ctrl_c_mid_stream_ends_it_with_an_error_event(tmp_path):
         chunks = iter(stream)
         for _ in range(4):
             next(chunks)
-        os.killpg(p.pid, signal.SIGINT)
-        with pytest.raises(openai.APIError, match="engine"):
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True)
+        engine = [int(k) for k in kids.stdout.split() if b"spawn_main" in _cmdline(int(k))]
+        assert len(engine) == 1
+        os.kill(engine[0], signal.SIGSTOP)
+        try:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+            with httpx.stream("POST", url + "/api/chat", json=body, timeout=60) as r:
+                assert r.status_code == 200  # the request is queued for the engine
+                os.killpg(p.pid, signal.SIGINT)
+                os.kill(engine[0], signal.SIGCONT)
+                lines = [json.loads(x) for x in r.iter_lines() if x]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(engine[0], signal.SIGCONT)
+        assert lines[-1] == {"error": "the server is shutting down"}, lines
+        with pytest.raises(openai.APIError, match="^the server is shutting down$"):
             for _ in chunks:
                 pass
         assert p.wait(timeout=60) == 0
@@ -142,6 +163,13 @@ def test_serve_ctrl_c_mid_stream_ends_it_with_an_error_event(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def test_serve_one_process_port_in_use_and_sigterm(tmp_path):

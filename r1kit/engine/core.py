@@ -27,8 +27,10 @@ one, whose pipe's end told the core to abort its requests). From the core:
 for that client's requests (steps still unsent when the next one ends are joined: one item per
 request), with samples [(new token ids, new log-probs | None, finish reason)],
 ("error", rid, message) for a request the engine refused, ("fail", [rids], message) when a
-step raised (those requests are dropped, the core keeps serving) and ("stats", stats), to every
-client, after commands while idle. Request ids are the clients' own and must be unique across
+step raised (those requests are dropped, the core keeps serving), ("stats", stats), to every
+client, after commands while idle, and ("bye", message) before the core exits on SIGINT
+(Ctrl-C reaches the whole process group: the server is stopping; the requests in flight end
+with `EngineStopped(message)`, not as a crash). Request ids are the clients' own and must be unique across
 clients (EngineClient prefixes its own). While sequences decode, arriving "add"s are held
 briefly (BURST_HOLD_S) and prefilled together. The model reaches the child through
 torch.multiprocessing: CPU tensors in shared memory, CUDA tensors by IPC handle, so the
@@ -56,6 +58,12 @@ START_TIMEOUT_S = 600
 BURST_HOLD_S = 0.01
 BURST_HOLD_MAX = 64
 STATS_EVERY_S = 0.05  # while stepping, how often clients without tokens in a step get the stats
+SHUTDOWN = "the server is shutting down"
+
+
+class EngineStopped(RuntimeError):
+    """The engine core was stopped on purpose (Ctrl-C, the server stopping): requests in flight
+    end with this, which the server reports as such (503), not as an engine failure."""
 
 
 class EngineCore:
@@ -171,6 +179,7 @@ class EngineClient:
         self._prefix = prefix
         self._send_lock = threading.Lock()
         self._closed = False
+        self._bye: str | None = None  # why the core said it stops ("bye"), once it has
         self._reader = threading.Thread(target=self._read, name="r1kit-engine-reader", daemon=True)
         self._reader.start()
 
@@ -179,6 +188,8 @@ class EngineClient:
 
     # ----------------------------------------------------------------- front end
     def open(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        if self._bye is not None:
+            raise EngineStopped(self._bye)
         if not self._alive():
             raise RuntimeError("the engine process is not running")
         self._admit()
@@ -233,7 +244,10 @@ class EngineClient:
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError, TypeError):  # TypeError: closed here while reading
-                self._fail_all(RuntimeError("the engine process exited"))
+                bye = self._bye
+                self._fail_all(
+                    EngineStopped(bye) if bye else RuntimeError("the engine process exited")
+                )
                 return
             kind = msg[0]
             if kind == "out":
@@ -260,6 +274,9 @@ class EngineClient:
                     sub = self._drop(rid)
                     if sub is not None:
                         _call(sub.loop, sub.put, err)
+            elif kind == "bye":
+                self._bye = msg[1]
+                self._fail_all(EngineStopped(msg[1]))
 
     def _fail_all(self, err: Exception) -> None:
         for rid in list(self._subs):
@@ -399,7 +416,7 @@ def core_main(
     try:
         core.run()
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the server stops too
-        pass
+        core.bye(SHUTDOWN)
 
 
 class _Core:
@@ -469,6 +486,15 @@ class _Core:
                 continue
             if touched:
                 self.send_out(touched)
+
+    def bye(self, message: str, timeout: float = 2.0) -> None:
+        """Tell every client the core stops (their requests in flight end with `message`) and
+        wait, up to `timeout`, for the senders to deliver it."""
+        for i in list(self.clients):
+            self.post(i, ("bye", message))
+        end = time.monotonic() + timeout
+        for _, box in list(self.clients.values()):
+            box.flush(max(0.0, end - time.monotonic()))
 
     def receive_ctrl(self) -> bool:
         """New clients from the control pipe; True when one joined (it gets the stats)."""
@@ -601,6 +627,7 @@ class _Outbox:
         self.cv = threading.Condition()
         self.pending: list[list] = []  # [kind, payload...]; an "out" is ["out", {rid: item}, stats]
         self.error: BaseException | None = None
+        self.sending = False  # a batch taken from `pending` is being written
         threading.Thread(target=self._run, name="r1kit-engine-sender", daemon=True).start()
 
     def send(self, msg: tuple) -> None:
@@ -618,7 +645,14 @@ class _Outbox:
                 self.pending.append(["out", {item[0]: item for item in msg[1]}, msg[2]])
             else:
                 self.pending.append(list(msg))
-            self.cv.notify()
+            self.cv.notify_all()
+
+    def flush(self, timeout: float) -> None:
+        """Wait up to `timeout` until everything queued has been written (or writing failed)."""
+        with self.cv:
+            self.cv.wait_for(
+                lambda: self.error is not None or not (self.pending or self.sending), timeout
+            )
 
     def _run(self) -> None:
         while True:
@@ -626,6 +660,7 @@ class _Outbox:
                 while not self.pending:
                     self.cv.wait()
                 batch, self.pending = self.pending, []
+                self.sending = True
             try:
                 for m in batch:
                     if m[0] == "out":
@@ -635,7 +670,12 @@ class _Outbox:
             except (OSError, ValueError) as e:  # the server's end closed
                 with self.cv:
                     self.error = e if isinstance(e, OSError) else OSError(str(e))
+                    self.sending = False
+                    self.cv.notify_all()
                 return
+            with self.cv:
+                self.sending = False
+                self.cv.notify_all()
 
 
 def _join(a: tuple, b: tuple) -> tuple:

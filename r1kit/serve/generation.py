@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from r1kit.chat import THINK_CLOSE, encode_prompt, render_chat, set_template, template_of
 from r1kit.engine import SamplingParams, make_streaming_engine
+from r1kit.engine.core import EngineStopped
 from r1kit.engine.streaming import StreamingEngine
 from r1kit.serve.errors import APIError, bad_request, invalid_param
 from r1kit.serve.sample_text import Delta, SampleText
@@ -215,6 +216,8 @@ class Generator:
         response; an engine failure later is a 500 in the error shape."""
         try:
             src = self.engine.open(prompt_ids, params)
+        except EngineStopped as e:
+            raise _stopped(e) from None
         except OverflowError:
             raise APIError(
                 503,
@@ -243,10 +246,16 @@ async def _api_errors(src, kind: str):
             yield item
     except ValueError as e:  # a prompt the engine refused
         raise bad_request(str(e), "messages") from None
+    except EngineStopped as e:  # Ctrl-C: not a failure of the engine
+        raise _stopped(e) from None
     except Exception as e:
         raise APIError(500, f"the {kind} engine failed: {e}") from None
     finally:
         await src.aclose()
+
+
+def _stopped(e: EngineStopped) -> APIError:
+    return APIError(503, str(e), code="server_shutting_down")
 
 
 def _eos_ids(model, tok) -> tuple[int, ...]:
