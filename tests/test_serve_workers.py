@@ -208,9 +208,9 @@ def test_second_server_on_the_port_is_refused(srv):
 
 def test_dead_api_process_is_restarted(srv):
     """An API process killed mid-stream (kill -9, as the OOM killer does): the server says so
-    in one line and restarts it, its request is aborted in the engine (the blocks freed), and
-    every new connection is answered meanwhile, by the other process until the new one is up.
-    The server still stops cleanly (the fixture checks)."""
+    in one line and restarts it, its request is aborted in the engine (the blocks freed) and
+    its key's reservation given back (it never settles), and every new connection is answered
+    meanwhile, by the other process until the new one is up."""
     free0 = _settled(srv)["free_blocks"]
     body = {
         "model": MODEL,
@@ -219,7 +219,8 @@ def test_dead_api_process_is_restarted(srv):
         "stream": True,
         "ignore_eos": True,
     }
-    auth = {"Authorization": f"Bearer {srv.key}"}
+    key, k = srv.store.create_key("victim", quota_tokens=5000)
+    auth = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=srv.url, headers=auth, timeout=60) as c:
         h = c.get("/health").json()  # the process this connection reached
         victim, pid = h["api_worker"], h["pid"]
@@ -227,6 +228,7 @@ def test_dead_api_process_is_restarted(srv):
             lines = r.iter_lines()
             while not next(lines).startswith("data: "):
                 pass
+            assert srv.store.get_key(k.id).reserved_tokens > 900
             os.kill(pid, signal.SIGKILL)
             with pytest.raises(httpx.TransportError):  # the stream's connection is cut
                 for _ in lines:
@@ -234,6 +236,7 @@ def test_dead_api_process_is_restarted(srv):
     line = _console_line(srv.proc)
     head = f"r1kit: r1kit-api-{victim} (pid {pid}) was killed by SIGKILL with 1 request in flight"
     assert line.startswith(head + " (aborted); restarted it (pid "), line
+    assert srv.store.get_key(k.id).reserved_tokens == 0
     seen, t0 = set(), time.time()
     while victim not in seen:  # a new connection each: none is refused or left waiting
         h = srv.health()

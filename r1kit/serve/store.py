@@ -35,7 +35,13 @@ CREATE INDEX IF NOT EXISTS hits_key ON hits(key_id, ts);
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY, key_id TEXT NOT NULL, title TEXT NOT NULL, created REAL NOT NULL,
   updated REAL NOT NULL, messages TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+  owner TEXT NOT NULL, key_id TEXT NOT NULL, tokens INTEGER NOT NULL, money REAL NOT NULL,
+  PRIMARY KEY (owner, key_id));
 """
+# `held`: what each API process of `r1kit serve --api-workers` has reserved per key, kept with
+# the key's reservation in the same transaction, so the reservations of one that dies (its
+# requests never settle) are given back when it is restarted (`drop_owner`)
 # Columns added after the first release, so older files gain them on open. Per key: running
 # totals (tokens used, money spent) so a quota check reads one row, never the usage rows; what
 # requests in flight have reserved (settled when they finish); an optional money credit, its
@@ -105,8 +111,11 @@ def _hash(salt: str, key: str) -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, owner: str | None = None) -> None:
+        """`owner`: this API process's name among several (its reservations are held under
+        it, see `held`); None with one."""
         self.path = Path(path) if path else default_db_path()
+        self.owner = owner
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # keys' hashes, usage and conversations: readable by the owner only (0600)
@@ -250,7 +259,35 @@ class Store:
                     "reserved_money = reserved_money + ? WHERE id = ?",
                     (toks, money, key_id),
                 )
+                self._hold(key_id, toks, money)
             return granted
+
+    def _hold(self, key_id: str, tokens: int, money: float) -> None:
+        """Count a reservation (negative: its release) under this process, in the caller's
+        transaction."""
+        if self.owner is not None and tokens:
+            self._db.execute(
+                "INSERT INTO held VALUES (?, ?, ?, ?) ON CONFLICT (owner, key_id) DO UPDATE "
+                "SET tokens = tokens + excluded.tokens, money = money + excluded.money",
+                (self.owner, key_id, tokens, money),
+            )
+
+    def drop_owner(self, owner: str) -> int:
+        """Give back every reservation an API process that died held (its requests will never
+        settle); returns the tokens given back."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "SELECT key_id, tokens, money FROM held WHERE owner = ?", (owner,)
+            ).fetchall()
+            for r in rows:
+                self._db.execute(
+                    "UPDATE keys SET reserved_tokens = MAX(0, reserved_tokens - ?), "
+                    "reserved_money = MAX(0, reserved_money - ?) WHERE id = ?",
+                    (r["tokens"], r["money"], r["key_id"]),
+                )
+            self._db.execute("DELETE FROM held WHERE owner = ?", (owner,))
+            return sum(int(r["tokens"]) for r in rows)
 
     def settle(
         self,
@@ -291,6 +328,7 @@ class Store:
                 "reserved_money = MAX(0, reserved_money - ?) WHERE id = ?",
                 (prompt + completion, cost, toks, money, key_id),
             )
+            self._hold(key_id, -toks, -money)
 
     def release(self, key_id: str, prompt: int, reserved: tuple[int, int]) -> None:
         """Give back a reservation of a request that never started (no usage row)."""
@@ -303,6 +341,7 @@ class Store:
                     "reserved_money = MAX(0, reserved_money - ?) WHERE id = ?",
                     (toks, money, key_id),
                 )
+                self._hold(key_id, -toks, -money)
 
     def record(
         self,
@@ -338,7 +377,9 @@ class Store:
 
     def clear_reservations(self) -> None:
         """At server start: reservations left by a server that was killed mid-request."""
-        self._q("UPDATE keys SET reserved_tokens = 0, reserved_money = 0")
+        with self._lock, self._db:
+            self._db.execute("UPDATE keys SET reserved_tokens = 0, reserved_money = 0")
+            self._db.execute("DELETE FROM held")
 
     def tokens_used(self, key_id: str) -> int:
         rows = self._q("SELECT used_tokens FROM keys WHERE id = ?", (key_id,))

@@ -178,6 +178,8 @@ def run_workers(
             print(banner.replace("{port}", str(port)), flush=True)
         deaths: deque[float] = deque()  # when API processes died, within RESTART_WINDOW_S
         clients = workers  # the next client id (a restarted worker's requests get new ids)
+        ids = list(range(workers))  # each worker's client id
+        store = Store(db)
         while True:
             ended = wait_any([p.sentinel for p in procs] + [core.proc.sentinel])
             for p in [*procs, core.proc]:
@@ -205,6 +207,7 @@ def run_workers(
                     )
                     raise SystemExit(1)
                 lost = core.forget(i) if core.inflight is not None else 0
+                store.drop_owner(f"api{ids[i]}")  # its quota reservations, never settled now
                 try:
                     sock = bind_sockets(host, port, 1, join=True)[0]
                 except R1kitError as e:  # every worker was gone, and the port was taken
@@ -212,6 +215,7 @@ def run_workers(
                     raise SystemExit(1) from None
                 conn = core.join(clients)
                 procs[i] = start(i, clients, sock, conn, None)
+                ids[i] = clients
                 clients += 1
                 sock.close()
                 conn.close()
@@ -264,7 +268,8 @@ def worker_main(
     gen = Generator(
         None, spec.tok, spec.name, max_waiting=spec.max_waiting, backend=client, card=spec.card
     )
-    app = spec.create_app(gen, Store(spec.db), api_worker=(index, spec.workers), **spec.app_kw)
+    store = Store(spec.db, owner=f"api{client_id}")  # reservations held under this process
+    app = spec.create_app(gen, store, api_worker=(index, spec.workers), **spec.app_kw)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     # a server killed outright (kill -9) must not leave its API processes serving the port
     # (and the engine core, which ends with their pipes)
