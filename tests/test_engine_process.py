@@ -176,7 +176,7 @@ def test_one_core_serves_two_clients(model):
     requests; a client that leaves has its running request aborted while the other's runs on."""
     core = core_mod.EngineCore(model, 2, block_size=4, max_num_seqs=1)
     a, b = (
-        core_mod.EngineClient(core.conns[i], core.info, 1, core.inflight, prefix=f"w{i}.")
+        core_mod.EngineClient(core.conns[i], core.info, 1, core.inflight, f"w{i}.", slot=i)
         for i in range(2)
     )
     p = [SamplingParams(max_tokens=12, temperature=1.0, seed=i) for i in range(2)]

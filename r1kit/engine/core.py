@@ -30,9 +30,9 @@ request), with samples [(new token ids, new log-probs | None, finish reason)],
 step raised (those requests are dropped, the core keeps serving), ("stats", stats), to every
 client, after commands while idle, and ("bye", message) before the core exits on SIGINT
 (Ctrl-C reaches the whole process group: the server is stopping; the requests in flight end
-with `EngineStopped(message)`, not as a crash). Request ids are the clients' own and must be unique across
-clients (EngineClient prefixes its own). While sequences decode, arriving "add"s are held
-briefly (BURST_HOLD_S) and prefilled together. The model reaches the child through
+with `EngineStopped(message)`, not as a crash). Request ids are the clients' own and must be
+unique across clients (EngineClient prefixes its own). While sequences decode, arriving
+"add"s are held briefly (BURST_HOLD_S) and prefilled together. The model reaches the child through
 torch.multiprocessing: CPU tensors in shared memory, CUDA tensors by IPC handle, so the
 weights exist once.
 """
