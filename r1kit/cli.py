@@ -16,7 +16,6 @@ import sys
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from r1kit import __version__
 from r1kit.config import (
@@ -40,11 +39,10 @@ from r1kit.eval import report as eval_report
 from r1kit.export.formats import CHECK_ALL, CHECK_FORMATS, GPTQ_BITS, OUTTYPES
 from r1kit.pretrain.presets import PRESETS
 from r1kit.rl import report as zero_report
+from r1kit.serve.limits import DEFAULT_PRICES, Prices
+from r1kit.serve.store import Store
 from r1kit.train.lock import holder
 from r1kit.train.skipped import skipped_line
-
-if TYPE_CHECKING:
-    from r1kit.serve.limits import Prices
 
 # The commands' own imports are in their functions: each of those modules imports torch (and
 # transformers, fastapi...) at its top, seconds that `r1kit --help` need not wait for.
@@ -63,7 +61,7 @@ def _saved_config(cls, run_dir: str, job: str):
     saved = Path(run_dir) / "config.json"
     other = (holder(Path(run_dir)) or {}).get("job")
     if other not in (None, job):
-        from r1kit.train.run import how_to_continue  # torch (through r1kit.dist)
+        from r1kit.train.run import how_to_continue  # optional: torch (through r1kit.dist)
 
         hint = how_to_continue(other, Path(run_dir))
         raise R1kitError(
@@ -82,8 +80,8 @@ def _saved_config(cls, run_dir: str, job: str):
 
 
 def cmd_zero(args: argparse.Namespace) -> int:
-    from r1kit import dist  # torch
-    from r1kit.rl.zero import run_zero  # torch, transformers
+    from r1kit import dist  # optional: torch
+    from r1kit.rl.zero import run_zero  # optional: torch, transformers
 
     base = None
     if args.resume:
@@ -120,7 +118,7 @@ def _pretrained_base(preset: str) -> str:
     """The base model a zero preset starts from: built once with `r1kit pretrain`, then reused."""
     cfg = PRESETS[preset]
     if not (Path(cfg.out) / "model.safetensors").exists():
-        from r1kit.pretrain.train import pretrain  # torch, transformers
+        from r1kit.pretrain.train import pretrain  # optional: torch, transformers
 
         print(f"building the {preset} base model first ({cfg.out})")
         pretrain(replace(cfg, overwrite=True))  # no weights there: an unfinished build
@@ -128,7 +126,7 @@ def _pretrained_base(preset: str) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from r1kit.eval.run import run_eval  # torch, transformers
+    from r1kit.eval.run import run_eval  # optional: torch, transformers
 
     cfg = config_from_args(EvalConfig, args)
     cfg.validate()
@@ -142,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from r1kit.pretrain.train import pretrain  # torch, transformers
+    from r1kit.pretrain.train import pretrain  # optional: torch, transformers
 
     if args.preset not in PRESETS:
         raise R1kitError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
@@ -161,7 +159,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from r1kit.serve.app import serve  # fastapi, uvicorn, torch
+    from r1kit.serve.app import serve  # optional: torch (fastapi, uvicorn, torch)
 
     serve(
         args.model,
@@ -194,7 +192,6 @@ def _size(text: str) -> int:
 
 def _prices(args: argparse.Namespace, currency: str) -> Prices:
     """The rates the flags give, the others from DeepSeek's list prices in `currency`."""
-    from r1kit.serve.limits import DEFAULT_PRICES, Prices  # r1kit.serve loads fastapi, torch
 
     base = DEFAULT_PRICES.get(currency)
     flags = (args.price_prompt, args.price_cache_hit, args.price_completion)
@@ -204,7 +201,6 @@ def _prices(args: argparse.Namespace, currency: str) -> Prices:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from r1kit.serve.store import Store  # r1kit.serve loads fastapi, torch
 
     store = Store(args.db)
     if args.action == "create":
@@ -249,7 +245,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from r1kit.serve import term  # fastapi, torch
+    from r1kit.serve import term  # optional: torch (fastapi, torch)
 
     return term.run(
         args.model,
@@ -262,8 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from r1kit import dist  # torch
-    from r1kit.sft.train import run_sft  # torch, transformers
+    from r1kit import dist  # optional: torch
+    from r1kit.sft.train import run_sft  # optional: torch, transformers
 
     base = None
     if args.resume:
@@ -286,7 +282,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from r1kit.pipeline.sample import print_stats, run_sample  # torch, transformers
+    from r1kit.pipeline.sample import (  # optional: torch, transformers
+        print_stats,
+        run_sample,
+    )
 
     cfg = config_from_args(SampleConfig, args)
     cfg.validate()
@@ -296,7 +295,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from r1kit.pipeline.run import run_pipeline  # torch, transformers
+    from r1kit.pipeline.run import run_pipeline  # optional: torch, transformers
 
     recipe = args.recipe
     bundled = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
@@ -309,8 +308,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from r1kit import dist  # torch
-    from r1kit.pipeline.distill import print_distill, run_distill  # torch, transformers
+    from r1kit import dist  # optional: torch
+    from r1kit.pipeline.distill import (  # optional: torch, transformers
+        print_distill,
+        run_distill,
+    )
 
     base = None
     if args.resume:  # the settings OUT/config.json holds; flags given now override them
@@ -329,11 +331,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from r1kit.export.check import parse_formats  # torch, transformers
-    from r1kit.export.gguf import check_outtype, export_gguf, model_name  # numpy, gguf
-    from r1kit.export.gptq import FORMAT as GPTQ_FORMAT  # torch (through sampling)
-    from r1kit.export.gptq import export_gptq
-    from r1kit.export.modelfile import export_ollama
+    from r1kit.export.check import parse_formats  # optional: torch, transformers
+    from r1kit.export.gguf import check_outtype, export_gguf, model_name  # optional: numpy (gguf)
+    from r1kit.export.gptq import (
+        FORMAT as GPTQ_FORMAT,  # optional: torch (through sampling)
+    )
+    from r1kit.export.gptq import export_gptq  # optional: torch
+    from r1kit.export.modelfile import export_ollama  # optional: torch
 
     check_outtype(args.outtype)  # before any loading: a bad value fails at once
     if args.format == "check":
@@ -374,7 +378,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_check(args: argparse.Namespace, formats: list[str], exported: dict) -> int:
     """--check: the formats' held-out pass@1 beside the original's (export/check.py)."""
-    from r1kit.export.check import check_formats, format_rows  # torch, transformers
+    from r1kit.export.check import (  # optional: torch, transformers
+        check_formats,
+        format_rows,
+    )
 
     print(f"checking {', '.join(formats)} on held-out problems ...", flush=True)
     rows, setup = check_formats(
@@ -398,7 +405,11 @@ def _export_check(args: argparse.Namespace, formats: list[str], exported: dict) 
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from r1kit.export.info import describe, format_info, memory_table  # torch (through gptq)
+    from r1kit.export.info import (  # optional: torch (through gptq)
+        describe,
+        format_info,
+        memory_table,
+    )
 
     info = describe(args.model)
     mem = memory_table(info, ctx=args.ctx, lora_rank=args.lora_rank)
@@ -700,7 +711,7 @@ def _say_once(line: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # dist.launched(), before torch is loaded
         say(line)
         return
-    from r1kit import dist  # torch: a torchrun job has it loaded already
+    from r1kit import dist  # optional: torch: a torchrun job has it loaded already
 
     dist.report_once(line, say)
 

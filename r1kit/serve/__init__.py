@@ -15,8 +15,7 @@ over one engine (DESIGN.md section 5).
 | store.py | SQLite: hashed keys, usage, conversations |
 | errors.py | errors in OpenAI's JSON shape with DeepSeek's status codes |
 | term.py | `r1kit run`: the terminal chat |
+
+The package imports nothing itself: `r1kit keys` and `r1kit run` (store.py, term.py) load
+without FastAPI or torch; the server is `r1kit.serve.app.create_app`.
 """
-
-from r1kit.serve.app import create_app
-
-__all__ = ["create_app"]
