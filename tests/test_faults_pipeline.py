@@ -141,9 +141,14 @@ def test_pipeline_reruns_from_the_first_changed_stage(tmp_path, capsys, monkeypa
     assert "reused" in lines[2] and "the stage before it was re-run since" in lines[3]
 
 
-def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypatch):
-    """SIGTERM (a scheduler's stop) during the first of two steps: the stage saves step 1 and
-    stops; the next pipeline run resumes it and trains step 2 only."""
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130)],  # a scheduler's stop; Ctrl-C
+)
+def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypatch, sig, code):
+    """SIGTERM (a scheduler's stop) or Ctrl-C during the first of two steps: the stage saves
+    step 1 and stops with the signal's exit code; the next pipeline run resumes it and trains
+    step 2 only."""
     recipe = tmp_path / "r.yaml"
     out = tmp_path / "run"
     recipe.write_text(
@@ -155,14 +160,15 @@ def test_pipeline_stage_stopped_mid_training_resumes(tmp_path, capsys, monkeypat
 
     def sigterm_once(step, total, optim):
         if step == 0:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled by the run: stop after this step
+            os.kill(os.getpid(), sig)  # handled by the run: stop after this step
         return real(step, total, optim)
 
     monkeypatch.setattr(sft_train, "lr_at", sigterm_once)
-    assert main(["pipeline", str(recipe), "--quiet"]) == 143
+    assert main(["pipeline", str(recipe), "--quiet"]) == code
     monkeypatch.setattr(sft_train, "lr_at", real)
     err = capsys.readouterr().err
-    assert "stopped by SIGTERM after step 1" in err and f"`r1kit pipeline {recipe}` again" in err
+    said = f"stopped by {signal.Signals(sig).name} after step 1"
+    assert said in err and f"`r1kit pipeline {recipe}` again" in err
     stage = out / "01-only"
     assert not (stage / "stage.json").exists()
     assert [m["step"] for m in map(json.loads, (stage / "metrics.jsonl").open())] == [1]

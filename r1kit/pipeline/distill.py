@@ -300,7 +300,8 @@ def train_student(
     try:
         summary = run_sft(sft, resume=plan.action == "resume", progress=run.progress)
     except Stopped as err:  # SIGTERM: the student's checkpoint is saved; distill resumes it
-        raise Stopped(f"{err} (or `r1kit distill --resume {run.out}`)") from None
+        hint = f"{err} (or `r1kit distill --resume {run.out}`)"
+        raise Stopped(hint, err.exit_code - 128) from None  # 130 after Ctrl-C, 143 SIGTERM
     output_id = new_output_id(key)
     if run.main:
         record = {"done": True, "key": key, "inputs": inputs, "output_id": output_id}

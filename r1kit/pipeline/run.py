@@ -453,7 +453,8 @@ def _run_one(
     try:
         job = run_stage(rec, st, cfg, sdir, resume, progress)
     except Stopped as err:  # SIGTERM: the stage saved its checkpoint; a re-run resumes it
-        raise Stopped(f"{err} (or run `r1kit pipeline {rec.path}` again: it resumes)") from None
+        hint = f"{err} (or run `r1kit pipeline {rec.path}` again: it resumes)"
+        raise Stopped(hint, err.exit_code - 128) from None  # 130 after Ctrl-C, 143 SIGTERM
     return {
         "done": True,
         "name": st.name,
