@@ -180,6 +180,17 @@ def test_cli_writes_the_file(tmp_path, capsys):
     assert out.startswith(f"wrote {tmp_path / 'm.gguf'} (") and "28 Q4_0, 1 Q8_0" in out
 
 
+def test_cli_out_under_a_file_is_one_line(tmp_path, capsys):
+    """--out inside a path whose part is a file (a .gguf given as a directory) says which."""
+    taken = tmp_path / "m.gguf"
+    taken.write_bytes(b"GGUF")
+    for out in (taken / "x.gguf", taken / "sub"):
+        assert main(["export", "gguf", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"r1kit: error: --out {out}: {taken} is a file, not a directory\n"
+    assert taken.read_bytes() == b"GGUF"
+
+
 def test_serve_gguf_without_llama_cpp_says_how_to_install(exported, monkeypatch, capsys):
     import sys
 

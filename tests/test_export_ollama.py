@@ -141,3 +141,15 @@ def test_export_ollama_cli(tmp_path, capsys):
     assert f"ollama create r1kit-tiny -f {out / 'Modelfile'}" in printed
     assert (out / "r1kit-tiny-q8_0.gguf").is_file()
     assert "FROM ./r1kit-tiny-q8_0.gguf" in (out / "Modelfile").read_text()
+
+
+def test_export_ollama_out_that_is_a_file_is_refused_untouched(tmp_path, capsys):
+    """--out names the directory for the GGUF and the Modelfile: a .gguf path (an earlier
+    `export gguf` output) or another file is refused before anything is written over it."""
+    gguf = tmp_path / "m-q8_0.gguf"
+    gguf.write_bytes(b"GGUF earlier export")
+    for out in (gguf, tmp_path / "new.gguf"):
+        assert main(["export", "ollama", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"r1kit: error: --out {out}: ollama writes a directory (GGUF + Modelfile)\n"
+    assert gguf.read_bytes() == b"GGUF earlier export" and not (tmp_path / "new.gguf").exists()

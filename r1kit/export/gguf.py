@@ -232,7 +232,12 @@ def export_gguf(
     path = Path(out) if out is not None else Path(".")
     if path.suffix != ".gguf":
         path = path / f"{name}-{outtype}.gguf"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a directory must be
+        ups = (path.parent, *path.parent.parents)
+        file = next((d for d in ups if d.exists() and not d.is_dir()), path.parent)
+        raise R1kitError(f"--out {out}: {file} is a file, not a directory") from None
 
     with contextlib.ExitStack() as stack:
         return _write(src, cfg, arch, rp, name, outtype, path, stack, template)

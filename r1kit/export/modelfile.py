@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1kit.chat import ASSISTANT, BOS, EOS, R1_ZERO_TEMPLATE, R1ZERO_MARKER, USER
+from r1kit.errors import R1kitError
 from r1kit.export.gguf import check_outtype, export_gguf, model_name
 from r1kit.export.info import gguf_summary
 
@@ -101,6 +102,9 @@ def export_ollama(
     check_outtype(outtype)
     name = name or model_name(model)
     out_dir = Path(out) if out is not None else Path(f"{name}-ollama")
+    if out_dir.suffix == ".gguf" or (out_dir.exists() and not out_dir.is_dir()):
+        # checked before writing: the GGUF would go to that path, over the file there
+        raise R1kitError(f"--out {out_dir}: ollama writes a directory (GGUF + Modelfile)")
     res = export_gguf(model, outtype, out_dir, name, template)
     meta = gguf_summary(res.path)
     text, r1 = build_modelfile(
