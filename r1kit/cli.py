@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from r1kit import __version__
 from r1kit.config import (
@@ -148,7 +150,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = replace(PRESETS[args.preset], overwrite=args.overwrite, nan_policy=args.nan_policy)
     if args.out:
         cfg.out = args.out
-    if args.steps:
+    if args.steps is not None:
         cfg.steps = args.steps
     s = pretrain(cfg, progress=not args.quiet)
     print(
@@ -224,7 +226,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 f"{k.id}  {state:7}  {when}  quota={k.quota_tokens}  rpm={k.rpm}{credit}  {k.name}"
             )
     elif args.action == "revoke":
-        if not args.id or not store.revoke(args.id):
+        if not args.id:
+            raise R1kitError("keys revoke needs the key's id (see `r1kit keys list`)")
+        if not store.revoke(args.id):
             raise R1kitError(f"no active key with id {args.id!r} (see `r1kit keys list`)")
         print(f"revoked {args.id}")
     else:  # usage
@@ -436,12 +440,37 @@ def _port(text: str) -> int:
     return port
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low (a 0 or negative --steps, --ctx or --k would run
+    with a default instead, or fail later with a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = None
+        if n is None or n < low:
+            raise argparse.ArgumentTypeError(f"not an integer >= {low}: {text!r}")
+        return n
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage error under torchrun is said once per job, not by every
+    rank (as main's own errors are, _say_once)."""
+
+    def error(self, message: str) -> NoReturn:
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            super().error(message)  # usage and the line on stderr, exit 2
+        _say_once(f"{self.format_usage()}{self.prog}: error: {message}")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag has a help line ending in its default: the config jobs' flags come from their
     fields (config/flags.py), the others are written here with DefaultsFormatter."""
-    p = argparse.ArgumentParser(
-        prog="r1kit", description="Train reasoning models the DeepSeek-R1 way."
-    )
+    p = _Parser(prog="r1kit", description="Train reasoning models the DeepSeek-R1 way.")
     p.add_argument("--version", action="version", version=f"r1kit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -489,7 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not keep prompt KV blocks for reuse by later requests",
     )
-    sv.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    sv.add_argument(
+        "--max-waiting", type=_at_least(0), default=256, help="queued requests before 503"
+    )
     sv.add_argument(
         "--api-workers",
         type=int,
@@ -498,7 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="API processes in front of the one engine process (default: 4 on CUDA, 1 on CPU)",
     )
     sv.add_argument(
-        "--rpm", type=int, default=None, help="default requests/minute per key (default: no limit)"
+        "--rpm",
+        type=_at_least(1),
+        default=None,
+        help="default requests/minute per key (default: no limit)",
     )
     sv.add_argument(
         "--name", default=None, help="the model name clients see (default: from the model)"
@@ -638,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration rows (text, messages or question) (default: the model's training "
         "prompts in its own format)",
     )
-    gq.add_argument("--samples", type=int, default=128, help="calibration prompts")
+    gq.add_argument("--samples", type=_at_least(1), default=128, help="calibration prompts")
     ck = ex.add_argument_group("check (held-out pass@1 of the export beside the original's)")
     ck.add_argument("--check", action="store_true", help="evaluate what was written")
     ck.add_argument(
@@ -647,9 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"for `export check`: all ({','.join(CHECK_ALL)}) or a list of "
         f"{', '.join(CHECK_FORMATS)}",
     )
-    ck.add_argument("--problems", type=int, default=100, help="held-out problems")
-    ck.add_argument("--k", type=int, default=4, help="samples per problem")
-    ck.add_argument("--max-tokens", type=int, default=256, help="tokens per sample")
+    ck.add_argument("--problems", type=_at_least(1), default=100, help="held-out problems")
+    ck.add_argument("--k", type=_at_least(1), default=4, help="samples per problem")
+    ck.add_argument("--max-tokens", type=_at_least(1), default=256, help="tokens per sample")
     ck.add_argument(
         "--dataset",
         default=None,
@@ -669,11 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inf.add_argument(
         "--ctx",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="context for the KV-cache estimate (default: min(model's, 4096))",
     )
-    inf.add_argument("--lora-rank", type=int, default=16, help="rank for the LoRA estimate")
+    inf.add_argument(
+        "--lora-rank", type=_at_least(1), default=16, help="rank for the LoRA estimate"
+    )
     inf.add_argument("--json", action="store_true", help="print JSON (bytes)")
     inf.set_defaults(func=cmd_info)
 
@@ -686,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the model already in --out (without it an existing one is refused)",
     )
     pt.add_argument(
-        "--steps", type=int, default=None, help="training steps (default: the preset's)"
+        "--steps", type=_at_least(1), default=None, help="training steps (default: the preset's)"
     )
     pt.add_argument(
         "--nan-policy",
@@ -717,9 +753,15 @@ def _say_once(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone is then told apart below
+        return code
+    except BrokenPipeError:  # `r1kit keys list | head -1`: the reader left, nothing to tell
+        # stdout to /dev/null: Python's flush at exit would raise (and print) the same again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as if killed by SIGPIPE, what a shell pipeline expects
     except R1kitError as err:
         _say_once(f"r1kit: {err.prefix}{err}")
         return err.exit_code

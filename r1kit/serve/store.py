@@ -116,21 +116,32 @@ class Store:
         it, see `held`); None with one."""
         self.path = Path(path) if path else default_db_path()
         self.owner = owner
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # keys' hashes, usage and conversations: readable by the owner only (0600)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        # every request ends in a commit on the event loop: WAL with synchronous=NORMAL makes
-        # it a write to the log, not an fsync (durable across a crash of the server, not of
-        # the machine's power)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._lock, self._db:
-            self._db.executescript(SCHEMA)
-            self._migrate()
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # keys' hashes, usage and conversations: readable by the owner only (0600)
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._lock = threading.Lock()
+            # every request ends in a commit on the event loop: WAL with synchronous=NORMAL
+            # makes it a write to the log, not an fsync (durable across a crash of the server,
+            # not of the machine's power)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._lock, self._db:
+                self._db.executescript(SCHEMA)
+                self._migrate()
+        except IsADirectoryError:
+            raise R1kitError(f"--db {self.path} is a directory: name a file in it") from None
+        except (NotADirectoryError, FileExistsError):  # a file where a directory must be
+            ups = (self.path.parent, *self.path.parent.parents)
+            file = next((d for d in ups if d.exists() and not d.is_dir()), self.path.parent)
+            raise R1kitError(f"--db {self.path}: {file} is a file, not a directory") from None
+        except sqlite3.DatabaseError as err:  # another file given as --db: nothing written
+            if isinstance(err, sqlite3.OperationalError):  # locked, I/O: not the user's path
+                raise
+            raise R1kitError(f"--db {self.path} is not an r1kit database ({err})") from None
 
     def _migrate(self) -> None:
         for table, cols in COLUMNS.items():
