@@ -41,3 +41,13 @@ def test_an_error_one_rank_hits_alone_is_still_said(tmp_path):
     expected = "r1kit: error: R1KIT_SHARE_GPUS='maybe': expected 1 or 0"
     assert error_lines(p) == [expected], p.stderr[-3000:]
     assert p.returncode != 0 and re.search(r"rank\s*:\s*1 .*\n\s*exitcode\s*:\s*2 ", p.stderr)
+
+
+def test_a_usage_error_is_said_once(tmp_path):
+    """A flag argparse refuses (a typo, a value of the wrong type): its usage and line once."""
+    zero = ["-m", "r1kit.cli", "zero", "--device", "cpu", "--out", tmp_path / "run"]
+    p = torchrun(*zero, "--stepz", "2")
+    assert error_lines(p) == ["r1kit: error: unrecognized arguments: --stepz 2"], p.stderr[-3000:]
+    assert p.stderr.count("usage: r1kit") == 1, p.stderr[-3000:]
+    codes = re.findall(r"^\s*exitcode\s*:\s*(-?\d+)", p.stderr, re.M)  # each rank's
+    assert p.returncode != 0 and sorted(codes) == ["2", "2"], p.stderr[-3000:]
