@@ -8,17 +8,15 @@ stay the one --resume picks."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import torchrun
 
 from r1kit.train.checkpoint import select_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset", "arith", "--prompts-per-step", "2", "--group-size", "4"]
 FLAGS += ["--eval-problems", "1", "--eval-k", "1", "--max-new-tokens", "16", "--quiet"]
 FLAGS += ["--device", "cpu", "--async-depth", "1"]
@@ -26,18 +24,8 @@ FLAGS += ["--device", "cpu", "--async-depth", "1"]
 
 def _torchrun(args: list, pythonpath: str = "", n: int = 2) -> subprocess.CompletedProcess:
     """`torchrun --nproc-per-node n -m r1kit.cli zero ARGS` on gloo, run to its end."""
-    path = os.pathsep.join(filter(None, [str(ROOT), pythonpath]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(n),
-    ]
-    cmd += ["-m", "r1kit.cli", "zero", *map(str, args), *FLAGS]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    zero = ["-m", "r1kit.cli", "zero", *args, *FLAGS]
+    return torchrun(n, *zero, ok=None, pythonpath=pythonpath, timeout=180)
 
 
 def _one_line_on_every_rank(p: subprocess.CompletedProcess, start: str, n: int = 2) -> str:

@@ -12,13 +12,12 @@ among themselves and the generators split the prompts."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from numerics import decoder_terms, diff_tol, tol
 
 from r1kit.cli import main as cli
@@ -27,7 +26,6 @@ from r1kit.modeling import load_model
 from r1kit.rl.report import report_title
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("async_worker.py")
 G, PROMPTS, NEW = 4, 3, 16
 CFG = dict(
@@ -50,16 +48,7 @@ CAP = 2.0  # --tis-cap under --async-depth 1 when none is given (async_loop.ASYN
 def _launch(tmp: Path, name: str, job: dict) -> list[dict]:
     job_path, res = tmp / f"{name}-job.pt", tmp / f"{name}-res"
     torch.save(job, job_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    p = subprocess.run(
-        [*cmd, str(WORKER), str(job_path), str(res)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    torchrun(2, WORKER, job_path, res)
     return [torch.load(f"{res}.rank-{r}.pt", weights_only=False) for r in (0, 1)]
 
 
@@ -188,12 +177,9 @@ def test_two_trainers_two_generators(tmp_path):
     flags = ["--dataset", "arith", "--prompts-per-step", "3", "--group-size", str(G)]
     flags += ["--eval-problems", "2", "--eval-k", "1", "--max-new-tokens", str(NEW), "--quiet"]
     flags += ["--lr", "1e-3", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "split"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
-    cmd += ["-m", "r1kit.cli", "zero", "--out", str(out), "--steps", "2", "--async-depth", "1"]
-    p = subprocess.run([*cmd, *flags], env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    zero = ["-m", "r1kit.cli", "zero", "--out", out, "--steps", "2", "--async-depth", "1"]
+    p = torchrun(4, *zero, *flags)
     assert "2 trainer rank(s), 2 generator rank(s)" in p.stderr
     rows = _rows(out)
     assert [(r["step"], r["lag"], r["data_pos"]) for r in rows] == [(1, 0, 3), (2, 1, 6)]
@@ -207,17 +193,7 @@ def test_two_trainers_two_generators(tmp_path):
 
 def _torchrun(n: int, args: list[str], ok: bool = True) -> subprocess.CompletedProcess:
     """`torchrun --nproc-per-node n -m r1kit.cli ARGS` on gloo, run to its end (`ok`: exit 0)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
-    p = subprocess.run(
-        [*cmd, str(n), "-m", "r1kit.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert (p.returncode == 0) == ok, p.stdout[-3000:] + p.stderr[-3000:]
-    return p
+    return torchrun(n, "-m", "r1kit.cli", *args, ok=ok)
 
 
 def _adam_state(ckpt: Path) -> dict[str, dict[str, torch.Tensor]]:

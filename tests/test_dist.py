@@ -5,13 +5,11 @@ and a sharded checkpoint written by 2 ranks resumes with 1 and with 2."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from numerics import adam_grad_bound, adam_step_tol, assert_within, decoder_terms, diff_tol
 
 from r1kit import dist
@@ -26,7 +24,6 @@ from r1kit.sampling.rollout import generate, score
 from r1kit.train.checkpoint import latest_checkpoint, load_trainer_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("dist_worker.py")
 BASE = dict(lr=1e-3, max_tokens=16)
 # token loss + group scaling (the default); per-sequence loss + batch scaling + KL to a sharded
@@ -95,20 +92,7 @@ def _rollouts(model, tok, n_problems: int, seed: int, n: int = 4):
 def _torchrun(job: dict, tmp: Path, name: str) -> dict:
     job_path, res_path = tmp / f"{name}-job.pt", tmp / f"{name}-result.pt"
     torch.save(job, job_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(WORKER),
-        str(job_path),
-        str(res_path),
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    torchrun(2, WORKER, job_path, res_path)
     res = torch.load(res_path, weights_only=False)
     assert res["world"] == 2
     return res
@@ -285,25 +269,7 @@ def test_zero_under_torchrun_then_resume_in_one_process(tmp_path):
         "--quiet",
     ]
     run = tmp_path / "dp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "r1kit.cli",
-        "zero",
-        "--device",
-        "cpu",
-        "--out",
-        str(run),
-        *flags,
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    torchrun(2, "-m", "r1kit.cli", "zero", "--device", "cpu", "--out", run, *flags)
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]  # one writer: no duplicated rows

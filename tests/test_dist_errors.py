@@ -3,20 +3,17 @@ hits it exits with its code (dist.report_once, cli.main); real 2-rank gloo jobs 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+import launch
+from launch import ROOT
 
 
 def torchrun(*args: str | Path) -> subprocess.CompletedProcess:
-    cmd = [*TORCHRUN, *map(str, args)]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    """A 2-rank job from the checkout's root, run to its end whatever its exit code."""
+    return launch.torchrun(2, *args, ok=None, cwd=ROOT)
 
 
 def error_lines(p: subprocess.CompletedProcess) -> list[str]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from numerics import adam_grad_bound, adam_step_tol, assert_within, decoder_terms, diff_tol
 
 from r1kit.config import SFTConfig
@@ -24,24 +22,8 @@ from r1kit.sft.train import make_optimizer, train_step
 from r1kit.train.checkpoint import load_trainer_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("dist_sft_worker.py")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 LR = 1e-3
-
-
-def _torchrun(args: list[str], timeout: int = 300) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        *args,
-    ]
-    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
 def test_sharded_sft_step_equals_single_process(tmp_path, tiny_model_base, tiny_tokenizer):
@@ -57,7 +39,7 @@ def test_sharded_sft_step_equals_single_process(tmp_path, tiny_model_base, tiny_
     ]
     job, res_path = tmp_path / "job.pt", tmp_path / "res.pt"
     torch.save({"pad_id": tok.pad_token_id, "cases": cases}, job)
-    _torchrun([str(WORKER), str(job), str(res_path)])
+    torchrun(2, WORKER, job, res_path)
     res = torch.load(res_path, weights_only=False)
     assert res["world"] == 2
     base = tiny_model_base.state_dict()
@@ -105,30 +87,9 @@ def test_sft_under_torchrun_then_resume_in_one_process(tmp_path):
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = tmp_path / "dp"
-    _torchrun(
-        [
-            "-m",
-            "r1kit.cli",
-            "sft",
-            "--device",
-            "cpu",
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--batch-size",
-            "5",
-            "--micro-batch",
-            "2",
-            "--save-every",
-            "1",
-            "--eval-problems",
-            "0",
-            "--lr",
-            str(LR),
-            "--quiet",
-        ]
-    )
+    sft = ["-m", "r1kit.cli", "sft", "--device", "cpu", "--data", data, "--out", run]
+    sft += ["--batch-size", "5", "--micro-batch", "2", "--save-every", "1", "--eval-problems", "0"]
+    torchrun(2, *sft, "--lr", str(LR), "--quiet")
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
     hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in hist] == [1, 2]  # one writer: no duplicated rows

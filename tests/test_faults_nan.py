@@ -11,13 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
 
 from r1kit.cli import main
@@ -34,7 +32,6 @@ from r1kit.train.lora import add_lora
 from r1kit.train.run import Run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 LR_LINE = "the learning rate 1000 is likely too high"
 SKIPPED = "non-finite loss or gradients"  # the end-of-run line of a run that skipped steps
 
@@ -297,11 +294,7 @@ def test_ranks_agree_under_torchrun(tmp_path, tiny_tokenizer):
     rows = [encode(c, tok, "r1zero") for c in load_conversations("traces:arith", limit=4, seed=3)]
     job = tmp_path / "job.pt"
     torch.save({"pad_id": tok.pad_token_id, "rows": rows}, job)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += [str(ROOT / "tests" / "dist_nan_worker.py"), str(job), str(tmp_path)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    torchrun(2, Path(__file__).with_name("dist_nan_worker.py"), job, tmp_path)
     r0, r1 = (json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1, (r0, r1)  # every verdict and every error line the same on both ranks
     assert r0["skip"] is False

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch import env as launch_env
+from launch import torchrun, torchrun_cmd
 from safetensors.torch import load_file
 
 from r1kit.config import ZeroConfig
@@ -270,12 +272,7 @@ def test_under_torchrun_the_lock_and_sigterm_hold_for_every_rank(tmp_path):
     reached rank 1 alone stops both ranks at the same step, both as a SIGTERM (each saves its
     shards, then raises Stopped)."""
     out = tmp_path / "run"
-    worker = Path(__file__).parent / "dist_run_worker.py"
-    root = Path(__file__).parents[1]
-    env = {**ENV, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    p = subprocess.run([*cmd, worker, out], env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    torchrun(2, Path(__file__).with_name("dist_run_worker.py"), out)
     for rank in (0, 1):
         seen = json.loads(Path(f"{out}.rank-{rank}.json").read_text())
         assert seen["refused"] and "is in use by another run (test, pid" in seen["refused"]
@@ -324,13 +321,10 @@ def test_a_process_group_sigterm_under_torchrun_still_saves(tmp_path):
     at the step boundary and say so. The two deliveries are made here, 0.2 s apart, to both
     workers (torchrun itself is left alone so that it forwards nothing more)."""
     out = tmp_path / "run"
-    root = Path(__file__).parents[1]
-    env = {**ENV, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     flags = [f for f in FLAGS if f != "--quiet"] + ["--steps", "40"]  # argparse: the last wins
     proc = subprocess.Popen(
-        [*cmd, "-m", "r1kit.cli", "zero", "--out", str(out), *flags, "--quiet"],
-        env=env,
+        torchrun_cmd(2, "-m", "r1kit.cli", "zero", "--out", out, *flags, "--quiet"),
+        env=launch_env(),
         stderr=subprocess.PIPE,
         text=True,
     )
