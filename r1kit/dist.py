@@ -240,16 +240,25 @@ def map_shares(n: int, fn: Callable[[range], list[T]]) -> list[T]:
     return [x for part in parts for x in part]
 
 
-def raise_first(lines: Sequence[str | None], failure: R1kitError | None = None) -> None:
-    """After every rank's one-line failure (None: none) was gathered: raise the first in rank
-    order, on every rank (this rank's own `failure` when it is that line, else an R1kitError
-    with it), so each rank ends with the same line; return when there is none."""
+def first_failure(
+    lines: Sequence[str | None], failure: R1kitError | None = None
+) -> R1kitError | None:
+    """After every rank's one-line failure (None: none) was gathered: the first in rank order
+    (this rank's own `failure` when it is that line, else an R1kitError with it), the same line
+    on every rank; None when no rank failed."""
     first = next((line for line in lines if line is not None), None)
     if first is None:
-        return
+        return None
     if failure is not None and str(failure) == first:
-        raise failure
-    raise R1kitError(first)
+        return failure
+    return R1kitError(first)
+
+
+def raise_first(lines: Sequence[str | None], failure: R1kitError | None = None) -> None:
+    """Raise first_failure(lines, failure) on every rank; return when no rank failed."""
+    err = first_failure(lines, failure)
+    if err is not None:
+        raise err
 
 
 def main_part(fn: Callable[[], None], where: str | Path | None = None) -> None:

@@ -66,7 +66,6 @@ from r1kit.rewards.base import WeightedReward
 from r1kit.rl.collect import batch_metrics, collect
 from r1kit.rl.policy import Policy
 from r1kit.sampling.rollout import Rollout
-from r1kit.train.checkpoint import latest_checkpoint
 from r1kit.train.run import Bar, Run, how_to_continue
 
 ASYNC_TIS_CAP = 2.0  # --tis-cap under --async-depth 1 when none is given
@@ -171,10 +170,7 @@ def shared(failure: R1kitError | None, sp: Split) -> R1kitError | None:
         return failure
     with dist.scope(sp.group):
         lines = dist.all_gather_objects(None if failure is None else str(failure))
-    first = next((line for line in lines if line is not None), None)
-    if first is None or (failure is not None and str(failure) == first):
-        return failure
-    return R1kitError(first)
+    return dist.first_failure(lines, failure)
 
 
 def write_failure(err: Exception, run: Run, where: Path) -> R1kitError | None:
@@ -185,11 +181,7 @@ def write_failure(err: Exception, run: Run, where: Path) -> R1kitError | None:
     if isinstance(err, R1kitError):
         return err
     line = disk_error(err, where) or (str(err) if isinstance(err, OSError) else None)
-    if line is None:
-        return None
-    newest = latest_checkpoint(run.out)
-    hint = f"; the newest complete checkpoint is {newest.name}" if newest else ""
-    return R1kitError(f"{line}{hint}")
+    return None if line is None else run.unsaved(line)
 
 
 def rng_state() -> dict[str, Any]:

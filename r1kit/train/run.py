@@ -277,12 +277,17 @@ class Run:
             if self.created and all(p.name == LOCK for p in self.out.iterdir()):
                 shutil.rmtree(self.out, ignore_errors=True)  # a failed start leaves nothing
             if line is not None and not isinstance(err, R1kitError):
-                newest = latest_checkpoint(self.out)
-                hint = f"; the newest complete checkpoint is {newest.name}" if newest else ""
-                raise R1kitError(f"{line}{hint}") from None
+                raise self.unsaved(line) from None
             return False
         finally:
             self._release()
+
+    def unsaved(self, line: str) -> R1kitError:
+        """A failed write's one line (errors.disk_error's words) with the newest complete
+        checkpoint named, the one --resume continues from."""
+        newest = latest_checkpoint(self.out)
+        hint = f"; the newest complete checkpoint is {newest.name}" if newest else ""
+        return R1kitError(f"{line}{hint}")
 
     def _remove_temps(self) -> None:
         """The partial files of an interrupted write (checkpoints' and final's temp dirs, atomic
