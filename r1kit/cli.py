@@ -194,7 +194,6 @@ def _size(text: str) -> int:
 
 def _prices(args: argparse.Namespace, currency: str) -> Prices:
     """The rates the flags give, the others from DeepSeek's list prices in `currency`."""
-
     base = DEFAULT_PRICES.get(currency)
     flags = (args.price_prompt, args.price_cache_hit, args.price_completion)
     if base is None and None in flags:
@@ -203,7 +202,6 @@ def _prices(args: argparse.Namespace, currency: str) -> Prices:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-
     store = Store(args.db)
     if args.action == "create":
         cur = args.currency.upper()
